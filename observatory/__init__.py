@@ -1,0 +1,1 @@
+"""Analysis stage: probes every checkpoint of every run (see DESIGN.md)."""

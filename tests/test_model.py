@@ -1,0 +1,130 @@
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from train.model import ASPECT_RATIO, GPT, HEAD_SIZE, GPTConfig
+
+SIZES = sorted(Path(__file__).resolve().parents[1].glob("conf/model/*.yaml"))
+
+
+def tiny(**kw) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=50, n_layer=2, n_ctx=16, **kw)).eval()
+
+
+def closed_form_params(vocab: int, n_ctx: int, L: int, d: int, attn_only=False, tied=False) -> tuple[int, int]:
+    """(total, non-embedding) for pre-LN blocks with biases; unembedding without bias."""
+    attn = 4 * d * d + 4 * d  # qkv and output projections with biases
+    mlp = 8 * d * d + 5 * d  # d -> 4d -> d with biases
+    block = 2 * d + attn + (0 if attn_only else 2 * d + mlp)  # LayerNorm(s) + sublayers
+    non_embedding = L * block + 2 * d  # + final LayerNorm
+    embedding = vocab * d + n_ctx * d + (0 if tied else vocab * d)
+    return non_embedding + embedding, non_embedding
+
+
+def test_output_shape():
+    model = tiny()
+    assert model(torch.randint(0, 50, (3, 16))).shape == (3, 16, 50)
+
+
+def test_longer_than_context_is_an_error():
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        tiny()(torch.zeros(1, 17, dtype=torch.long))
+
+
+@pytest.mark.parametrize("attn_only", [False, True])
+def test_causality(attn_only):
+    model = tiny(attn_only=attn_only)
+    tokens = torch.randint(0, 50, (2, 16))
+    changed = tokens.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % 50
+    with torch.no_grad():
+        a, b = model(tokens), model(changed)
+    torch.testing.assert_close(a[:, :10], b[:, :10])
+    assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_hook_names_and_shapes():
+    model = tiny()
+    logits, cache = model.run_with_cache(torch.randint(0, 50, (2, 16)))
+    d, H = model.cfg.d_model, model.cfg.n_head
+    expected = {
+        "hook_embed": (2, 16, d), "hook_pos_embed": (16, d), "ln_final.hook_normalized": (2, 16, d),
+        "blocks.1.hook_resid_pre": (2, 16, d), "blocks.1.hook_resid_mid": (2, 16, d),
+        "blocks.1.hook_resid_post": (2, 16, d), "blocks.0.hook_attn_out": (2, 16, d),
+        "blocks.0.hook_mlp_out": (2, 16, d), "blocks.0.mlp.hook_pre": (2, 16, 4 * d),
+        "blocks.0.mlp.hook_post": (2, 16, 4 * d), "blocks.0.attn.hook_q": (2, 16, H, d // H),
+        "blocks.0.attn.hook_k": (2, 16, H, d // H), "blocks.0.attn.hook_v": (2, 16, H, d // H),
+        "blocks.0.attn.hook_z": (2, 16, H, d // H), "blocks.0.attn.hook_pattern": (2, H, 16, 16),
+        "blocks.0.attn.hook_attn_scores": (2, H, 16, 16),
+    }
+    for name, shape in expected.items():
+        assert tuple(cache[name].shape) == shape, name
+    assert len(cache) == len(model.hook_points) == 2 + 2 * 13 + 1  # embed, pos, 13 per block, final LN
+    pattern = cache["blocks.0.attn.hook_pattern"]
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(2, H, 16))  # rows are distributions
+    assert pattern.triu(1).abs().max() == 0  # causal: no weight on later tokens
+    torch.testing.assert_close(cache["blocks.1.hook_resid_post"], cache["blocks.1.hook_resid_mid"]
+                               + cache["blocks.1.hook_mlp_out"])
+
+
+def test_names_filter_and_no_hook_left_behind():
+    model = tiny()
+    tokens = torch.randint(0, 50, (1, 16))
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    assert sorted(cache) == ["blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern"]
+    _, cache = model.run_with_cache(tokens, names_filter="blocks.1.hook_resid_post")
+    assert list(cache) == ["blocks.1.hook_resid_post"]
+    with pytest.raises(KeyError, match="no hook point named"):
+        model.run_with_cache(tokens, names_filter=["blocks.9.hook_resid_post"])
+    with pytest.raises(RuntimeError, match="boom"), model.hooks([("hook_embed", lambda x, hook: x)]):
+        raise RuntimeError("boom")
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_hooks_can_edit_activations():
+    model = tiny()
+    tokens = torch.randint(0, 50, (1, 16))
+    zero_attn = [(f"blocks.{i}.hook_attn_out", lambda x, hook: torch.zeros_like(x)) for i in range(2)]
+    with model.hooks(zero_attn):
+        edited = model(tokens)
+    assert not torch.allclose(edited, model(tokens))
+
+
+def test_fused_and_explicit_attention_agree():
+    """SDPA (no pattern hook) and the materialized pattern (hook active) give one model."""
+    model = tiny()
+    tokens = torch.randint(0, 50, (2, 16))
+    with torch.no_grad():
+        fused = model(tokens)
+        explicit, _ = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attn_only,tied", [(False, False), (True, False), (False, True)])
+def test_parameter_count_variants(attn_only, tied):
+    model = tiny(attn_only=attn_only, tied_embeddings=tied)
+    total, non_embedding = closed_form_params(50, 16, 2, 2 * ASPECT_RATIO, attn_only, tied)
+    assert (model.n_params(), model.n_params_non_embedding()) == (total, non_embedding)
+
+
+@pytest.mark.parametrize("size_file", SIZES, ids=lambda p: p.stem)
+def test_every_size_follows_the_shape_rule_and_its_name(size_file):
+    size = yaml.safe_load(size_file.read_text())
+    cfg = GPTConfig(vocab_size=128, n_ctx=64, n_layer=size["n_layer"], name=size["name"])
+    assert cfg.d_model == ASPECT_RATIO * cfg.n_layer and cfg.d_head == HEAD_SIZE or cfg.n_head == 1
+    with torch.device("meta"):  # counts without allocating 100M parameters
+        model = GPT(cfg)
+    total, non_embedding = closed_form_params(128, 64, cfg.n_layer, cfg.d_model)
+    assert (model.n_params(), model.n_params_non_embedding()) == (total, non_embedding)
+    name = size["name"]
+    named = float(name[:-1]) * {"k": 1e3, "m": 1e6}[name[-1]]
+    assert abs(named - non_embedding) / non_embedding < 0.05, f"{name} has {non_embedding:,} non-embedding params"
+
+
+def test_family_spans_four_orders_of_magnitude():
+    counts = [GPTConfig(vocab_size=128, n_layer=yaml.safe_load(p.read_text())["n_layer"]) for p in SIZES]
+    n = [L.n_layer * (12 * L.d_model**2 + 13 * L.d_model) for L in counts]
+    assert len(SIZES) >= 6 and min(n) <= 2e4 and max(n) >= 9.5e7

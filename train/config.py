@@ -1,0 +1,111 @@
+"""Config checks that run before any work, and the plain-JSON record of a run."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from train.tasks import make_task
+
+# Keys that change how a run is displayed or stored, never what it computes: a resumed
+# run may differ from the original in these and only these.
+COSMETIC_KEYS = {"logger", "checkpoints_dir", "run_dir", "data.num_workers", "data.cache_dir",
+                 "trainer.enable_progress_bar", "trainer.log_every_n_steps"}
+PACKAGES = ["torch", "lightning", "hydra-core", "datasets", "tokenizers", "safetensors", "wandb", "numpy"]
+
+
+class ConfigError(ValueError):
+    """A config that cannot work; the message names the key and the fix."""
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first problem found, before any data is built or trained."""
+    max_steps, batch_size = cfg.trainer.max_steps, cfg.data.batch_size
+    if not isinstance(max_steps, int) or max_steps <= 0:
+        raise ConfigError(f"trainer.max_steps={max_steps} must be a positive integer")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(f"data.batch_size={batch_size} must be a positive integer")
+    if cfg.model.n_layer <= 0 or cfg.model.n_ctx <= 0:
+        raise ConfigError(f"model.n_layer={cfg.model.n_layer} and model.n_ctx={cfg.model.n_ctx} must be positive")
+    if cfg.data.seq_len > cfg.model.n_ctx:
+        raise ConfigError(f"data.seq_len={cfg.data.seq_len} is longer than the model context "
+                          f"model.n_ctx={cfg.model.n_ctx}; lower data.seq_len or raise model.n_ctx")
+    if cfg.optim.optimizer.lr <= 0:
+        raise ConfigError(f"optim.optimizer.lr={cfg.optim.optimizer.lr} must be positive")
+    late = [s for s in cfg.schedule.extra if not 0 <= s <= max_steps]
+    if late:
+        raise ConfigError(f"schedule.extra steps {late} lie outside [0, trainer.max_steps={max_steps}]")
+    if cfg.schedule.resume_every <= 0:
+        raise ConfigError(f"schedule.resume_every={cfg.schedule.resume_every} must be positive")
+    for name, params in cfg.data.tasks.items():
+        try:
+            make_task(name, **params)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"data.tasks.{name}: {e}") from None
+    check_writable(Path(cfg.checkpoints_dir))
+
+
+def check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise ConfigError(f"checkpoints_dir={directory} is not writable ({e.strerror}); "
+                          "pass checkpoints_dir=<a writable directory>") from None
+
+
+class ValidateBeforeRun(Callback):
+    """Hydra callback: reject a bad config before Hydra creates the run directory."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _validate_or_exit(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _validate_or_exit(config)
+
+
+def _validate_or_exit(cfg: DictConfig) -> None:
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# ---- the record of a run ------------------------------------------------------------
+def plain_config(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        path = f"{prefix}{key}"
+        if path in COSMETIC_KEYS:
+            continue
+        out.update(_flatten(value, path + ".") if isinstance(value, dict) else {path: value})
+    return out
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """`key: old -> new` for every key that changes what the run computes."""
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+

@@ -1,0 +1,229 @@
+"""The GPT family: one config dataclass, one decoder, TransformerLens-style hook points.
+
+Pre-LayerNorm blocks, causal attention through `scaled_dot_product_attention`, GELU MLP,
+learned positions, optional tied embeddings and an attention-only variant. Every
+intermediate activation passes through an identity `HookPoint` named as in TransformerLens
+(`blocks.0.attn.hook_pattern`, `blocks.1.hook_resid_post`, ...), so probes written against
+one library read the other.
+
+The size family follows one shape rule: d_model = ASPECT_RATIO * n_layer and a fixed head
+size, so a size is named by n_layer alone (conf/model/*.yaml).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ASPECT_RATIO = 32  # d_model / n_layer
+HEAD_SIZE = 32  # d_model / n_head
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    n_layer: int
+    n_ctx: int = 64
+    d_model: int | None = None  # default: ASPECT_RATIO * n_layer
+    n_head: int | None = None  # default: d_model // HEAD_SIZE
+    d_mlp: int | None = None  # default: 4 * d_model
+    attn_only: bool = False
+    tied_embeddings: bool = False
+    name: str = ""
+
+    def __post_init__(self):
+        if self.d_model is None:
+            self.d_model = ASPECT_RATIO * self.n_layer
+        if self.n_head is None:
+            self.n_head = max(1, self.d_model // HEAD_SIZE)
+        if self.d_mlp is None:
+            self.d_mlp = 4 * self.d_model
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class HookPoint(nn.Module):
+    """Identity module that forward hooks attach to; `name` is its path in the model."""
+
+    def __init__(self):
+        super().__init__()
+        self.name = ""
+
+    @property
+    def active(self) -> bool:
+        return bool(self._forward_hooks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head, self.d_head = cfg.n_head, cfg.d_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model)
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
+        self.hook_attn_scores, self.hook_pattern = HookPoint(), HookPoint()
+        self.hook_z = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.d_head).unbind(dim=2)  # (B, T, H, D) each
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if self.hook_pattern.active or self.hook_attn_scores.active:
+            z = self._explicit_attention(q, k, v)  # someone wants the pattern: materialize it
+        else:
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # fused kernel
+        z = self.hook_z(z.transpose(1, 2))  # (B, T, H, D)
+        return self.out(z.reshape(B, T, C))
+
+    def _explicit_attention(self, q, k, v) -> torch.Tensor:
+        T = q.shape[-2]
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)  # (B, H, T, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+        scores = self.hook_attn_scores(scores.masked_fill(~causal, float("-inf")))
+        pattern = self.hook_pattern(scores.softmax(dim=-1))  # (B, H, T_query, T_key)
+        return pattern @ v  # (B, H, T, D)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.fc_in = nn.Linear(cfg.d_model, cfg.d_mlp)
+        self.fc_out = nn.Linear(cfg.d_mlp, cfg.d_model)
+        self.hook_pre, self.hook_post = HookPoint(), HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.hook_pre(self.fc_in(x))  # (B, T, d_mlp)
+        return self.fc_out(self.hook_post(F.gelu(pre)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.attn_only = cfg.attn_only
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = Attention(cfg)
+        self.hook_resid_pre, self.hook_attn_out = HookPoint(), HookPoint()
+        self.hook_resid_post = HookPoint()
+        if not cfg.attn_only:
+            self.ln2 = nn.LayerNorm(cfg.d_model)
+            self.mlp = MLP(cfg)
+            self.hook_resid_mid, self.hook_mlp_out = HookPoint(), HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.hook_resid_pre(x)  # (B, T, C)
+        x = x + self.hook_attn_out(self.attn(self.ln1(x)))
+        if not self.attn_only:
+            x = self.hook_resid_mid(x)
+            x = x + self.hook_mlp_out(self.mlp(self.ln2(x)))
+        return self.hook_resid_post(x)
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.n_ctx, cfg.d_model)
+        self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_final = nn.LayerNorm(cfg.d_model)
+        self.ln_final.hook_normalized = HookPoint()
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tied_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
+            if name.endswith("attn.out.weight") or name.endswith("fc_out.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        self.hook_points = {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
+        for name, hook in self.hook_points.items():
+            hook.name = name
+
+    @staticmethod
+    def _init_weights(module: nn.Module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        B, T = tokens.shape
+        if T > self.cfg.n_ctx:
+            raise ValueError(f"sequence length {T} exceeds the model's context n_ctx={self.cfg.n_ctx}")
+        pos = torch.arange(T, device=tokens.device)
+        x = self.hook_embed(self.wte(tokens)) + self.hook_pos_embed(self.wpe(pos))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        x = self.ln_final.hook_normalized(self.ln_final(x))
+        return self.lm_head(x)  # (B, T, vocab)
+
+    # ---- parameter counts -------------------------------------------------------------
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights are counted once
+
+    def n_params_non_embedding(self) -> int:
+        """Kaplan et al.: everything except token, position and unembedding matrices."""
+        embedding = self.wte.weight.numel() + self.wpe.weight.numel()
+        if not self.cfg.tied_embeddings:
+            embedding += self.lm_head.weight.numel()
+        return self.n_params() - embedding
+
+    # ---- hooks ------------------------------------------------------------------------
+    @contextmanager
+    def hooks(self, fwd_hooks: Iterable[tuple[str, Callable]]) -> Iterator["GPT"]:
+        """Attach `(hook_name, fn(tensor, hook) -> tensor | None)` pairs for the duration
+        of the block; they are removed on exit, even when the block raises."""
+        handles = []
+        try:
+            for name, fn in fwd_hooks:
+                if name not in self.hook_points:
+                    raise KeyError(f"no hook point named {name!r}")
+                hook = self.hook_points[name]
+                handles.append(hook.register_forward_hook(lambda mod, inp, out, fn=fn: fn(out, hook=mod)))
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def run_with_cache(
+        self, tokens: torch.Tensor, names_filter: str | list[str] | Callable[[str], bool] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Forward pass that also returns the (detached) activations of the selected hooks."""
+        if names_filter is None:
+            names = list(self.hook_points)
+        elif isinstance(names_filter, str):
+            names = [names_filter]
+        elif callable(names_filter):
+            names = [name for name in self.hook_points if names_filter(name)]
+        else:
+            names = list(names_filter)  # unknown names raise in hooks()
+        cache: dict[str, torch.Tensor] = {}
+
+        def save(tensor, hook):
+            cache[hook.name] = tensor.detach()
+
+        with self.hooks([(name, save) for name in names]):
+            logits = self(tokens)
+        return logits, cache
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross entropy; logits (B, T, V), targets (B, T)."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction=reduction)

@@ -1,0 +1,119 @@
+"""The LightningModule: next-token loss, AdamW with decay on matrices only, warmup + cosine."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+
+from train.model import GPT, GPTConfig, lm_loss
+
+
+def warmup_cosine(warmup_steps: int, max_steps: int, min_lr_ratio: float):
+    """LR multiplier: linear warmup to 1, then cosine decay to min_lr_ratio at max_steps."""
+
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return multiplier
+
+
+def capture_rng_states() -> dict:
+    """Every RNG a training step may touch, as plain containers and tensors (no pickle)."""
+    np_state = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class LitGPT(L.LightningModule):
+    def __init__(self, model_config: dict, optim: dict, max_steps: int, tokens_per_step: int):
+        super().__init__()
+        self.save_hyperparameters()  # plain containers only: resume state loads with weights_only
+        self.model = GPT(GPTConfig(**model_config))
+        self.last_train_loss: torch.Tensor | None = None
+        self._rng_to_restore: dict | None = None
+        self._step_started_at: float | None = None
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model(tokens)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        tokens = batch["input_ids"]  # (B, T + 1)
+        loss = lm_loss(self.model(tokens[:, :-1]), tokens[:, 1:])
+        self.last_train_loss = loss.detach()
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._step_started_at = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        seconds = time.perf_counter() - self._step_started_at
+        tokens = batch["input_ids"][:, 1:].numel() * self.trainer.world_size
+        self.log("train/tokens_per_s", tokens / seconds)
+        self.log("train/tokens", float(self.trainer.global_step * self.hparams.tokens_per_step))
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    @torch.no_grad()
+    def validation_loss(self, dataloader: DataLoader) -> float:
+        """Mean next-token loss over a fixed held-out set (token-weighted)."""
+        was_training = self.training
+        self.eval()
+        total, count = 0.0, 0
+        for batch in dataloader:
+            tokens = batch["input_ids"].to(self.device)
+            with self.trainer.precision_plugin.forward_context():
+                logits = self.model(tokens[:, :-1])
+            total += lm_loss(logits, tokens[:, 1:], reduction="sum").item()
+            count += tokens[:, 1:].numel()
+        self.train(was_training)
+        return total / count
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [  # nanoGPT: decay every matrix (incl. embeddings), never biases or norms
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.hparams.optim["weight_decay"]},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        optim = self.hparams.optim
+        optimizer = instantiate(optim["optimizer"])(groups)  # a `_partial_: true` config
+        multiplier = warmup_cosine(optim["warmup_steps"], self.hparams.max_steps, optim["min_lr_ratio"])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- exact resume: Lightning checkpoints do not hold the global RNG states -------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_states"] = capture_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        if self._rng_to_restore is not None:  # restore last, after data loaders are built
+            restore_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None

@@ -1,0 +1,176 @@
+"""The run directory: the contract between training and the observatory.
+
+    <checkpoints_dir>/<experiment>/<model>-s<seed>/
+        run.json                       resolved config, sizes, versions, status
+        manifest.jsonl                 one row per durable checkpoint
+        step_00000128.safetensors      weights only, with the model config in its metadata
+        resume/last.ckpt               full training state for exact resume
+        tokenizer.json                 the vocabulary training saw
+
+Both stages import this module (never copy it); it depends on torch, safetensors and
+the model definition only, not on Lightning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
+
+from train.model import GPT, GPTConfig
+
+RUN_JSON = "run.json"
+MANIFEST = "manifest.jsonl"
+TOKENIZER = "tokenizer.json"
+RESUME_STATE = Path("resume") / "last.ckpt"
+FORMAT = "observatory-weights/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, corrupt or does not match its manifest row."""
+
+
+def weights_file(step: int) -> str:
+    return f"step_{step:08d}.safetensors"
+
+
+# ---- durable writes -----------------------------------------------------------------
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, then `os.replace`: readers see the
+    old file or the new one, never a torn one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+# ---- run.json -----------------------------------------------------------------------
+def read_run_json(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / RUN_JSON).read_text())
+
+
+def update_status(run_dir: Path, status: str) -> None:
+    info = read_run_json(run_dir)
+    info["status"] = status
+    write_json(Path(run_dir) / RUN_JSON, info)
+
+
+# ---- manifest.jsonl -----------------------------------------------------------------
+def read_manifest(run_dir: Path) -> list[dict]:
+    """Rows in file order. A torn last line (a crash mid-append) is not a row."""
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
+        rows.append(json.loads(line))
+    return rows
+
+
+def repair_manifest(run_dir: Path) -> None:
+    """Drop a torn last line so that the next append starts on a fresh line."""
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def append_manifest(run_dir: Path, row: dict) -> None:
+    """Append one row and fsync; call only after the file the row names is durable."""
+    with open(Path(run_dir) / MANIFEST, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# ---- weights ------------------------------------------------------------------------
+def save_weights(path: Path, model: GPT, step: int) -> str:
+    """Write weights-only safetensors (atomically) and return their sha256."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if model.cfg.tied_embeddings:
+        del state["lm_head.weight"]  # the same tensor as wte.weight; safetensors stores it once
+    metadata = {"format": FORMAT, "step": str(step), "model_config": json.dumps(model.cfg.to_dict())}
+    data = safetensors_save(state, metadata=metadata)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_metadata(data: bytes) -> dict:
+    """The safetensors header: 8-byte little-endian length, then JSON."""
+    if len(data) < 8:
+        raise CheckpointError("file is shorter than a safetensors header")
+    (n,) = struct.unpack("<Q", data[:8])
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"unreadable safetensors header ({e})") from None
+    return header.get("__metadata__") or {}
+
+
+def load_weights_file(path: Path, expected_sha256: str | None = None) -> GPT:
+    """Rebuild a model from one weights file alone. Never unpickles anything."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist")
+    data = path.read_bytes()
+    if expected_sha256 is not None:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected_sha256:
+            raise CheckpointError(f"{path.name}: sha256 {actual[:12]}… does not match the manifest's {expected_sha256[:12]}…")
+    metadata = _read_metadata(data)
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path.name}: not an observatory weights file (format {metadata.get('format')!r})")
+    try:
+        state = safetensors_load(data)
+    except Exception as e:  # safetensors raises its own error type for truncated files
+        raise CheckpointError(f"{path.name}: corrupt safetensors ({e})") from None
+    model = GPT(GPTConfig(**json.loads(metadata["model_config"])))
+    if model.cfg.tied_embeddings:
+        state["lm_head.weight"] = state["wte.weight"]
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def load_model(run_dir: Path, step: int, verify: bool = True) -> GPT:
+    """The model of `run_dir` at `step`, checked against its manifest row's sha256."""
+    run_dir = Path(run_dir)
+    rows = {row["step"]: row for row in read_manifest(run_dir)}
+    if step not in rows:
+        raise CheckpointError(f"{run_dir}: no checkpoint for step {step} in {MANIFEST} (have {sorted(rows)})")
+    row = rows[step]
+    return load_weights_file(run_dir / row["file"], row["sha256"] if verify else None)
+
+
+def load_resume_state(path: Path) -> dict:
+    """Full training state, loaded without pickle."""
+    return torch.load(path, map_location="cpu", weights_only=True)

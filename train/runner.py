@@ -1,0 +1,100 @@
+"""One training run, from a composed config to a finished run directory."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig
+
+from train import rundir
+from train.checkpointing import AtomicCheckpointIO, ScheduledCheckpoints, checkpoint_steps
+from train.config import ConfigError, config_differences, package_versions, plain_config, validate
+from train.data import TaskDataModule
+from train.module import LitGPT
+
+
+def _log_lightning_once() -> None:
+    """Lightning adds its own console handler; under Hydra, whose root handlers already print
+    (and write train.log), that shows every message twice."""
+    if logging.getLogger().hasHandlers():
+        logging.getLogger("lightning").handlers.clear()
+
+
+def run_training(cfg: DictConfig) -> Path:
+    """Train (or resume, or recognise as finished) the run that `cfg` names."""
+    validate(cfg)
+    run_dir = Path(cfg.run_dir)
+    config = plain_config(cfg)
+    if (run_dir / rundir.RUN_JSON).exists():
+        previous = rundir.read_run_json(run_dir)
+        changed = config_differences(previous["config"], config)
+        if changed:
+            raise ConfigError(f"{run_dir} holds a run with a different config ({'; '.join(changed)}); "
+                              "choose another experiment_name or seed, or delete that directory")
+        if previous["status"] == "completed":
+            print(f"{run_dir}: already completed ({len(rundir.read_manifest(run_dir))} checkpoints); nothing to do")
+            return run_dir
+
+    _log_lightning_once()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = TaskDataModule(tasks=cfg.data.tasks, seq_len=cfg.data.seq_len, batch_size=cfg.data.batch_size,
+                          seed=cfg.seed, data_seed=cfg.data.seed, val_batches=cfg.data.val_batches,
+                          num_workers=cfg.data.num_workers, cache_dir=cfg.data.cache_dir)
+    devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
+    tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * devices * cfg.trainer.accumulate_grad_batches
+    model_config = {k: v for k, v in config["model"].items()} | {"vocab_size": data.vocab_size}
+    module = LitGPT(model_config, config["optim"], cfg.trainer.max_steps, tokens_per_step)
+    model = module.model
+
+    resume_path = run_dir / rundir.RESUME_STATE
+    resuming = resume_path.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data.save_tokenizer(run_dir / rundir.TOKENIZER)
+    rundir.write_json(run_dir / rundir.RUN_JSON, {
+        "experiment": cfg.experiment_name, "run": cfg.run_name, "model": cfg.model.name, "seed": cfg.seed,
+        "n_params": model.n_params(), "n_params_non_embedding": model.n_params_non_embedding(),
+        "tokens_per_step": tokens_per_step, "max_steps": cfg.trainer.max_steps,
+        "model_config": model.cfg.to_dict(), "config": config, "versions": package_versions(),
+        "status": "running",
+    })
+    print(f"{cfg.run_name}: {model.n_params():,} parameters ({model.n_params_non_embedding():,} non-embedding), "
+          f"{tokens_per_step:,} tokens/step, {cfg.trainer.max_steps:,} steps"
+          + (f" — resuming from {resume_path}" if resuming else ""))
+
+    steps = checkpoint_steps(cfg.trainer.max_steps, cfg.schedule.log2_max, cfg.schedule.every, cfg.schedule.extra)
+    callbacks = [ScheduledCheckpoints(run_dir, steps, cfg.schedule.resume_every, tokens_per_step)]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    progress_bar = cfg.trainer.enable_progress_bar
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
+        max_epochs=-1, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # the step sampler shards batches itself
+    )
+    if logger:
+        logger.log_hyperparams(config)
+    started = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=resume_path if resuming else None)
+    except BaseException as e:
+        rundir.update_status(run_dir, f"failed: {type(e).__name__}: {e}".strip())
+        raise
+    finally:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            wandb.finish()  # one W&B run per job, also between multirun jobs
+    if trainer.interrupted:
+        rundir.update_status(run_dir, "failed: interrupted")
+        raise KeyboardInterrupt
+    rundir.update_status(run_dir, "completed")
+    manifest = rundir.read_manifest(run_dir)
+    print(f"{cfg.run_name}: completed {cfg.trainer.max_steps:,} steps in {time.perf_counter() - started:.1f}s, "
+          f"{len(manifest)} checkpoints, final val loss {manifest[-1]['val_loss']:.4f} -> {run_dir}")
+    return run_dir
