@@ -33,4 +33,4 @@ def compose_train(tmp_path):
 
 # A few seconds of training: small batches, a short schedule, a tiny task.
 TINY = ["trainer.max_steps=40", "data.batch_size=8", "data.val_batches=2", "model.n_ctx=32",
-        "data.tasks.modular_addition.p=23", "schedule.every=10", "schedule.resume_every=5", "logger=none"]
+        "data.tasks.modular_addition.p=23", "schedule.every=10", "schedule.resume_every=5", "optim.warmup_steps=5", "logger=none"]

@@ -70,7 +70,7 @@ class ScheduledCheckpoints(L.Callback):
     def _checkpoint(self, trainer, pl_module, step: int) -> None:
         if step in self._written:  # written before an interruption; resume is exact, so it is the same
             return
-        val_loss = pl_module.validation_loss(trainer.datamodule.val_dataloader())
+        val_loss = pl_module.validation_loss(trainer.datamodule.heldout_dataloader())
         train_loss = None if step == 0 else pl_module.last_train_loss.item()
         for logger in trainer.loggers:
             logger.log_metrics({"val/loss": val_loss}, step=step)

@@ -125,7 +125,8 @@ class TaskDataModule(L.LightningDataModule):
                                    rank=trainer.global_rank, world_size=trainer.world_size)
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
 
-    def val_dataloader(self) -> DataLoader:
-        """A fixed slice of the held-out split, the same at every evaluation."""
+    def heldout_dataloader(self) -> DataLoader:
+        """A fixed slice of the held-out split, scored at every checkpoint (not a Lightning
+        val loop: checkpoints fall on a log-spaced schedule that val_check_interval cannot express)."""
         n = min(len(self.val_set), self.val_batches * self.batch_size)
         return DataLoader(self.val_set.select(range(n)), batch_size=self.batch_size, shuffle=False)

@@ -30,6 +30,7 @@ MANIFEST = "manifest.jsonl"
 TOKENIZER = "tokenizer.json"
 RESUME_STATE = Path("resume") / "last.ckpt"
 FORMAT = "observatory-weights/1"
+METADATA_KEY = "observatory"
 
 
 class CheckpointError(RuntimeError):
@@ -119,14 +120,16 @@ def save_weights(path: Path, model: GPT, step: int) -> str:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if model.cfg.tied_embeddings:
         del state["lm_head.weight"]  # the same tensor as wte.weight; safetensors stores it once
-    metadata = {"format": FORMAT, "step": str(step), "model_config": json.dumps(model.cfg.to_dict())}
-    data = safetensors_save(state, metadata=metadata)
+    # One metadata key: safetensors writes a multi-key map in a random order, and the same
+    # weights must give the same bytes (and sha256) in every process.
+    header = {"format": FORMAT, "step": step, "model_config": model.cfg.to_dict()}
+    data = safetensors_save(state, metadata={METADATA_KEY: json.dumps(header, sort_keys=True)})
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
 def _read_metadata(data: bytes) -> dict:
-    """The safetensors header: 8-byte little-endian length, then JSON."""
+    """Our header inside the safetensors one (8-byte little-endian length, then JSON)."""
     if len(data) < 8:
         raise CheckpointError("file is shorter than a safetensors header")
     (n,) = struct.unpack("<Q", data[:8])
@@ -134,7 +137,10 @@ def _read_metadata(data: bytes) -> dict:
         header = json.loads(data[8 : 8 + n])
     except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"unreadable safetensors header ({e})") from None
-    return header.get("__metadata__") or {}
+    try:
+        return json.loads(header["__metadata__"][METADATA_KEY])
+    except (KeyError, TypeError, ValueError):
+        return {}
 
 
 def load_weights_file(path: Path, expected_sha256: str | None = None) -> GPT:
@@ -154,7 +160,7 @@ def load_weights_file(path: Path, expected_sha256: str | None = None) -> GPT:
         state = safetensors_load(data)
     except Exception as e:  # safetensors raises its own error type for truncated files
         raise CheckpointError(f"{path.name}: corrupt safetensors ({e})") from None
-    model = GPT(GPTConfig(**json.loads(metadata["model_config"])))
+    model = GPT(GPTConfig(**metadata["model_config"]))
     if model.cfg.tied_embeddings:
         state["lm_head.weight"] = state["wte.weight"]
     model.load_state_dict(state, strict=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
+import datasets
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
@@ -19,11 +21,14 @@ from train.data import TaskDataModule
 from train.module import LitGPT
 
 
-def _log_lightning_once() -> None:
+def _quiet_libraries() -> None:
     """Lightning adds its own console handler; under Hydra, whose root handlers already print
-    (and write train.log), that shows every message twice."""
+    (and write train.log), every message would show twice. Also hide a warning from inside
+    Lightning that users cannot act on, and datasets' progress bars for sub-second steps."""
+    datasets.disable_progress_bars()
     if logging.getLogger().hasHandlers():
         logging.getLogger("lightning").handlers.clear()
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def run_training(cfg: DictConfig) -> Path:
@@ -41,7 +46,7 @@ def run_training(cfg: DictConfig) -> Path:
             print(f"{run_dir}: already completed ({len(rundir.read_manifest(run_dir))} checkpoints); nothing to do")
             return run_dir
 
-    _log_lightning_once()
+    _quiet_libraries()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = TaskDataModule(tasks=cfg.data.tasks, seq_len=cfg.data.seq_len, batch_size=cfg.data.batch_size,
                           seed=cfg.seed, data_seed=cfg.data.seed, val_batches=cfg.data.val_batches,
@@ -74,7 +79,7 @@ def run_training(cfg: DictConfig) -> Path:
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()],
         enable_progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
-        max_epochs=-1, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
+        max_epochs=-1, enable_checkpointing=False,
         use_distributed_sampler=False,  # the step sampler shards batches itself
     )
     if logger:
@@ -82,6 +87,9 @@ def run_training(cfg: DictConfig) -> Path:
     started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume_path if resuming else None)
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
+        rundir.update_status(run_dir, "failed: interrupted")
+        raise
     except BaseException as e:
         rundir.update_status(run_dir, f"failed: {type(e).__name__}: {e}".strip())
         raise
@@ -90,9 +98,6 @@ def run_training(cfg: DictConfig) -> Path:
             import wandb
 
             wandb.finish()  # one W&B run per job, also between multirun jobs
-    if trainer.interrupted:
-        rundir.update_status(run_dir, "failed: interrupted")
-        raise KeyboardInterrupt
     rundir.update_status(run_dir, "completed")
     manifest = rundir.read_manifest(run_dir)
     print(f"{cfg.run_name}: completed {cfg.trainer.max_steps:,} steps in {time.perf_counter() - started:.1f}s, "

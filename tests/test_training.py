@@ -1,0 +1,177 @@
+import hashlib
+import json
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO, TINY
+from wandb_offline import history, run_files
+
+from train import rundir
+from train.checkpointing import ScheduledCheckpoints, checkpoint_steps
+from train.config import ConfigError
+from train.runner import run_training
+
+TINY_STEPS = checkpoint_steps(40, None, 10)  # TINY's schedule
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_short_run_writes_exactly_the_scheduled_checkpoints(compose_train):
+    run_dir = run_training(compose_train(*TINY))
+    rows = rundir.read_manifest(run_dir)
+    info = rundir.read_run_json(run_dir)
+    assert [r["step"] for r in rows] == TINY_STEPS == [0, 1, 2, 4, 8, 10, 16, 20, 30, 32, 40]
+    assert sorted(p.name for p in run_dir.glob("*.safetensors")) == [r["file"] for r in rows]
+    for row in rows:
+        assert sha256(run_dir / row["file"]) == row["sha256"]
+        assert row["tokens"] == row["step"] * info["tokens_per_step"] == row["step"] * 8 * 32
+    assert info["status"] == "completed" and info["model"] == "13k" and info["seed"] == 0
+    model = rundir.load_model(run_dir, 40)
+    assert (info["n_params"], info["n_params_non_embedding"]) == (model.n_params(), model.n_params_non_embedding())
+    assert info["config"]["trainer"]["max_steps"] == 40 and info["versions"]["torch"].startswith("2.")
+    assert rows[0]["train_loss"] is None
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.5  # it learns: loss falls
+    assert rows[-1]["train_loss"] < rows[1]["train_loss"] - 0.5
+    assert (run_dir / "tokenizer.json").exists() and (run_dir / "resume" / "last.ckpt").exists()
+
+
+def test_checkpoints_load_without_pickle(compose_train, monkeypatch):
+    run_dir = run_training(compose_train(*TINY))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pickle was used")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    for row in rundir.read_manifest(run_dir):
+        model = rundir.load_model(run_dir, row["step"])
+        assert model.cfg.name == "13k" and not model.training
+    monkeypatch.undo()
+    state = rundir.load_resume_state(run_dir / rundir.RESUME_STATE)  # torch's weights_only loader
+    assert state["global_step"] == 40 and "rng_states" in state
+
+
+def test_tampered_checkpoint_is_refused(compose_train):
+    run_dir = run_training(compose_train(*TINY))
+    path = run_dir / rundir.weights_file(8)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(rundir.CheckpointError, match="does not match the manifest"):
+        rundir.load_model(run_dir, 8)
+    path.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(rundir.CheckpointError, match="corrupt"):
+        rundir.load_model(run_dir, 8, verify=False)
+
+
+def test_rerun_after_completion_does_nothing(compose_train, capsys):
+    cfg = compose_train(*TINY)
+    run_dir = run_training(cfg)
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.is_file()}
+    run_training(cfg)
+    assert "already completed (11 checkpoints); nothing to do" in capsys.readouterr().out
+    assert before == {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.is_file()}
+
+
+def test_resume_after_interruption_is_bitwise_identical(compose_train, monkeypatch):
+    reference = run_training(compose_train(*TINY, "experiment_name=uninterrupted"))
+
+    original = ScheduledCheckpoints.on_train_batch_end
+
+    def crash_at_step_23(self, trainer, *args):
+        original(self, trainer, *args)
+        if trainer.global_step == 23:
+            raise RuntimeError("simulated crash")
+
+    cfg = compose_train(*TINY, "experiment_name=interrupted", "logger=wandb")
+    monkeypatch.setattr(ScheduledCheckpoints, "on_train_batch_end", crash_at_step_23)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_training(cfg)
+    run_dir = cfg.run_dir
+    assert rundir.read_run_json(run_dir)["status"] == "failed: RuntimeError: simulated crash"
+    assert [r["step"] for r in rundir.read_manifest(run_dir)] == [s for s in TINY_STEPS if s <= 23]
+    monkeypatch.undo()
+
+    run_training(cfg)  # resumes from the step-20 resume state
+    resumed, uninterrupted = rundir.read_manifest(run_dir), rundir.read_manifest(reference)
+    assert [r["step"] for r in resumed] == TINY_STEPS
+    assert [r["sha256"] for r in resumed] == [r["sha256"] for r in uninterrupted]
+    assert [r["val_loss"] for r in resumed] == [r["val_loss"] for r in uninterrupted]
+    assert rundir.read_run_json(run_dir)["status"] == "completed"
+    first, second = run_files(run_dir)  # the resumed run continues the same W&B run id
+    assert first.name == second.name == "run-interrupted-13k-s0-train.wandb"
+
+
+def test_changed_config_on_an_existing_run_is_refused(compose_train):
+    run_training(compose_train(*TINY))
+    with pytest.raises(ConfigError, match=r"different config \(optim.optimizer.lr: 0.001 -> 0.002\)"):
+        run_training(compose_train(*TINY, "optim.optimizer.lr=0.002"))
+
+
+def test_wandb_offline_file_holds_the_logged_metrics(compose_train):
+    run_dir = run_training(compose_train(*TINY, "logger=wandb"))
+    [run_file] = run_files(run_dir)
+    rows = history(run_file)
+    val = {r["trainer/global_step"]: r["val/loss"] for r in rows if "val/loss" in r}
+    assert val == {r["step"]: pytest.approx(r["val_loss"]) for r in rundir.read_manifest(run_dir)}
+    train = [r for r in rows if "train/loss" in r]
+    assert len(train) == 4  # every 10 of 40 steps
+    assert all({"train/lr", "train/tokens", "train/tokens_per_s"} <= r.keys() for r in train)
+    assert "offline-run" in str(run_file) and "default-13k-s0-train" in run_file.name
+
+
+def test_csv_logger(compose_train):
+    run_dir = run_training(compose_train(*TINY, "logger=csv"))
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "val/loss", "train/lr", "step"} <= set(header)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.seq_len=65", "data.seq_len=65 is longer than the model context model.n_ctx=64"),
+    ("trainer.max_steps=0", "trainer.max_steps=0 must be a positive integer"),
+    ("data.batch_size=-4", "data.batch_size=-4 must be a positive integer"),
+    ("schedule.extra=[5000]", "schedule.extra steps [5000] lie outside"),
+    ("data.tasks.modular_addition.p=1", "data.tasks.modular_addition: modular_addition: p must be >= 2"),
+])
+def test_bad_config_is_a_clear_error(compose_train, override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        run_training(compose_train(override))
+
+
+def test_unwritable_checkpoints_dir_is_a_clear_error(compose_train, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="is not writable"):
+        run_training(compose_train(f"checkpoints_dir={blocker}/runs"))
+
+
+def run_cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "train", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_errors_are_one_line_before_any_work(tmp_path):
+    result = run_cli(f"checkpoints_dir={tmp_path}", "data.seq_len=100")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: data.seq_len=100 is longer than the model context model.n_ctx=64; "
+                                     "lower data.seq_len or raise model.n_ctx")
+    assert not any(tmp_path.iterdir())  # Hydra created no run directory
+    result = run_cli(f"checkpoints_dir={tmp_path}", "model=7b")
+    assert result.returncode == 1
+    assert "Could not find 'model/7b'" in result.stderr and "13k" in result.stderr  # Hydra lists the sizes
+
+
+def test_multirun_writes_one_run_dir_per_job(tmp_path):
+    result = run_cli("-m", f"checkpoints_dir={tmp_path}", "seed=0,1", "experiment_name=sweep", *TINY)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if (p / "run.json").exists())
+    assert runs == ["13k-s0", "13k-s1"]
+    for name in runs:
+        info = json.loads((tmp_path / "sweep" / name / "run.json").read_text())
+        assert info["status"] == "completed" and info["seed"] == int(name[-1])
