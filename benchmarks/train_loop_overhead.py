@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from train.config import plain_config
-from train.data import StepBatchSampler, TaskDataModule
+from train.data import BlocksDataModule, Corpus, StepBatchSampler, build_corpus
 from train.model import lm_loss
 from train.module import LitGPT
 
@@ -33,19 +33,18 @@ class StepTimer(L.Callback):
             self.started = time.perf_counter()
 
 
-def make(cfg) -> tuple[LitGPT, TaskDataModule]:
+def make(cfg, corpus: Corpus) -> tuple[LitGPT, BlocksDataModule]:
     L.seed_everything(cfg.seed, verbose=False)
-    data = TaskDataModule(tasks=cfg.data.tasks, seq_len=cfg.data.seq_len, batch_size=cfg.data.batch_size,
-                          seed=cfg.seed, data_seed=cfg.data.seed, val_batches=1)
+    data = BlocksDataModule(corpus, batch_size=cfg.data.batch_size, seed=cfg.seed, val_batches=1)
     config = plain_config(cfg)
     tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
-    module = LitGPT(config["model"] | {"vocab_size": data.vocab_size}, config["optim"], cfg.trainer.max_steps,
-                    tokens_per_step)
+    vocab_size = corpus.tokenizer.get_vocab_size()
+    module = LitGPT(config["model"] | {"vocab_size": vocab_size}, config["optim"], cfg.trainer.max_steps, tokens_per_step)
     return module, data
 
 
-def lightning_tokens_per_s(cfg, steps: int, warmup: int) -> float:
-    module, data = make(cfg)
+def lightning_tokens_per_s(cfg, corpus: Corpus, steps: int, warmup: int) -> float:
+    module, data = make(cfg, corpus)
     timer = StepTimer(warmup)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, max_epochs=-1, logger=False,
                         gradient_clip_val=cfg.trainer.gradient_clip_val, enable_checkpointing=False,
@@ -56,13 +55,13 @@ def lightning_tokens_per_s(cfg, steps: int, warmup: int) -> float:
     return (steps - warmup) * cfg.data.batch_size * cfg.data.seq_len / seconds
 
 
-def bare_tokens_per_s(cfg, steps: int, warmup: int) -> float:
-    module, data = make(cfg)
-    data.setup("fit")
+def bare_tokens_per_s(cfg, corpus: Corpus, steps: int, warmup: int) -> float:
+    module, data = make(cfg, corpus)
     optimizers = module.configure_optimizers()
     optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
     model = module.model.train()
-    loader = torch.utils.data.DataLoader(data.train_set, batch_sampler=StepBatchSampler(len(data.train_set), cfg.data.batch_size, cfg.seed))
+    sampler = StepBatchSampler(len(corpus.train), cfg.data.batch_size, cfg.seed)
+    loader = torch.utils.data.DataLoader(corpus.train, batch_sampler=sampler)
     started = None
     for step, batch in zip(range(steps), loader):
         if step == warmup:
@@ -92,10 +91,11 @@ def main():
         for size in args.sizes:
             cfg = compose(config_name="train", overrides=[f"model={size}", f"trainer.max_steps={args.steps}"])
             OmegaConf.resolve(cfg)
+            corpus = build_corpus(cfg.data)
             bare, lit = [], []
             for _ in range(args.repeats):
-                bare.append(bare_tokens_per_s(cfg, args.steps, args.warmup))
-                lit.append(lightning_tokens_per_s(cfg, args.steps, args.warmup))
+                bare.append(bare_tokens_per_s(cfg, corpus, args.steps, args.warmup))
+                lit.append(lightning_tokens_per_s(cfg, corpus, args.steps, args.warmup))
             b, l_ = statistics.median(bare), statistics.median(lit)
             print(f"{size:>6} {b:>12,.0f} {l_:>16,.0f} {l_ / b:>7.3f}", flush=True)
 

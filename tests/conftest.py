@@ -32,5 +32,5 @@ def compose_train(tmp_path):
 
 
 # A few seconds of training: small batches, a short schedule, a tiny task.
-TINY = ["trainer.max_steps=40", "data.batch_size=8", "data.val_batches=2", "model.n_ctx=32",
-        "data.tasks.modular_addition.p=23", "schedule.every=10", "schedule.resume_every=5", "optim.warmup_steps=5", "logger=none"]
+TINY = ["trainer.max_steps=40", "data=modular_addition", "data.tasks.modular_addition.p=23",
+        "data.train_examples=2000", "data.probe_items=64", "data.batch_size=8", "data.val_batches=2", "model.n_ctx=32", "schedule.every=10", "schedule.resume_every=5", "optim.warmup_steps=5", "logger=none"]

@@ -1,49 +1,56 @@
+import datasets
 import pytest
 import torch
 
-from train.data import SPECIAL_TOKENS, StepBatchSampler, build_split, build_tokenizer
-from train.tasks import ModularAddition
-
-TASKS = {"modular_addition": {"p": 13, "train_fraction": 0.4}}
-
-
-def test_modular_addition_answers_and_disjoint_split():
-    task = ModularAddition(p=13, train_fraction=0.4)
-    train, val = list(task.examples("train", seed=0)), list(task.examples("val", seed=0))
-    assert len(train) == round(0.4 * 169) and len(train) + len(val) == 169
-    assert not {e["prompt"] for e in train} & {e["prompt"] for e in val}
-    for e in train + val:
-        a, _, b, _ = e["prompt"].split()
-        assert int(e["answer"]) == (int(a) + int(b)) % 13
-    assert train != list(task.examples("train", seed=1))  # the split depends on the seed
+from train.data import SPECIAL_TOKENS, StepBatchSampler, build_corpus, build_tokenizer, pack
+from train.tasks import make_task
 
 
 def test_tokenizer_round_trip():
-    tokenizer = build_tokenizer(ModularAddition(p=13).symbols())
-    assert tokenizer.get_vocab_size() == len(SPECIAL_TOKENS) + 15
-    ids = tokenizer.encode("[BOS] 12 + 3 = 2 [EOS]").ids
-    assert ids[0] == SPECIAL_TOKENS.index("[BOS]") and tokenizer.decode(ids, skip_special_tokens=False).split() == \
-        ["[BOS]", "12", "+", "3", "=", "2", "[EOS]"]
+    tokenizer = build_tokenizer(make_task("modular_addition", p=13).symbols())
+    assert tokenizer.get_vocab_size() == len(SPECIAL_TOKENS) + 3 + 13
+    ids = tokenizer.encode("[BOS] [mod] 12 + 3 = 2 [EOS]").ids
+    assert ids[0] == SPECIAL_TOKENS.index("[BOS]") and SPECIAL_TOKENS.index("[UNK]") not in ids
+    assert tokenizer.decode(ids, skip_special_tokens=False).split() == ["[BOS]", "[mod]", "12", "+", "3", "=", "2", "[EOS]"]
 
 
-def test_packed_blocks_are_deterministic_and_held_out(tmp_path):
-    tokenizer = build_tokenizer(ModularAddition(p=13).symbols())
-    a = build_split(TASKS, "train", 0, tokenizer, seq_len=16, cache_dir=str(tmp_path / "a"))
-    b = build_split(TASKS, "train", 0, tokenizer, seq_len=16, cache_dir=str(tmp_path / "b"))
-    blocks = a[:]["input_ids"]
-    assert torch.equal(blocks, b[:]["input_ids"]) and blocks.shape[1] == 17
-    # every packed example decodes to a true sum, and none of the held-out prompts is trained on
-    text = tokenizer.decode(blocks.flatten().tolist(), skip_special_tokens=False)
-    examples = [e.split() for e in text.split("[BOS]")[1:-1]]
-    assert examples and all(int(x[4]) == (int(x[0]) + int(x[2])) % 13 for x in examples)
-    val_prompts = {e["prompt"] for e in ModularAddition(13, 0.4).examples("val", 0)}
-    assert not {" ".join(x[:4]) for x in examples} & val_prompts
+def test_mixture_corpus_is_deterministic_and_keeps_held_out_items_out(compose_train, tmp_path):
+    cfg = compose_train("data.train_examples=3000", "data.probe_items=32", "data.seq_len=32", "model.n_ctx=32")
+    cfg.data.cache_dir = str(tmp_path / "a")
+    a = build_corpus(cfg.data)
+    cfg.data.cache_dir = str(tmp_path / "b")
+    b = build_corpus(cfg.data)
+    blocks = a.train[:]["input_ids"]
+    assert torch.equal(blocks, b.train[:]["input_ids"]) and blocks.shape[1] == 33
+    assert a.probe_items == b.probe_items and sorted(a.heldout) == sorted(cfg.data.tasks)
+
+    text = a.tokenizer.decode(blocks.flatten().tolist(), skip_special_tokens=False)
+    examples = [e.strip() for e in text.split("[BOS]")[1:-1]]
+    counts = {name: sum(e.startswith(make_task(name).marker) for e in examples) for name in cfg.data.tasks}
+    assert all(c > 0.1 * len(examples) for c in counts.values()), counts  # equal weights: ~1/7 each
+    assert sum(not e.endswith("[EOS]") for e in examples) <= 3  # remainders cut at the 3 map batches
+    # a held-out prompt followed by its answer never occurs in the training stream
+    for item in a.probe_items:
+        if item["task"] != "grammar":  # grammar prompts are split by prefix; checked in test_tasks
+            assert f"{item['prompt']} {item['answer']} " not in text
+    # probe items round-trip through the tokenizer
+    item = a.probe_items[0]
+    assert a.tokenizer.decode(item["prompt_ids"], skip_special_tokens=False) == f"[BOS] {item['prompt']}"
+    assert a.tokenizer.decode(item["answer_ids"]) == item["answer"]
 
 
-def test_seq_len_too_long_for_the_data_is_a_clear_error(tmp_path):
-    tokenizer = build_tokenizer(ModularAddition(p=2).symbols())
-    with pytest.raises(ValueError, match="packs into no block"):
-        build_split({"modular_addition": {"p": 2, "train_fraction": 0.5}}, "train", 0, tokenizer, 64, str(tmp_path))
+def test_weights_set_the_mixture(compose_train, tmp_path):
+    cfg = compose_train("data.train_examples=2000", "data.tasks.sorting.weight=0", "data.tasks.grammar.weight=5",
+                        f"data.cache_dir={tmp_path}")
+    corpus = build_corpus(cfg.data)
+    text = corpus.tokenizer.decode(corpus.train[:]["input_ids"].flatten().tolist(), skip_special_tokens=False)
+    assert text.count("[sort]") == 0 and text.count("[lm]") > 2 * text.count("[copy]")
+
+
+def test_too_little_data_for_one_block_is_a_clear_error():
+    tokenizer = build_tokenizer(["a"])
+    with pytest.raises(ValueError, match="packs into no block of 65 tokens"):
+        pack(datasets.Dataset.from_dict({"text": ["[BOS] a [EOS]"]}), tokenizer, 64, "tiny")
 
 
 def test_step_sampler_is_a_pure_function_of_seed_and_step():

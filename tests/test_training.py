@@ -121,6 +121,9 @@ def test_wandb_offline_file_holds_the_logged_metrics(compose_train):
     rows = history(run_file)
     val = {r["trainer/global_step"]: r["val/loss"] for r in rows if "val/loss" in r}
     assert val == {r["step"]: pytest.approx(r["val_loss"]) for r in rundir.read_manifest(run_dir)}
+    per_task = {r["trainer/global_step"]: r["val/loss/modular_addition"] for r in rows if "val/loss" in r}
+    assert per_task == {r["step"]: pytest.approx(r["val_loss_by_task"]["modular_addition"])
+                        for r in rundir.read_manifest(run_dir)}
     train = [r for r in rows if "train/loss" in r]
     assert len(train) == 4  # every 10 of 40 steps
     assert all({"train/lr", "train/tokens", "train/tokens_per_s"} <= r.keys() for r in train)

@@ -70,15 +70,17 @@ class ScheduledCheckpoints(L.Callback):
     def _checkpoint(self, trainer, pl_module, step: int) -> None:
         if step in self._written:  # written before an interruption; resume is exact, so it is the same
             return
-        val_loss = pl_module.validation_loss(trainer.datamodule.heldout_dataloader())
+        losses = pl_module.heldout_losses(trainer.datamodule.heldout_dataloaders())
+        val_loss = losses.pop("all")
         train_loss = None if step == 0 else pl_module.last_train_loss.item()
+        metrics = {"val/loss": val_loss, **{f"val/loss/{task}": loss for task, loss in losses.items()}}
         for logger in trainer.loggers:
-            logger.log_metrics({"val/loss": val_loss}, step=step)
+            logger.log_metrics(metrics, step=step)
         if trainer.is_global_zero:
             file = rundir.weights_file(step)
             sha256 = rundir.save_weights(self.run_dir / file, pl_module.model, step)
             rundir.append_manifest(self.run_dir, {
                 "step": step, "tokens": step * self.tokens_per_step, "file": file, "sha256": sha256,
-                "train_loss": train_loss, "val_loss": val_loss, "wall_time": time.time(),
+                "train_loss": train_loss, "val_loss": val_loss, "val_loss_by_task": losses, "wall_time": time.time(),
             })
         self._written.add(step)

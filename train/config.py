@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import platform
 import sys
 import tempfile
@@ -11,7 +12,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from train.tasks import make_task
+from train.tasks import make_task, split_weights
+from train.text import TEXT_FORMATS
 
 # Keys that change how a run is displayed or stored, never what it computes: a resumed
 # run may differ from the original in these and only these.
@@ -43,12 +45,36 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"schedule.extra steps {late} lie outside [0, trainer.max_steps={max_steps}]")
     if cfg.schedule.resume_every <= 0:
         raise ConfigError(f"schedule.resume_every={cfg.schedule.resume_every} must be positive")
-    for name, params in cfg.data.tasks.items():
+    if cfg.data.kind == "text":
+        check_text_source(cfg.data)
+    else:
+        check_tasks(cfg.data)
+    check_writable(Path(cfg.checkpoints_dir))
+
+
+def check_tasks(data_cfg: DictConfig) -> None:
+    weights, params = split_weights(data_cfg.tasks)
+    if not weights or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise ConfigError(f"data.tasks needs at least one task and non-negative weights that sum above 0, got {weights}")
+    for name in weights:
         try:
-            make_task(name, **params)
+            make_task(name, **params[name])
         except (ValueError, TypeError) as e:
             raise ConfigError(f"data.tasks.{name}: {e}") from None
-    check_writable(Path(cfg.checkpoints_dir))
+    for key in ("train_examples", "probe_items"):
+        if data_cfg[key] <= 0:
+            raise ConfigError(f"data.{key}={data_cfg[key]} must be positive")
+
+
+def check_text_source(data_cfg: DictConfig) -> None:
+    if not data_cfg.files and not data_cfg.hub:
+        raise ConfigError("data=text needs data.files=[<.txt/.jsonl/.parquet files>] or data.hub=<dataset name>")
+    for pattern in data_cfg.files or []:
+        if not glob.glob(str(pattern)):
+            raise ConfigError(f"data.files: {pattern} matches no file; check the path")
+        suffix = Path(pattern).suffix
+        if suffix not in TEXT_FORMATS:
+            raise ConfigError(f"data.files: {pattern} has suffix {suffix!r}; use one of {', '.join(TEXT_FORMATS)}")
 
 
 def check_writable(directory: Path) -> None:

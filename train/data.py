@@ -1,5 +1,5 @@
-"""Data: a word-level `tokenizers` vocabulary, `datasets` pipelines that render, tokenize
-and pack task examples into fixed-length blocks, and a step-indexed sampler.
+"""Data: a corpus of packed token blocks (from the task suite or from real text), the
+held-out probe items, and a step-indexed sampler.
 
 Batches are a pure function of (seed, step): the data position saved for resume is the
 step itself, so a resumed run reads exactly the batches an uninterrupted one would.
@@ -7,7 +7,8 @@ step itself, so a resumed run reads exactly the batches an uninterrupted one wou
 
 from __future__ import annotations
 
-from pathlib import Path
+import random
+from dataclasses import dataclass
 from typing import Iterator
 
 import datasets
@@ -18,11 +19,32 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
 from torch.utils.data import DataLoader
 
-from train.tasks import make_task
+from train.tasks import make_task, split_weights
 
 SPECIAL_TOKENS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
 
 
+class DataError(ValueError):
+    """The data cannot make a training set (an empty corpus, too little text for one block)."""
+
+
+@dataclass
+class Corpus:
+    tokenizer: Tokenizer
+    train: datasets.Dataset  # packed blocks of seq_len + 1 tokens ("input_ids")
+    heldout: dict[str, datasets.Dataset]  # packed held-out blocks per task ("text" for real text)
+    probe_items: list[dict]  # held-out items with token ids (empty for real text)
+
+
+def build_corpus(data_cfg) -> Corpus:
+    if data_cfg.kind == "text":
+        from train.text import build_text_corpus  # only text users pay for the BPE machinery
+
+        return build_text_corpus(data_cfg)
+    return build_task_corpus(data_cfg)
+
+
+# ---- the task suite ------------------------------------------------------------------
 def build_tokenizer(symbols: list[str]) -> Tokenizer:
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + sorted(set(symbols) - set(SPECIAL_TOKENS)))}
     tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
@@ -30,40 +52,65 @@ def build_tokenizer(symbols: list[str]) -> Tokenizer:
     return tokenizer
 
 
-def _task_examples(tasks: dict, split: str, seed: int) -> Iterator[dict]:
-    """Generator for `datasets.Dataset.from_generator` (its arguments form the cache key)."""
-    for name, params in tasks.items():
-        yield from make_task(name, **params).examples(split, seed)
+def render(item: dict) -> str:
+    return f"[BOS] {item['prompt']} {item['answer']} {item['suffix']} [EOS]"
 
 
-def _render(batch: dict) -> dict:
-    return {"text": [f"[BOS] {p} {a} [EOS]" for p, a in zip(batch["prompt"], batch["answer"])]}
+def _training_texts(tasks: dict, n_examples: int, seed: int) -> Iterator[dict]:
+    """Generator for `datasets.Dataset.from_generator` (its arguments form the cache key):
+    n examples, each from a task drawn with probability proportional to its weight."""
+    weights, params = split_weights(tasks)
+    names = list(weights)
+    streams = {n: make_task(n, **params[n]).training_items(random.Random(f"{n}-train-{seed}"), seed) for n in names}
+    rng = random.Random(f"mixture-{seed}")
+    for name in rng.choices(names, weights=[weights[n] for n in names], k=n_examples):
+        yield {"text": render(next(streams[name]))}
 
 
-def _tokenize_and_pack(batch: dict, tokenizer: Tokenizer, block_len: int) -> dict:
-    """Concatenate the batch's examples and cut the stream into blocks of block_len tokens."""
+def tokenize_and_pack(batch: dict, tokenizer: Tokenizer, block_len: int) -> dict:
+    """Concatenate the batch's texts and cut the token stream into blocks of block_len."""
     stream = [tok for enc in tokenizer.encode_batch(batch["text"]) for tok in enc.ids]
     n_blocks = len(stream) // block_len
     return {"input_ids": [stream[i * block_len : (i + 1) * block_len] for i in range(n_blocks)]}
 
 
-def build_split(tasks: dict, split: str, seed: int, tokenizer: Tokenizer, seq_len: int, cache_dir: str | None):
-    """Packed blocks of seq_len + 1 tokens (inputs and shifted targets) for one split."""
-    examples = datasets.Dataset.from_generator(
-        _task_examples, gen_kwargs={"tasks": tasks, "split": split, "seed": seed}, cache_dir=cache_dir
-    )
-    texts = examples.map(_render, batched=True, remove_columns=examples.column_names)
-    packed = texts.map(
-        _tokenize_and_pack,
-        batched=True,
-        remove_columns=["text"],
-        fn_kwargs={"tokenizer": tokenizer, "block_len": seq_len + 1},
-    )
+def pack(texts: datasets.Dataset, tokenizer: Tokenizer, seq_len: int, what: str, num_proc: int | None = None):
+    packed = texts.map(tokenize_and_pack, batched=True, remove_columns=texts.column_names, num_proc=num_proc,
+                       fn_kwargs={"tokenizer": tokenizer, "block_len": seq_len + 1}, desc=f"packing {what}")
     if len(packed) == 0:
-        raise ValueError(f"the {split} split packs into no block of {seq_len + 1} tokens; lower data.seq_len")
+        raise DataError(f"{what} packs into no block of {seq_len + 1} tokens; lower data.seq_len or add data")
     return packed.with_format("torch")
 
 
+def build_task_corpus(data_cfg) -> Corpus:
+    weights, params = split_weights(data_cfg.tasks)
+    tasks = {name: make_task(name, **params[name]) for name in weights}
+    tokenizer = build_tokenizer([s for task in tasks.values() for s in task.symbols()])
+    texts = datasets.Dataset.from_generator(
+        _training_texts, cache_dir=data_cfg.cache_dir,
+        gen_kwargs={"tasks": dict(data_cfg.tasks), "n_examples": data_cfg.train_examples, "seed": data_cfg.seed},
+    )
+    train = pack(texts, tokenizer, data_cfg.seq_len, "the training mixture")
+    probe_items, heldout = [], {}
+    for name, task in tasks.items():
+        items = task.held_out_items(data_cfg.probe_items, data_cfg.seed)
+        probe_items += [tokenize_item(item, tokenizer) for item in items]
+        rendered = datasets.Dataset.from_dict({"text": [render(item) for item in items]})
+        heldout[name] = pack(rendered, tokenizer, data_cfg.seq_len, f"held-out {name} items")
+    return Corpus(tokenizer, train, heldout, probe_items)
+
+
+def tokenize_item(item: dict, tokenizer: Tokenizer) -> dict:
+    """The uniform probe-item format the observatory reads: token ids plus the text."""
+    return {
+        "task": item["task"],
+        "prompt_ids": tokenizer.encode(f"[BOS] {item['prompt']}").ids,
+        "answer_ids": tokenizer.encode(item["answer"]).ids,
+        "prompt": item["prompt"], "answer": item["answer"], "metadata": item["metadata"],
+    }
+
+
+# ---- batches ---------------------------------------------------------------------------
 class StepBatchSampler:
     """Endless batches of dataset indices; batch k is a pure function of (seed, k).
 
@@ -94,39 +141,24 @@ class StepBatchSampler:
             k += 1
 
 
-class TaskDataModule(L.LightningDataModule):
-    def __init__(self, tasks: dict, seq_len: int, batch_size: int, seed: int, data_seed: int,
-                 val_batches: int, num_workers: int = 0, cache_dir: str | None = None):
+class BlocksDataModule(L.LightningDataModule):
+    def __init__(self, corpus: Corpus, batch_size: int, seed: int, val_batches: int, num_workers: int = 0):
         super().__init__()
-        self.tasks, self.seq_len, self.batch_size = dict(tasks), seq_len, batch_size
-        self.seed, self.data_seed, self.val_batches = seed, data_seed, val_batches
-        self.num_workers, self.cache_dir = num_workers, cache_dir
-        symbols = [s for name, params in self.tasks.items() for s in make_task(name, **params).symbols()]
-        self.tokenizer = build_tokenizer(symbols)
-        self.train_set = self.val_set = None
-
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.get_vocab_size()
-
-    def save_tokenizer(self, path: Path) -> None:
-        self.tokenizer.save(str(path))
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is None:
-            args = dict(seed=self.data_seed, tokenizer=self.tokenizer, seq_len=self.seq_len, cache_dir=self.cache_dir)
-            self.train_set = build_split(self.tasks, "train", **args)
-            self.val_set = build_split(self.tasks, "val", **args)
+        self.corpus, self.batch_size, self.seed = corpus, batch_size, seed
+        self.val_batches, self.num_workers = val_batches, num_workers
 
     def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
+        trainer, train = self.trainer, self.corpus.train
         micro_batches_done = trainer.global_step * trainer.accumulate_grad_batches  # the data position
-        sampler = StepBatchSampler(len(self.train_set), self.batch_size, self.seed, start_batch=micro_batches_done,
+        sampler = StepBatchSampler(len(train), self.batch_size, self.seed, start_batch=micro_batches_done,
                                    rank=trainer.global_rank, world_size=trainer.world_size)
-        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
+        return DataLoader(train, batch_sampler=sampler, num_workers=self.num_workers)
 
-    def heldout_dataloader(self) -> DataLoader:
-        """A fixed slice of the held-out split, scored at every checkpoint (not a Lightning
-        val loop: checkpoints fall on a log-spaced schedule that val_check_interval cannot express)."""
-        n = min(len(self.val_set), self.val_batches * self.batch_size)
-        return DataLoader(self.val_set.select(range(n)), batch_size=self.batch_size, shuffle=False)
+    def heldout_dataloaders(self) -> dict[str, DataLoader]:
+        """Fixed held-out blocks per task, scored at every checkpoint (not a Lightning val
+        loop: checkpoints fall on a log-spaced schedule that val_check_interval cannot express)."""
+        loaders = {}
+        for name, blocks in self.corpus.heldout.items():
+            n = min(len(blocks), self.val_batches * self.batch_size)
+            loaders[name] = DataLoader(blocks.select(range(n)), batch_size=self.batch_size, shuffle=False)
+        return loaders

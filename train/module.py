@@ -82,19 +82,23 @@ class LitGPT(L.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
 
     @torch.no_grad()
-    def validation_loss(self, dataloader: DataLoader) -> float:
-        """Mean next-token loss over a fixed held-out set (token-weighted)."""
+    def heldout_losses(self, loaders: dict[str, DataLoader]) -> dict[str, float]:
+        """Mean next-token loss on fixed held-out blocks: per task, and over all of them
+        (token-weighted) under the key "all"."""
         was_training = self.training
         self.eval()
-        total, count = 0.0, 0
-        for batch in dataloader:
-            tokens = batch["input_ids"].to(self.device)
-            with self.trainer.precision_plugin.forward_context():
-                logits = self.model(tokens[:, :-1])
-            total += lm_loss(logits, tokens[:, 1:], reduction="sum").item()
-            count += tokens[:, 1:].numel()
+        sums, counts = {}, {}
+        for name, loader in loaders.items():
+            sums[name], counts[name] = 0.0, 0
+            for batch in loader:
+                tokens = batch["input_ids"].to(self.device)
+                with self.trainer.precision_plugin.forward_context():
+                    logits = self.model(tokens[:, :-1])
+                sums[name] += lm_loss(logits, tokens[:, 1:], reduction="sum").item()
+                counts[name] += tokens[:, 1:].numel()
         self.train(was_training)
-        return total / count
+        losses = {name: sums[name] / counts[name] for name in loaders}
+        return {"all": sum(sums.values()) / sum(counts.values()), **losses}
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -6,6 +6,7 @@
         step_00000128.safetensors      weights only, with the model config in its metadata
         resume/last.ckpt               full training state for exact resume
         tokenizer.json                 the vocabulary training saw
+        probe_items.jsonl              held-out items: task, prompt/answer ids, metadata
 
 Both stages import this module (never copy it); it depends on torch, safetensors and
 the model definition only, not on Lightning.
@@ -28,6 +29,7 @@ from train.model import GPT, GPTConfig
 RUN_JSON = "run.json"
 MANIFEST = "manifest.jsonl"
 TOKENIZER = "tokenizer.json"
+PROBE_ITEMS = "probe_items.jsonl"
 RESUME_STATE = Path("resume") / "last.ckpt"
 FORMAT = "observatory-weights/1"
 METADATA_KEY = "observatory"
@@ -112,6 +114,16 @@ def append_manifest(run_dir: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+# ---- probe items --------------------------------------------------------------------
+def write_probe_items(run_dir: Path, items: list[dict]) -> None:
+    atomic_write_bytes(Path(run_dir) / PROBE_ITEMS, "".join(json.dumps(item) + "\n" for item in items).encode())
+
+
+def read_probe_items(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / PROBE_ITEMS
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 # ---- weights ------------------------------------------------------------------------

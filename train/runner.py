@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from train import rundir
 from train.checkpointing import AtomicCheckpointIO, ScheduledCheckpoints, checkpoint_steps
 from train.config import ConfigError, config_differences, package_versions, plain_config, validate
-from train.data import TaskDataModule
+from train.data import BlocksDataModule, DataError, build_corpus
 from train.module import LitGPT
 
 
@@ -48,19 +48,23 @@ def run_training(cfg: DictConfig) -> Path:
 
     _quiet_libraries()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = TaskDataModule(tasks=cfg.data.tasks, seq_len=cfg.data.seq_len, batch_size=cfg.data.batch_size,
-                          seed=cfg.seed, data_seed=cfg.data.seed, val_batches=cfg.data.val_batches,
-                          num_workers=cfg.data.num_workers, cache_dir=cfg.data.cache_dir)
+    try:
+        corpus = build_corpus(cfg.data)
+    except DataError as e:
+        raise ConfigError(f"data: {e}") from None
+    data = BlocksDataModule(corpus, batch_size=cfg.data.batch_size, seed=cfg.seed,
+                            val_batches=cfg.data.val_batches, num_workers=cfg.data.num_workers)
     devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
     tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * devices * cfg.trainer.accumulate_grad_batches
-    model_config = {k: v for k, v in config["model"].items()} | {"vocab_size": data.vocab_size}
+    model_config = {k: v for k, v in config["model"].items()} | {"vocab_size": corpus.tokenizer.get_vocab_size()}
     module = LitGPT(model_config, config["optim"], cfg.trainer.max_steps, tokens_per_step)
     model = module.model
 
     resume_path = run_dir / rundir.RESUME_STATE
     resuming = resume_path.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    data.save_tokenizer(run_dir / rundir.TOKENIZER)
+    corpus.tokenizer.save(str(run_dir / rundir.TOKENIZER))
+    rundir.write_probe_items(run_dir, corpus.probe_items)
     rundir.write_json(run_dir / rundir.RUN_JSON, {
         "experiment": cfg.experiment_name, "run": cfg.run_name, "model": cfg.model.name, "seed": cfg.seed,
         "n_params": model.n_params(), "n_params_non_embedding": model.n_params_non_embedding(),
