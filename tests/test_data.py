@@ -37,6 +37,10 @@ def test_mixture_corpus_is_deterministic_and_keeps_held_out_items_out(compose_tr
     item = a.probe_items[0]
     assert a.tokenizer.decode(item["prompt_ids"], skip_special_tokens=False) == f"[BOS] {item['prompt']}"
     assert a.tokenizer.decode(item["answer_ids"]) == item["answer"]
+    for item in a.probe_items:  # the three parts make up the example exactly as training renders it
+        full = item["prompt_ids"] + item["answer_ids"] + item["suffix_ids"]
+        text = a.tokenizer.decode(full, skip_special_tokens=False)
+        assert text.startswith(f"[BOS] {item['prompt']} {item['answer']}") and text.endswith("[EOS]")
 
 
 def test_weights_set_the_mixture(compose_train, tmp_path):

@@ -19,9 +19,9 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
 from torch.utils.data import DataLoader
 
+from train.rundir import SPECIAL_TOKENS
 from train.tasks import make_task, split_weights
 
-SPECIAL_TOKENS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
 
 
 class DataError(ValueError):
@@ -101,11 +101,13 @@ def build_task_corpus(data_cfg) -> Corpus:
 
 
 def tokenize_item(item: dict, tokenizer: Tokenizer) -> dict:
-    """The uniform probe-item format the observatory reads: token ids plus the text."""
+    """The uniform probe-item format the observatory reads: token ids plus the text.
+    prompt_ids + answer_ids + suffix_ids is the example exactly as training renders it."""
     return {
         "task": item["task"],
         "prompt_ids": tokenizer.encode(f"[BOS] {item['prompt']}").ids,
         "answer_ids": tokenizer.encode(item["answer"]).ids,
+        "suffix_ids": tokenizer.encode(f"{item['suffix']} [EOS]").ids,  # the rest of the training example
         "prompt": item["prompt"], "answer": item["answer"], "metadata": item["metadata"],
     }
 

@@ -31,6 +31,7 @@ MANIFEST = "manifest.jsonl"
 TOKENIZER = "tokenizer.json"
 PROBE_ITEMS = "probe_items.jsonl"
 RESUME_STATE = Path("resume") / "last.ckpt"
+SPECIAL_TOKENS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]  # ids 0-3 of every run's tokenizer
 FORMAT = "observatory-weights/1"
 METADATA_KEY = "observatory"
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import datasets
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from train.rundir import SPECIAL_TOKENS
+
 TEXT_FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
@@ -39,7 +41,7 @@ def load_documents(data_cfg) -> datasets.Dataset:
 
 
 def train_bpe(docs: datasets.Dataset, vocab_size: int, cache_dir: Path) -> Tokenizer:
-    from train.data import SPECIAL_TOKENS
+
 
     path = cache_dir / f"bpe-{docs._fingerprint}-{vocab_size}.json"
     if path.exists():

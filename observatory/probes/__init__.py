@@ -1,0 +1,41 @@
+"""The probe registry. A probe is a small function `fn(ctx, cfg) -> {metric: value}` over a
+checkpoint's shared forward passes (`Context.forward(input_set)`); it declares the input
+sets it reads and the hook points it needs, so that each input set runs through the model
+once per checkpoint with the union of every selected probe's hooks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+from observatory.probes.context import Context
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    fn: Callable[[Context, dict], dict[str, float]]
+    inputs: tuple[str, ...]  # input sets read: "items", "blocks", "repeated"
+    hooks: Callable[[object, dict], dict[str, list[str]]]  # (model config, probe cfg) -> {input set: hooks}
+    version: int  # bump when the probe's code changes its numbers: stored results are redone
+
+    def config_hash(self, cfg: dict) -> str:
+        blob = json.dumps({"probe": self.name, "version": self.version, "cfg": cfg}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+PROBES: dict[str, Probe] = {}
+
+
+def probe(name: str, inputs: tuple[str, ...] = (), hooks=None, version: int = 1):
+    def register(fn):
+        PROBES[name] = Probe(name, fn, inputs, hooks or (lambda model_cfg, cfg: {}), version)
+        return fn
+
+    return register
+
+
+# the built-in probe families register themselves on import
+from observatory.probes import attention, capability, linear, loss, weights  # noqa: E402,F401

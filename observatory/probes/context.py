@@ -1,0 +1,102 @@
+"""What the probes of one checkpoint share: input sets built once per run, and forward
+passes run once per input set with every hook any selected probe asked for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+
+from train.model import GPT
+from train.rundir import SPECIAL_TOKENS
+
+PAD = SPECIAL_TOKENS.index("[PAD]")  # right padding never changes earlier positions of a causal model
+
+
+@dataclass
+class Items:
+    """Probe items as right-padded sequences prompt + answer, and where the answers are."""
+
+    tokens: torch.Tensor  # (N, T) long
+    tasks: list[str]  # (N,)
+    prompt_len: torch.Tensor  # (N,)
+    answer_len: torch.Tensor  # (N,)
+    metadata: list[dict]
+    answer_ids: list[list[int]]
+
+    @classmethod
+    def from_probe_items(cls, items: list[dict]) -> "Items":
+        seqs = [it["prompt_ids"] + it["answer_ids"] for it in items]
+        tokens = torch.full((len(seqs), max(map(len, seqs), default=1)), PAD, dtype=torch.long)
+        for i, seq in enumerate(seqs):
+            tokens[i, : len(seq)] = torch.tensor(seq)
+        return cls(tokens, [it["task"] for it in items], torch.tensor([len(it["prompt_ids"]) for it in items]),
+                   torch.tensor([len(it["answer_ids"]) for it in items]), [it["metadata"] for it in items],
+                   [it["answer_ids"] for it in items])
+
+    def answer_tokens(self, task: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row, position, target) for every answer token of the task's items: the logits
+        at `position` of `row` predict `target`."""
+        r, p, t = [], [], []
+        for i, item_task in enumerate(self.tasks):
+            if item_task == task:
+                start = int(self.prompt_len[i]) - 1
+                for k, target in enumerate(self.answer_ids[i]):
+                    r.append(i), p.append(start + k), t.append(target)
+        return torch.tensor(r, dtype=torch.long), torch.tensor(p, dtype=torch.long), torch.tensor(t, dtype=torch.long)
+
+
+def pack_blocks(items: list[dict], block_len: int) -> tuple[torch.Tensor, list[str]]:
+    """Each task's full held-out examples, concatenated and cut into blocks (as training does)."""
+    blocks, tasks = [], []
+    for task in dict.fromkeys(it["task"] for it in items):
+        stream = [t for it in items if it["task"] == task for t in it["prompt_ids"] + it["answer_ids"] + it["suffix_ids"]]
+        for i in range(len(stream) // block_len):
+            blocks.append(stream[i * block_len : (i + 1) * block_len])
+            tasks.append(task)
+    return torch.tensor(blocks, dtype=torch.long).reshape(-1, block_len), tasks
+
+
+def repeated_random_tokens(n_sequences: int, half: int, vocab: list[int], bos: int, seed: int) -> torch.Tensor:
+    """[BOS] r_1..r_L r_1..r_L: the second copy is predictable only by induction."""
+    g = torch.Generator().manual_seed(seed)
+    pool = torch.tensor(vocab)
+    r = pool[torch.randint(len(pool), (n_sequences, half), generator=g)]
+    return torch.cat([torch.full((n_sequences, 1), bos), r, r], dim=1)
+
+
+class Forward:
+    def __init__(self, tokens: torch.Tensor, logits: torch.Tensor, cache: dict[str, torch.Tensor]):
+        self.tokens, self.logits, self.cache = tokens, logits, cache  # (N, T), (N, T, V), hook -> activations
+
+    @cached_property
+    def logprobs(self) -> torch.Tensor:
+        return self.logits.float().log_softmax(-1)  # (N, T, V)
+
+
+@dataclass
+class Context:
+    """One checkpoint's model plus the run's input sets; `forward(name)` runs once."""
+
+    model: GPT
+    inputs: dict[str, torch.Tensor]  # input set name -> tokens (N, T)
+    hooks: dict[str, set[str]]  # input set name -> hook names requested by the probes
+    batch_size: int = 256
+    items: Items | None = None
+    block_tasks: list[str] = field(default_factory=list)
+    token_ids: dict[str, int] = field(default_factory=dict)  # the run's vocabulary
+    _forwards: dict[str, Forward] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def forward(self, name: str) -> Forward:
+        if name not in self._forwards:
+            tokens, hooks = self.inputs[name], sorted(self.hooks.get(name, ()))
+            logits, caches = [], []
+            for batch in tokens.split(self.batch_size):
+                out, cache = self.model.run_with_cache(batch, names_filter=hooks)
+                logits.append(out)
+                caches.append(cache)
+            cache = {h: torch.cat([c[h] for c in caches]) for h in hooks}
+            self._forwards[name] = Forward(tokens, torch.cat(logits), cache)
+        return self._forwards[name]

@@ -1,0 +1,19 @@
+"""Weight statistics: L2 norms in total and per layer (the grokking clean-up signal)."""
+
+from __future__ import annotations
+
+
+from observatory.probes import probe
+
+
+@probe("weights")
+def weights(ctx, cfg) -> dict[str, float]:
+    groups: dict[str, float] = {}
+    for name, param in ctx.model.named_parameters():  # tied weights are listed once
+        group = ".".join(name.split(".")[:2]) if name.startswith("blocks.") else name.split(".")[0]
+        groups[group] = groups.get(group, 0.0) + param.detach().double().pow(2).sum().item()
+    metrics = {f"norm/{group}": value**0.5 for group, value in groups.items()}
+    metrics["norm/total"] = sum(groups.values()) ** 0.5
+    return metrics
+
+

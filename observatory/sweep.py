@@ -1,0 +1,170 @@
+"""The sweep: every checkpoint of every run of an experiment, through every selected probe,
+into the results store. Idempotent: what is stored for the same checkpoint file and probe
+configuration is skipped, so a re-run computes only what is new."""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from observatory import store
+from observatory.discovery import Checkpoint, Problem, find_runs, list_checkpoints
+from observatory.probes import PROBES
+from observatory.probes.context import Context, Items, pack_blocks, repeated_random_tokens
+from train import rundir
+
+
+class SweepError(ValueError):
+    """Nothing can be swept (no runs, an unknown probe); the message names the fix."""
+
+
+@dataclass
+class RunInputs:
+    """What every checkpoint of a run is probed on, built once per run."""
+
+    run_dir: Path
+    info: dict
+    items: Items
+    blocks: torch.Tensor
+    block_tasks: list[str]
+    repeated: torch.Tensor
+    token_ids: dict[str, int]
+
+    @classmethod
+    def load(cls, run_dir: Path, probe_cfgs: dict) -> "RunInputs":
+        info = rundir.read_run_json(run_dir)
+        n_ctx = info["model_config"]["n_ctx"]
+        probe_items = rundir.read_probe_items(run_dir)
+        token_ids = Tokenizer.from_file(str(run_dir / rundir.TOKENIZER)).get_vocab()
+        blocks, block_tasks = pack_blocks(probe_items, n_ctx)
+        attention = probe_cfgs.get("attention") or {}
+        ordinary = sorted(i for t, i in token_ids.items() if t not in rundir.SPECIAL_TOKENS)
+        repeated = repeated_random_tokens(attention.get("n_sequences", 32), (n_ctx - 1) // 2, ordinary,
+                                          token_ids["[BOS]"], attention.get("seed", 0))
+        return cls(run_dir, info, Items.from_probe_items(probe_items), blocks, block_tasks, repeated, token_ids)
+
+    def context(self, model, probe_cfgs: dict, batch_size: int) -> Context:
+        hooks: dict[str, set[str]] = {}
+        for name, cfg in probe_cfgs.items():
+            for input_set, names in PROBES[name].hooks(model.cfg, cfg).items():
+                hooks.setdefault(input_set, set()).update(names)
+        inputs = {"items": self.items.tokens, "blocks": self.blocks, "repeated": self.repeated}
+        return Context(model, inputs, hooks, batch_size, self.items, self.block_tasks, self.token_ids)
+
+
+def probe_checkpoint(model, inputs: RunInputs, probe_cfgs: dict, batch_size: int = 256) -> dict[str, dict]:
+    """{probe name: {metric: value}} for one model; the probes share its forward passes."""
+    ctx = inputs.context(model, probe_cfgs, batch_size)
+    return {name: PROBES[name].fn(ctx, cfg) for name, cfg in probe_cfgs.items()}
+
+
+def _rows(ckpt: Checkpoint, info: dict, results: dict[str, dict], hashes: dict[str, str]) -> pd.DataFrame:
+    n = info["n_params_non_embedding"]
+    base = {"experiment": info["experiment"], "run": ckpt.run, "model": info["model"], "seed": info["seed"],
+            "n_params": info["n_params"], "n_params_non_embedding": n, "step": ckpt.step, "tokens": ckpt.tokens,
+            "flops": 6.0 * n * ckpt.tokens,  # training compute C = 6 N D (Kaplan et al. 2020)
+            "checkpoint_sha256": ckpt.sha256}
+    rows = [base | {"probe": probe, "metric": metric, "value": float(value), "probe_hash": hashes[probe]}
+            for probe, metrics in results.items() for metric, value in metrics.items()]
+    return pd.DataFrame(rows, columns=store.COLUMNS)
+
+
+# ---- one checkpoint, in this process or a worker --------------------------------------
+_RUN_INPUTS: dict[Path, RunInputs] = {}  # per process: built once per run
+
+
+def _probe_one(ckpt: Checkpoint, probe_cfgs: dict, batch_size: int) -> tuple[Checkpoint, dict | None, str | None]:
+    try:
+        model = rundir.load_weights_file(ckpt.path, ckpt.sha256)  # verifies the sha256; never unpickles
+    except rundir.CheckpointError as e:
+        return ckpt, None, str(e)
+    if ckpt.run_dir not in _RUN_INPUTS:
+        _RUN_INPUTS.clear()  # one run's inputs at a time: memory stays flat across runs
+        _RUN_INPUTS[ckpt.run_dir] = RunInputs.load(ckpt.run_dir, probe_cfgs)
+    return ckpt, probe_checkpoint(model, _RUN_INPUTS[ckpt.run_dir], probe_cfgs, batch_size), None
+
+
+def _init_worker():
+    torch.set_num_threads(1)  # workers share the cores instead of oversubscribing them
+
+
+@dataclass
+class Summary:
+    runs: int = 0
+    checkpoints: int = 0
+    probed: int = 0
+    skipped: int = 0
+    probes: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    table: pd.DataFrame | None = None
+
+    def __str__(self) -> str:
+        lines = [f"{self.runs} runs, {self.checkpoints} checkpoints: {self.probed} probed, {self.skipped} already "
+                 f"done, {len(self.problems)} failed; probes: {', '.join(self.probes)}"]
+        lines += [f"  failed: {p.run} step {p.step}: {p.reason}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: int = 256,
+          progress: bool = True) -> Summary:
+    unknown = sorted(set(probe_cfgs) - set(PROBES))
+    if unknown:
+        raise SweepError(f"unknown probe(s) {unknown}; available: {', '.join(PROBES)}")
+    run_dirs = find_runs(experiment_dir)
+    if not run_dirs:
+        raise SweepError(f"no runs under {experiment_dir} (no */run.json); train first, e.g. "
+                         f"python -m train experiment_name={Path(experiment_dir).name}")
+    hashes = {name: PROBES[name].config_hash(cfg) for name, cfg in probe_cfgs.items()}
+    summary = Summary(runs=len(run_dirs), probes=list(probe_cfgs))
+    todo, infos, keep = {}, {}, set()
+    for run_dir in run_dirs:
+        infos[run_dir.name] = rundir.read_run_json(run_dir)
+        for ckpt in list_checkpoints(run_dir):
+            summary.checkpoints += 1
+            keep.add((ckpt.run, ckpt.step, ckpt.sha256))
+            stored = store.read_checkpoint_rows(store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step))
+            missing = {n: c for n, c in probe_cfgs.items() if n not in store.done_probes(stored, ckpt.sha256, hashes)}
+            if missing:
+                todo[ckpt] = missing
+            else:
+                summary.skipped += 1
+
+    bar = tqdm(total=sum(map(len, todo.values())), unit="probe", desc="probing checkpoints", disable=not progress)
+    for ckpt, metrics, error in _run(todo, workers, batch_size):  # workers return results; only we write
+        missing = todo[ckpt]
+        bar.update(len(missing))
+        if error is not None:
+            summary.problems.append(Problem(ckpt.run, ckpt.step, error))
+            continue
+        path = store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step)
+        stored = store.read_checkpoint_rows(path)
+        stale = stored["probe"].isin(list(missing)) | (stored["checkpoint_sha256"] != ckpt.sha256)
+        new = _rows(ckpt, infos[ckpt.run], metrics, hashes)
+        store.write_parquet(path, pd.concat([t for t in (stored[~stale], new) if len(t)], ignore_index=True))
+        summary.probed += 1
+    bar.close()
+    summary.table = store.consolidate(experiment_dir, keep)
+    return summary
+
+
+def _run(todo: dict, workers: int, batch_size: int):
+    """(checkpoint, metrics, error) in checkpoint order, from this process or `workers` processes."""
+    if workers <= 1:
+        return (_probe_one(ckpt, cfgs, batch_size) for ckpt, cfgs in todo.items())
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker)
+    futures = [pool.submit(_probe_one, ckpt, cfgs, batch_size) for ckpt, cfgs in todo.items()]
+
+    def results():
+        with pool:
+            for future in futures:
+                yield future.result()
+
+    return results()
+
