@@ -34,18 +34,9 @@ def _quiet_libraries() -> None:
 def run_training(cfg: DictConfig) -> Path:
     """Train (or resume, or recognise as finished) the run that `cfg` names."""
     validate(cfg)
-    run_dir = Path(cfg.run_dir)
-    config = plain_config(cfg)
-    if (run_dir / rundir.RUN_JSON).exists():
-        previous = rundir.read_run_json(run_dir)
-        changed = config_differences(previous["config"], config)
-        if changed:
-            raise ConfigError(f"{run_dir} holds a run with a different config ({'; '.join(changed)}); "
-                              "choose another experiment_name or seed, or delete that directory")
-        if previous["status"] == "completed":
-            print(f"{run_dir}: already completed ({len(rundir.read_manifest(run_dir))} checkpoints); nothing to do")
-            return run_dir
-
+    run_dir, config = Path(cfg.run_dir), plain_config(cfg)
+    if _already_completed(run_dir, config):
+        return run_dir
     _quiet_libraries()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     try:
@@ -56,38 +47,17 @@ def run_training(cfg: DictConfig) -> Path:
                             val_batches=cfg.data.val_batches, num_workers=cfg.data.num_workers)
     devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
     tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * devices * cfg.trainer.accumulate_grad_batches
-    model_config = {k: v for k, v in config["model"].items()} | {"vocab_size": corpus.tokenizer.get_vocab_size()}
+    model_config = dict(config["model"], vocab_size=corpus.tokenizer.get_vocab_size())
     module = LitGPT(model_config, config["optim"], cfg.trainer.max_steps, tokens_per_step)
-    model = module.model
 
     resume_path = run_dir / rundir.RESUME_STATE
     resuming = resume_path.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    corpus.tokenizer.save(str(run_dir / rundir.TOKENIZER))
-    rundir.write_probe_items(run_dir, corpus.probe_items)
-    rundir.write_json(run_dir / rundir.RUN_JSON, {
-        "experiment": cfg.experiment_name, "run": cfg.run_name, "model": cfg.model.name, "seed": cfg.seed,
-        "n_params": model.n_params(), "n_params_non_embedding": model.n_params_non_embedding(),
-        "tokens_per_step": tokens_per_step, "max_steps": cfg.trainer.max_steps,
-        "model_config": model.cfg.to_dict(), "config": config, "versions": package_versions(),
-        "status": "running",
-    })
-    print(f"{cfg.run_name}: {model.n_params():,} parameters ({model.n_params_non_embedding():,} non-embedding), "
-          f"{tokens_per_step:,} tokens/step, {cfg.trainer.max_steps:,} steps"
+    _write_run_record(cfg, config, run_dir, corpus, module.model, tokens_per_step)
+    print(f"{cfg.run_name}: {module.model.n_params():,} parameters ({module.model.n_params_non_embedding():,} "
+          f"non-embedding), {tokens_per_step:,} tokens/step, {cfg.trainer.max_steps:,} steps"
           + (f" — resuming from {resume_path}" if resuming else ""))
 
-    steps = checkpoint_steps(cfg.trainer.max_steps, cfg.schedule.log2_max, cfg.schedule.every, cfg.schedule.extra)
-    callbacks = [ScheduledCheckpoints(run_dir, steps, cfg.schedule.resume_every, tokens_per_step)]
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    progress_bar = cfg.trainer.enable_progress_bar
-    trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
-        max_epochs=-1, enable_checkpointing=False,
-        use_distributed_sampler=False,  # the step sampler shards batches itself
-    )
-    if logger:
-        logger.log_hyperparams(config)
+    trainer, logger = _trainer(cfg, config, run_dir, tokens_per_step)
     started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume_path if resuming else None)
@@ -107,3 +77,48 @@ def run_training(cfg: DictConfig) -> Path:
     print(f"{cfg.run_name}: completed {cfg.trainer.max_steps:,} steps in {time.perf_counter() - started:.1f}s, "
           f"{len(manifest)} checkpoints, final val loss {manifest[-1]['val_loss']:.4f} -> {run_dir}")
     return run_dir
+
+
+def _already_completed(run_dir: Path, config: dict) -> bool:
+    """True for a finished run of the same config; an error for a run of another config,
+    which is never overwritten."""
+    if not (run_dir / rundir.RUN_JSON).exists():
+        return False
+    previous = rundir.read_run_json(run_dir)
+    changed = config_differences(previous["config"], config)
+    if changed:
+        raise ConfigError(f"{run_dir} holds a run with a different config ({'; '.join(changed)}); "
+                          "choose another experiment_name or seed, or delete that directory")
+    if previous["status"] == "completed":
+        print(f"{run_dir}: already completed ({len(rundir.read_manifest(run_dir))} checkpoints); nothing to do")
+        return True
+    return False
+
+
+def _write_run_record(cfg, config: dict, run_dir: Path, corpus, model, tokens_per_step: int) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    corpus.tokenizer.save(str(run_dir / rundir.TOKENIZER))
+    rundir.write_probe_items(run_dir, corpus.probe_items)
+    rundir.write_json(run_dir / rundir.RUN_JSON, {
+        "experiment": cfg.experiment_name, "run": cfg.run_name, "model": cfg.model.name, "seed": cfg.seed,
+        "n_params": model.n_params(), "n_params_non_embedding": model.n_params_non_embedding(),
+        "tokens_per_step": tokens_per_step, "max_steps": cfg.trainer.max_steps,
+        "model_config": model.cfg.to_dict(), "config": config, "versions": package_versions(),
+        "status": "running",
+    })
+
+
+def _trainer(cfg, config: dict, run_dir: Path, tokens_per_step: int):
+    steps = checkpoint_steps(cfg.trainer.max_steps, cfg.schedule.log2_max, cfg.schedule.every, cfg.schedule.extra)
+    callbacks = [ScheduledCheckpoints(run_dir, steps, cfg.schedule.resume_every, tokens_per_step)]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    progress_bar = cfg.trainer.enable_progress_bar
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
+        max_epochs=-1, enable_checkpointing=False,
+        use_distributed_sampler=False,  # the step sampler shards batches itself
+    )
+    if logger:
+        logger.log_hyperparams(config)
+    return trainer, logger

@@ -4,6 +4,7 @@ passes run once per input set with every hook any selected probe asked for."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import functools
 from functools import cached_property
 
 import torch
@@ -14,7 +15,7 @@ from train.rundir import SPECIAL_TOKENS
 PAD = SPECIAL_TOKENS.index("[PAD]")  # right padding never changes earlier positions of a causal model
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity, so that answer_tokens can be cached
 class Items:
     """Probe items as right-padded sequences prompt + answer, and where the answers are."""
 
@@ -35,9 +36,10 @@ class Items:
                    torch.tensor([len(it["answer_ids"]) for it in items]), [it["metadata"] for it in items],
                    [it["answer_ids"] for it in items])
 
+    @functools.cache
     def answer_tokens(self, task: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(row, position, target) for every answer token of the task's items: the logits
-        at `position` of `row` predict `target`."""
+        at `position` of `row` predict `target`. Computed once per run."""
         r, p, t = [], [], []
         for i, item_task in enumerate(self.tasks):
             if item_task == task:

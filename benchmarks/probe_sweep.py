@@ -1,0 +1,99 @@
+"""The cost of probing: all default probes on one checkpoint vs one bare forward pass over
+the same probe inputs (target <= 1.5x), and peak memory of a sweep over 10 vs 100
+checkpoints (target: flat). Trains its own small run in a temp dir first.
+
+    python benchmarks/probe_sweep.py [--model 100k] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from observatory.sweep import RunInputs, probe_checkpoint
+from train import rundir
+from train.runner import run_training
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def default_probes() -> dict:
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        return OmegaConf.to_container(compose(config_name="observatory").probes, resolve=True)
+
+
+def train(root: Path, model: str, steps: int) -> Path:
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            f"checkpoints_dir={root}", "experiment_name=bench", f"model={model}", f"trainer.max_steps={steps}",
+            "data.train_examples=20000", "schedule.every=1", "schedule.resume_every=1000", "logger=none"])
+    return run_training(cfg)
+
+
+def bare_forward(model, inputs: RunInputs, batch_size: int) -> None:
+    with torch.no_grad():
+        for tokens in (inputs.items.tokens, inputs.blocks, inputs.repeated):
+            for batch in tokens.split(batch_size):
+                model(batch)
+
+
+def cost_ratio(run_dir: Path, probes: dict, repeats: int, batch_size: int = 256) -> None:
+    model = rundir.load_model(run_dir, rundir.read_manifest(run_dir)[-1]["step"])
+    inputs = RunInputs.load(run_dir, probes)
+    n_seq = len(inputs.items.tokens) + len(inputs.blocks) + len(inputs.repeated)
+    bare, probed = [], []
+    for _ in range(repeats + 1):  # the first round warms up and is dropped
+        t = time.perf_counter()
+        bare_forward(model, inputs, batch_size)
+        bare.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        probe_checkpoint(model, inputs, probes, batch_size)
+        probed.append(time.perf_counter() - t)
+    b, p = statistics.median(bare[1:]), statistics.median(probed[1:])
+    print(f"probe inputs: {len(inputs.items.tokens)} items, {len(inputs.blocks)} blocks, "
+          f"{len(inputs.repeated)} repeated sequences ({n_seq} sequences)")
+    print(f"bare forward {b * 1000:.1f} ms, all probes {p * 1000:.1f} ms, ratio {p / b:.2f} (target <= 1.5)")
+
+
+def peak_memory(experiment: Path, n_checkpoints: int) -> float:
+    """Peak RSS (MiB) of a fresh process sweeping the first n checkpoints of the run."""
+    copy = experiment.parent / f"mem{n_checkpoints}" / "bench"
+    shutil.copytree(experiment, copy, ignore=shutil.ignore_patterns("observatory"))
+    run_dir = next(copy.iterdir())
+    rows = rundir.read_manifest(run_dir)[:n_checkpoints]
+    (run_dir / rundir.MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = ("import resource, sys; from observatory.sweep import sweep; from benchmarks.probe_sweep import "
+            "default_probes; sweep(sys.argv[1], default_probes(), progress=False); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", code, str(copy)], cwd=REPO, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="100k")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    probes = default_probes()
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = train(Path(tmp), args.model, steps=99)  # 100 checkpoints: every step 0..99
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model}")
+        cost_ratio(run_dir, probes, args.repeats)
+        small, large = peak_memory(run_dir.parent, 10), peak_memory(run_dir.parent, 100)
+        print(f"peak RSS sweeping 10 checkpoints {small:.0f} MiB, 100 checkpoints {large:.0f} MiB, "
+              f"ratio {large / small:.2f} (target: flat)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The sweep over real (tiny) runs: tidy rows, idempotence, kill-and-resume, bad files, W&B."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from conftest import REPO
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+from wandb_offline import history, run_files
+
+from observatory import store
+from observatory.sweep import SweepError, sweep
+from observatory.wandb_log import log_results
+from train import rundir
+from train.runner import run_training
+
+PROBES = {"capability": {}, "loss": {}, "attention": {"n_sequences": 8, "seed": 0}, "weights": {},
+          "linear": {"tasks": ["modular_addition"], "train_fraction": 0.5, "ridge": 0.001}}
+KEY = ["run", "step", "probe", "metric"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two tiny runs of the suite (seeds 0 and 1), 8 checkpoints each."""
+    root = tmp_path_factory.mktemp("trained")
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        for seed in (0, 1):
+            run_training(compose(config_name="train", overrides=[
+                f"checkpoints_dir={root}", "experiment_name=tiny", f"seed={seed}", "trainer.max_steps=20",
+                "data.train_examples=2000", "data.probe_items=24", "data.batch_size=8", "model.n_ctx=32",
+                "schedule.every=10", "logger=none"]))
+    return root / "tiny"
+
+
+@pytest.fixture
+def experiment(trained, tmp_path):
+    shutil.copytree(trained, tmp_path / "tiny", ignore=shutil.ignore_patterns("observatory"))
+    return tmp_path / "tiny"
+
+
+def test_tidy_rows_for_every_run_step_probe_metric(experiment):
+    summary = sweep(experiment, PROBES, progress=False)
+    table = summary.table
+    assert (summary.runs, summary.checkpoints, summary.probed, summary.skipped) == (2, 16, 16, 0)
+    assert list(table.columns) == store.COLUMNS and not table.duplicated(KEY).any()
+    assert set(table["probe"]) == set(PROBES)
+    assert sorted(table["step"].unique()) == [0, 1, 2, 4, 8, 10, 16, 20]
+    info = rundir.read_run_json(experiment / "13k-s1")
+    row = table[(table["run"] == "13k-s1") & (table["step"] == 20)].iloc[0]
+    assert (row["n_params"], row["seed"], row["tokens"]) == (info["n_params"], 1, 20 * info["tokens_per_step"])
+    assert row["flops"] == 6 * info["n_params_non_embedding"] * row["tokens"]
+    metrics = set(table["metric"])
+    assert {"modular_addition/exact_match", "grammar/agreement", "icl_score", "induction/max", "norm/total",
+            "modular_addition/best", "task/dyck"} <= metrics
+    assert pd.read_parquet(experiment / "observatory" / "results.parquet").equals(table)
+
+
+def test_rerun_skips_what_is_done_and_computes_only_what_is_new(experiment):
+    first = sweep(experiment, PROBES, progress=False).table
+    again = sweep(experiment, PROBES, progress=False)
+    assert (again.probed, again.skipped) == (0, 16) and again.table.equals(first)
+
+    store.checkpoint_file(experiment, "13k-s0", 8).unlink()  # as if checkpoint 8 were new
+    changed = dict(PROBES, attention={"n_sequences": 4, "seed": 0})  # a new probe configuration
+    third = sweep(experiment, changed, progress=False)
+    assert (third.probed, third.skipped) == (16, 0)
+    merged = third.table.set_index(KEY)["value"]
+    old = first.set_index(KEY)["value"]
+    same = [k for k in old.index if k[2] != "attention"]
+    assert merged.loc[same].equals(old.loc[same])  # other probes kept, not recomputed differently
+    assert third.table.groupby("probe")["probe_hash"].nunique().max() == 1
+
+
+def test_killed_sweep_resumes_to_the_same_results(experiment, tmp_path):
+    reference = sweep(experiment, PROBES, progress=False).table
+    shutil.rmtree(experiment / "observatory")
+    cmd = [sys.executable, "-m", "observatory", f"checkpoints_dir={experiment.parent}", "experiment_name=tiny",
+           "wandb.mode=disabled", "probes.attention.n_sequences=8", "progress=false"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    files = experiment / "observatory" / "checkpoints"
+    deadline = time.time() + 120
+    while len(list(files.glob("*/*.parquet"))) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(files.glob("*/*.parquet")))
+    assert 3 <= done < 16, f"kill landed after {done} checkpoints"
+    resumed = sweep(experiment, PROBES, progress=False)
+    assert resumed.skipped == done and resumed.probed == 16 - done
+    pd.testing.assert_frame_equal(resumed.table, reference)
+
+
+def test_bad_checkpoints_are_reported_and_skipped(experiment):
+    tampered, truncated, missing = (experiment / "13k-s0" / rundir.weights_file(s) for s in (4, 8, 16))
+    data = bytearray(tampered.read_bytes())
+    data[200] ^= 1
+    tampered.write_bytes(bytes(data))
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    missing.unlink()
+    summary = sweep(experiment, PROBES, progress=False)
+    assert (summary.probed, len(summary.problems)) == (13, 3)
+    reasons = {p.step: p.reason for p in summary.problems if p.run == "13k-s0"}
+    assert "does not match the manifest" in reasons[4] and "does not match" in reasons[8]
+    assert "does not exist" in reasons[16]
+    assert "failed: 13k-s0 step 4: step_00000004.safetensors: sha256" in str(summary)
+    assert set(summary.table[summary.table["run"] == "13k-s0"]["step"]) == {0, 1, 2, 10, 20}
+
+
+def test_workers_give_the_same_results(experiment, tmp_path):
+    one = sweep(experiment, PROBES, progress=False).table
+    shutil.rmtree(experiment / "observatory")
+    two = sweep(experiment, PROBES, workers=2, progress=False).table
+    pd.testing.assert_frame_equal(one, two)
+
+
+def test_wandb_offline_run_holds_probe_metrics_against_the_step_axis(experiment):
+    table = sweep(experiment, PROBES, progress=False).table
+    log_results(table, "tiny", experiment / "observatory", mode="offline")
+    files = {f.name: f for f in run_files(experiment / "observatory")}
+    assert set(files) == {"run-tiny-13k-s0-observatory.wandb", "run-tiny-13k-s1-observatory.wandb",
+                          "run-tiny-summary-observatory-summary.wandb"}
+    rows = [r for r in history(files["run-tiny-13k-s0-observatory.wandb"]) if "train/step" in r]
+    assert [r["train/step"] for r in rows] == [0, 1, 2, 4, 8, 10, 16, 20]  # in step order
+    expected = table[(table["run"] == "13k-s0") & (table["metric"] == "norm/total")].set_index("step")["value"]
+    assert {r["train/step"]: r["weights/norm/total"] for r in rows} == pytest.approx(expected.to_dict())
+    assert all(r["train/tokens"] == r["train/step"] * 256 for r in rows)
+
+
+def test_nothing_to_sweep_is_a_clear_error(tmp_path):
+    with pytest.raises(SweepError, match="no runs under .*nothing.*python -m train experiment_name=nothing"):
+        sweep(tmp_path / "nothing", PROBES)
+    with pytest.raises(SweepError, match=r"unknown probe\(s\) \['telepathy'\]"):
+        sweep(tmp_path, {"telepathy": {}})
+
+
+def test_cli_prints_the_summary(experiment):
+    result = subprocess.run([sys.executable, "-m", "observatory", f"checkpoints_dir={experiment.parent}",
+                             "experiment_name=tiny", "wandb.mode=disabled"], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 runs, 16 checkpoints: 16 probed, 0 already done, 0 failed" in result.stdout
+
+
+def test_default_probe_config_composes():
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(config_name="observatory", overrides=["experiment=quickstart"])
+    assert cfg.experiment_name == "quickstart"
+    assert set(OmegaConf.to_container(cfg.probes)) == {"capability", "loss", "attention", "weights", "linear"}

@@ -1,0 +1,207 @@
+"""Every probe against a case whose answer is known independently: hand-built models and
+closed-form values."""
+
+import math
+
+import pytest
+import torch
+
+from observatory.probes import PROBES
+from observatory.probes.context import Context, Items, pack_blocks, repeated_random_tokens
+from observatory.probes.linear import ridge_probe_accuracy
+from observatory.probes.loss import icl_positions
+from train.model import GPT, GPTConfig
+
+V, HALF = 12, 7  # vocabulary; repeated sequences are [BOS] + 2 x 7 tokens
+
+
+def model(**kw) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=V, n_layer=2, n_ctx=16, d_model=32, n_head=2, **kw)).eval()
+
+
+def context(m: GPT, items: list[dict] | None = None, probes=("capability", "loss", "attention", "linear")) -> Context:
+    items = items or []
+    hooks = {}
+    for name in probes:
+        for input_set, names in PROBES[name].hooks(m.cfg, {}).items():
+            hooks.setdefault(input_set, set()).update(names)
+    blocks, block_tasks = pack_blocks(items, m.cfg.n_ctx) if items else (torch.zeros(0, 16, dtype=torch.long), [])
+    repeated = repeated_random_tokens(16, HALF, list(range(4, V)), bos=1, seed=0)
+    parsed = Items.from_probe_items(items) if items else None
+    inputs = {"items": parsed.tokens if parsed else None, "blocks": blocks, "repeated": repeated}
+    # one batch of up to 1024 rows: the planting hooks below see every row at once
+    return Context(m, inputs, hooks, 1024, parsed, block_tasks, {f"w{i}": i for i in range(V)})
+
+
+def items_of(task: str, n: int, answer_len: int, seed: int = 0, **meta) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        prompt = [1] + torch.randint(4, V, (3,), generator=g).tolist()
+        answer = torch.randint(4, V, (answer_len,), generator=g).tolist()
+        out.append({"task": task, "prompt_ids": prompt, "answer_ids": answer, "suffix_ids": [2], "metadata": dict(meta)})
+    return out
+
+
+# ---- attention ----------------------------------------------------------------------
+def exact_pattern(kind: str, T: int, heads: int) -> torch.Tensor:
+    """(H, T, T) with head 0 attending exactly as `kind`, other heads to position 0."""
+    pattern = torch.zeros(heads, T, T)
+    pattern[:, :, 0] = 1.0
+    for q in range(1, T):
+        key = q - 1 if kind == "prev" else (q - HALF + 1 if HALF < q < 2 * HALF else 0)
+        pattern[0, q] = 0.0
+        pattern[0, q, key] = 1.0
+    return pattern
+
+
+def force(kind: str):
+    def hook(pattern, hook):
+        return exact_pattern(kind, pattern.shape[-1], pattern.shape[1]).expand_as(pattern).clone()
+
+    return hook
+
+
+def test_exact_induction_and_previous_token_heads_score_one():
+    m = model()
+    with m.hooks([("blocks.0.attn.hook_pattern", force("prev")), ("blocks.1.attn.hook_pattern", force("induction"))]):
+        metrics = PROBES["attention"].fn(context(m, probes=("attention",)), {})
+    assert metrics["prev_token/L0H0"] == pytest.approx(1.0)
+    assert metrics["induction/L1H0"] == pytest.approx(1.0)
+    assert metrics["induction/max"] == pytest.approx(1.0) and metrics["prev_token/max"] == pytest.approx(1.0)
+    assert metrics["induction/L0H0"] < 0.1 and metrics["prev_token/L1H0"] < 0.2
+    assert metrics["induction/L1H1"] == 0.0  # attends to position 0 only
+
+
+def test_uniform_attention_scores_one_over_n():
+    m = model()
+    with torch.no_grad():
+        for block in m.blocks:  # zero queries and keys: every score 0, attention uniform over the past
+            block.attn.qkv.weight[: 2 * 32].zero_()
+            block.attn.qkv.bias[: 2 * 32].zero_()
+    metrics = PROBES["attention"].fn(context(m, probes=("attention",)), {})
+    T = 2 * HALF + 1
+    induction = sum(1 / (q + 1) for q in range(HALF + 1, 2 * HALF)) / (HALF - 1)
+    previous = sum(1 / (q + 1) for q in range(1, T)) / (T - 1)
+    for layer in range(2):
+        for head in range(2):
+            assert metrics[f"induction/L{layer}H{head}"] == pytest.approx(induction, rel=1e-5)
+            assert metrics[f"prev_token/L{layer}H{head}"] == pytest.approx(previous, rel=1e-5)
+
+
+# ---- capability ---------------------------------------------------------------------
+def forced_model(sequences: torch.Tensor, logit: float, wrong_positions=()) -> tuple[GPT, list]:
+    """A GPT whose logits at each position are `logit` on the true next token and 0
+    elsewhere: identity unembedding, final residual replaced by a scaled one-hot."""
+    m = model()
+    with torch.no_grad():
+        m.lm_head.weight.copy_(torch.eye(V, 32))
+
+    def plant(x, hook):
+        tokens = hook.current_tokens
+        target = torch.roll(tokens, -1, dims=1)  # the next token (the last position's is unused)
+        for pos in wrong_positions:
+            target[:, pos] = (target[:, pos] + 1 - 4) % (V - 4) + 4  # a different ordinary token
+        planted = torch.zeros_like(x)
+        planted.scatter_(-1, target[..., None], logit)
+        return planted
+
+    m.ln_final.hook_normalized.current_tokens = sequences
+    return m, [("ln_final.hook_normalized", plant)]
+
+
+@pytest.mark.parametrize("logit", [0.0, 1.5, 4.0])
+def test_forced_answers_give_closed_form_metrics(logit):
+    items = items_of("copy", 20, answer_len=3)
+    ctx = context(model(), items, probes=("capability",))
+    m, hooks = forced_model(ctx.inputs["items"], logit)
+    ctx.model = m
+    with m.hooks(hooks):
+        metrics = PROBES["capability"].fn(ctx, {})
+    p = math.exp(logit) / (math.exp(logit) + V - 1)  # probability of the right token
+    q = 1 / (math.exp(logit) + V - 1)  # of each other token
+    assert metrics["copy/answer_logprob"] == pytest.approx(math.log(p), rel=1e-6)
+    assert metrics["copy/brier"] == pytest.approx((1 - p) ** 2 + (V - 1) * q**2, rel=1e-5)  # float32 logits
+    right = 1.0 if logit > 0 else 0.0  # at logit 0 every token ties; argmax takes the first
+    assert metrics["copy/token_accuracy"] == right or logit == 0.0
+    if logit > 0:
+        assert metrics["copy/exact_match"] == 1.0 and metrics["copy/token_accuracy"] == 1.0
+
+
+def test_one_wrong_answer_token_breaks_exact_match_only():
+    items = items_of("copy", 20, answer_len=3)  # answers at positions 3, 4, 5 (predicted from 3..5)
+    ctx = context(model(), items, probes=("capability",))
+    m, hooks = forced_model(ctx.inputs["items"], 5.0, wrong_positions=[4])
+    ctx.model = m
+    with m.hooks(hooks):
+        metrics = PROBES["capability"].fn(ctx, {})
+    assert metrics["copy/exact_match"] == 0.0
+    assert metrics["copy/token_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_agreement_compares_the_right_and_wrong_forms():
+    items = items_of("grammar", 10, answer_len=1, wrong="w5")
+    for item in items:
+        item["answer_ids"] = [6]
+    ctx = context(model(), items, probes=("capability",))
+    m, hooks = forced_model(ctx.inputs["items"], 3.0)
+    ctx.model = m
+    with m.hooks(hooks):
+        assert PROBES["capability"].fn(ctx, {})["grammar/agreement"] == 1.0
+
+
+# ---- loss ---------------------------------------------------------------------------
+def test_position_independent_loss_has_zero_icl_score():
+    m = model()
+    with torch.no_grad():
+        m.lm_head.weight.zero_()  # uniform predictions: loss log V at every position
+    metrics = PROBES["loss"].fn(context(m, items_of("copy", 40, 3) + items_of("add", 40, 2), ("loss",)), {})
+    assert metrics["icl_score"] == 0.0
+    assert metrics["all"] == pytest.approx(math.log(V)) and metrics["task/add"] == pytest.approx(math.log(V))
+    assert metrics["position/0"] == pytest.approx(math.log(V)) and metrics["position/14"] == pytest.approx(math.log(V))
+
+
+def test_icl_positions_scale_olssons_500_and_50_of_512():
+    assert icl_positions(511) == (50, 499) and icl_positions(63) == (6, 62)
+
+
+# ---- weights ------------------------------------------------------------------------
+def test_weight_norms_in_closed_form():
+    m = model()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.fill_(0.5)
+    metrics = PROBES["weights"].fn(context(m, probes=()), {})
+    assert metrics["norm/total"] == pytest.approx(0.5 * math.sqrt(m.n_params()))
+    block0 = sum(p.numel() for p in m.blocks[0].parameters())
+    assert metrics["norm/blocks.0"] == pytest.approx(0.5 * math.sqrt(block0))
+    assert metrics["norm/wte"] == pytest.approx(0.5 * math.sqrt(V * 32))
+
+
+# ---- linear -------------------------------------------------------------------------
+def test_linear_probe_decodes_a_planted_latent_and_not_noise():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (400,), generator=g)
+    directions = torch.randn(10, 24, generator=g)
+    features = directions[labels] + 0.3 * torch.randn(400, 24, generator=g)
+    assert ridge_probe_accuracy(features, labels, 200, ridge=1e-3) > 0.95
+    noise = torch.randn(400, 24, generator=g)
+    assert ridge_probe_accuracy(noise, labels, 200, ridge=1e-3) < 0.25  # chance is 0.1
+
+
+def test_linear_probe_reads_the_residual_stream_of_every_layer():
+    items = items_of("modular_addition", 200, answer_len=1)
+    m = model()
+
+    def plant(x, hook):  # write the answer token's one-hot into the embedding stream
+        planted = x.clone()
+        planted[..., :V] += 10 * torch.nn.functional.one_hot(torch.roll(hook.current_tokens, -1, 1), V)
+        return planted
+
+    ctx = context(m, items, probes=("linear",))
+    m.hook_embed.current_tokens = ctx.inputs["items"]
+    with m.hooks([("hook_embed", plant)]):
+        metrics = PROBES["linear"].fn(ctx, {"tasks": ["modular_addition"]})
+    assert metrics["modular_addition/layer0"] == 1.0 and metrics["modular_addition/best"] == 1.0
+    assert set(metrics) == {f"modular_addition/layer{i}" for i in range(3)} | {"modular_addition/best"}
