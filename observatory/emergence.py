@@ -1,0 +1,130 @@
+"""When does a capability appear? Onset, width and abruptness of each curve (run × probe
+metric) on a log-step axis, a sigmoid fit with a bootstrap interval, and the same curves
+across scale and across metrics of one task (the "mirage" question).
+
+x = log10(step + 1): checkpoints are log-spaced, and so are the transitions we look for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+# metrics where lower is better: their curves are negated before looking for a rise
+LOWER_IS_BETTER = ("brier", "icl_score")
+LOWER_IS_BETTER_PROBES = ("loss",)
+CENTERS, WIDTHS = 60, 30  # sigmoid fit grid
+
+
+@dataclass
+class Onset:
+    has_onset: bool
+    reason: str  # why there is no onset ("" when there is one)
+    onset_step: float | None = None  # where the curve last crosses `fraction` of its rise (log-interpolated)
+    width_decades: float | None = None  # from 10% to 90% of the rise, in decades of steps
+    center_step: float | None = None  # the sigmoid fit's midpoint
+    ci_low_step: float | None = None  # bootstrap interval of the midpoint
+    ci_high_step: float | None = None
+    abruptness: float | None = None  # 1 / width_decades of the fit: rises per decade
+    r2: float | None = None
+    start_value: float | None = None
+    final_value: float | None = None
+
+
+def oriented(probe: str, metric: str, values: np.ndarray) -> np.ndarray:
+    """The curve with "better" upwards."""
+    lower = probe in LOWER_IS_BETTER_PROBES or metric.endswith(LOWER_IS_BETTER)
+    return -values if lower else values
+
+
+def fit_sigmoid(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, float]:
+    """Least-squares y ≈ a + b·σ((x - c) / w) over a grid of (c, w), with a and b in closed
+    form for each: returns (a, b, c, w, sse). Deterministic, no optimizer to tune."""
+    span = max(float(x.max() - x.min()), 1e-9)
+    c, w = np.meshgrid(np.linspace(x.min(), x.max(), CENTERS), np.logspace(-2.5, 0, WIDTHS) * span)
+    c, w = c.ravel()[:, None], w.ravel()[:, None]  # (G, 1)
+    s = 1 / (1 + np.exp(-(x[None, :] - c) / w))  # (G, n)
+    s_mean = s.mean(1, keepdims=True)
+    var = ((s - s_mean) ** 2).sum(1)
+    b = ((s - s_mean) * (y - y.mean())[None, :]).sum(1) / np.maximum(var, 1e-12)
+    a = y.mean() - b * s_mean[:, 0]
+    sse = ((a[:, None] + b[:, None] * s - y[None, :]) ** 2).sum(1)
+    i = int(np.argmin(sse))
+    return float(a[i]), float(b[i]), float(c[i, 0]), float(w[i, 0]), float(sse[i])
+
+
+def first_stays_above(x: np.ndarray, normalized: np.ndarray, level: float) -> float | None:
+    """Where the curve crosses `level` for the last time, interpolated linearly between the
+    checkpoints on either side: from there on every checkpoint is at or above it."""
+    above = normalized >= level
+    for i in range(len(x)):
+        if above[i:].all():
+            if i == 0:
+                return float(x[0])
+            x0, x1, y0, y1 = x[i - 1], x[i], normalized[i - 1], normalized[i]
+            return float(x0 + (level - y0) / (y1 - y0) * (x1 - x0))
+    return None
+
+
+def detect_onset(steps, values, fraction: float = 0.5, min_snr: float = 4.0, min_r2: float = 0.8,
+                 n_boot: int = 200, seed: int = 0) -> Onset:
+    """Onset of a rising curve, or the reason there is none (flat, noisy, decreasing)."""
+    x = np.log10(np.asarray(steps, dtype=float) + 1)
+    y = np.asarray(values, dtype=float)
+    ok = np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(y) < 5:
+        return Onset(False, f"only {len(y)} checkpoints")
+    start, final = float(np.median(y[:2])), float(np.median(y[-2:]))
+    rise = final - start
+    noise = 1.4826 * float(np.median(np.abs(np.diff(y) - np.median(np.diff(y))))) + 1e-12  # robust σ of steps
+    if rise <= 0:
+        return Onset(False, "does not rise", start_value=start, final_value=final)
+    if rise < min_snr * noise:
+        return Onset(False, f"rise {rise:.3g} is within noise ({noise:.2g})", start_value=start, final_value=final)
+    a, b, c, w, sse = fit_sigmoid(x, y)
+    r2 = 1 - sse / float(((y - y.mean()) ** 2).sum())
+    if b <= 0 or r2 < min_r2:
+        return Onset(False, f"no sigmoid transition (r2 {r2:.2f})", r2=r2, start_value=start, final_value=final)
+    normalized = (y - start) / rise
+    onset_x = first_stays_above(x, normalized, fraction)
+    lo, hi = first_stays_above(x, normalized, 0.1), first_stays_above(x, normalized, 0.9)
+    if onset_x is None:
+        return Onset(False, f"never stays above {fraction:.0%} of its rise", r2=r2, start_value=start, final_value=final)
+    ci_low, ci_high = bootstrap_center(x, y, a, b, c, w, n_boot, seed)
+    width = 2 * math.log(9) * w  # 10% to 90% of a logistic, in decades
+    return Onset(
+        True, "", onset_step=10**onset_x - 1, width_decades=(hi - lo) if lo is not None and hi is not None else None,
+        center_step=10**c - 1, ci_low_step=10**ci_low - 1, ci_high_step=10**ci_high - 1, abruptness=1 / width,
+        r2=r2, start_value=start, final_value=final,
+    )
+
+
+def bootstrap_center(x, y, a, b, c, w, n_boot: int, seed: int) -> tuple[float, float]:
+    """95% interval of the sigmoid midpoint by resampling the fit's residuals."""
+    fitted = a + b / (1 + np.exp(-(x - c) / w))
+    residuals = y - fitted
+    rng = np.random.default_rng(seed)
+    centers = [fit_sigmoid(x, fitted + rng.choice(residuals, len(residuals)))[2] for _ in range(n_boot)]
+    return float(np.percentile(centers, 2.5)), float(np.percentile(centers, 97.5))
+
+
+def emergence_table(results: pd.DataFrame, fraction: float = 0.5, n_boot: int = 100) -> pd.DataFrame:
+    """One row per run × probe metric with its onset (steps, tokens, FLOPs) or the reason for none."""
+    rows = []
+    for (run, probe, metric), curve in results.groupby(["run", "probe", "metric"], sort=True):
+        curve = curve.sort_values("step")
+        onset = detect_onset(curve["step"], oriented(probe, metric, curve["value"].to_numpy()), fraction, n_boot=n_boot)
+        first = curve.iloc[0]
+        row = {"experiment": first["experiment"], "run": run, "model": first["model"], "seed": int(first["seed"]),
+               "n_params": int(first["n_params"]), "probe": probe, "metric": metric} | asdict(onset)
+        if onset.has_onset:
+            per_step = curve["tokens"].iloc[-1] / max(curve["step"].iloc[-1], 1)
+            row["onset_tokens"] = onset.onset_step * per_step
+            row["onset_flops"] = 6.0 * first["n_params_non_embedding"] * row["onset_tokens"]
+        row["start_value"], row["final_value"] = float(curve["value"].iloc[0]), float(curve["value"].iloc[-1])
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,62 @@
+"""The onset detector on synthetic curves with known answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from observatory.emergence import detect_onset, emergence_table
+from train.checkpointing import checkpoint_steps
+
+STEPS = np.array(checkpoint_steps(4000, None, 250))  # 0, powers of two, every 250, as training writes
+
+
+def sigmoid_curve(center_step: float, width_decades: float, noise: float = 0.0, seed: int = 0):
+    x = np.log10(STEPS + 1)
+    w = width_decades / (2 * np.log(9))
+    y = 0.05 + 0.9 / (1 + np.exp(-(x - np.log10(center_step + 1)) / w))
+    return y + noise * np.random.default_rng(seed).normal(size=len(y))
+
+
+@pytest.mark.parametrize("center", [30, 300, 1500])
+def test_known_onsets_are_recovered(center):
+    onset = detect_onset(STEPS, sigmoid_curve(center, 0.4, noise=0.01), n_boot=50)
+    assert onset.has_onset
+    assert center / 1.25 < onset.onset_step < center * 1.25  # where it crosses half the rise
+    assert center / 1.3 < onset.center_step < center * 1.3
+    assert onset.ci_low_step <= onset.center_step <= onset.ci_high_step
+    assert onset.abruptness == pytest.approx(1 / 0.4, rel=0.3)
+
+
+def test_sharp_transitions_are_more_abrupt_than_smooth_ones():
+    sharp = detect_onset(STEPS, sigmoid_curve(300, 0.2), n_boot=10)
+    smooth = detect_onset(STEPS, sigmoid_curve(300, 2.0), n_boot=10)
+    assert sharp.abruptness > 4 * smooth.abruptness
+
+
+@pytest.mark.parametrize("curve,reason", [
+    (np.full(len(STEPS), 0.3) + 0.01 * np.random.default_rng(0).normal(size=len(STEPS)), ""),  # flat
+    (0.5 + 0.2 * np.random.default_rng(1).normal(size=len(STEPS)), ""),
+    (sigmoid_curve(300, 0.4)[::-1].copy(), "does not rise"),
+    (1 - sigmoid_curve(300, 0.4), "does not rise"),
+])
+def test_flat_noisy_and_decreasing_curves_have_no_onset(curve, reason):
+    onset = detect_onset(STEPS, curve, n_boot=10)
+    assert not onset.has_onset and reason in onset.reason
+
+
+def test_no_false_onsets_on_many_noise_curves():
+    false = sum(detect_onset(STEPS, 0.5 + 0.1 * np.random.default_rng(s).normal(size=len(STEPS)), n_boot=0).has_onset
+                for s in range(100))
+    assert false <= 2
+
+
+def test_table_orients_lower_is_better_metrics():
+    loss = 3 - 2 * sigmoid_curve(300, 0.4)  # a loss that drops at step 300
+    rows = [{"experiment": "e", "run": "m-s0", "model": "m", "seed": 0, "n_params": 10, "n_params_non_embedding": 5,
+             "step": s, "tokens": 100 * s, "probe": "loss", "metric": "all", "value": v} for s, v in zip(STEPS, loss)]
+    table = emergence_table(pd.DataFrame(rows), n_boot=10)
+    row = table.iloc[0]
+    assert row["has_onset"] and 240 < row["onset_step"] < 375
+    assert row["onset_tokens"] == pytest.approx(100 * row["onset_step"])
+    assert row["onset_flops"] == pytest.approx(6 * 5 * row["onset_tokens"])
+    assert row["final_value"] == pytest.approx(loss[-1])
