@@ -16,6 +16,9 @@ import pandas as pd
 # metrics where lower is better: their curves are negated before looking for a rise
 LOWER_IS_BETTER = ("brier", "icl_score")
 LOWER_IS_BETTER_PROBES = ("loss",)
+# metrics on a 0..1 scale: a rise smaller than MIN_ACCURACY_RISE (a few items of a probe set) is no onset
+ACCURACY_LIKE = ("exact_match", "token_accuracy", "agreement", "induction/max", "prev_token/max", "best")
+MIN_ACCURACY_RISE = 0.05
 CENTERS, WIDTHS = 60, 30  # sigmoid fit grid
 
 
@@ -70,7 +73,7 @@ def first_stays_above(x: np.ndarray, normalized: np.ndarray, level: float) -> fl
 
 
 def detect_onset(steps, values, fraction: float = 0.5, min_snr: float = 4.0, min_r2: float = 0.8,
-                 n_boot: int = 200, seed: int = 0) -> Onset:
+                 min_rise: float = 0.0, n_boot: int = 200, seed: int = 0) -> Onset:
     """Onset of a rising curve, or the reason there is none (flat, noisy, decreasing)."""
     x = np.log10(np.asarray(steps, dtype=float) + 1)
     y = np.asarray(values, dtype=float)
@@ -83,6 +86,8 @@ def detect_onset(steps, values, fraction: float = 0.5, min_snr: float = 4.0, min
     noise = 1.4826 * float(np.median(np.abs(np.diff(y) - np.median(np.diff(y))))) + 1e-12  # robust σ of steps
     if rise <= 0:
         return Onset(False, "does not rise", start_value=start, final_value=final)
+    if rise < min_rise:
+        return Onset(False, f"rise {rise:.3g} is below {min_rise}", start_value=start, final_value=final)
     if rise < min_snr * noise:
         return Onset(False, f"rise {rise:.3g} is within noise ({noise:.2g})", start_value=start, final_value=final)
     a, b, c, w, sse = fit_sigmoid(x, y)
@@ -94,11 +99,12 @@ def detect_onset(steps, values, fraction: float = 0.5, min_snr: float = 4.0, min
     lo, hi = first_stays_above(x, normalized, 0.1), first_stays_above(x, normalized, 0.9)
     if onset_x is None:
         return Onset(False, f"never stays above {fraction:.0%} of its rise", r2=r2, start_value=start, final_value=final)
-    ci_low, ci_high = bootstrap_center(x, y, a, b, c, w, n_boot, seed)
+    ci = bootstrap_center(x, y, a, b, c, w, n_boot, seed) if n_boot else None
     width = 2 * math.log(9) * w  # 10% to 90% of a logistic, in decades
     return Onset(
         True, "", onset_step=10**onset_x - 1, width_decades=(hi - lo) if lo is not None and hi is not None else None,
-        center_step=10**c - 1, ci_low_step=10**ci_low - 1, ci_high_step=10**ci_high - 1, abruptness=1 / width,
+        center_step=10**c - 1, ci_low_step=10 ** ci[0] - 1 if ci else None,
+        ci_high_step=10 ** ci[1] - 1 if ci else None, abruptness=1 / width,
         r2=r2, start_value=start, final_value=final,
     )
 
@@ -117,7 +123,9 @@ def emergence_table(results: pd.DataFrame, fraction: float = 0.5, n_boot: int = 
     rows = []
     for (run, probe, metric), curve in results.groupby(["run", "probe", "metric"], sort=True):
         curve = curve.sort_values("step")
-        onset = detect_onset(curve["step"], oriented(probe, metric, curve["value"].to_numpy()), fraction, n_boot=n_boot)
+        min_rise = MIN_ACCURACY_RISE if metric.endswith(ACCURACY_LIKE) else 0.0
+        onset = detect_onset(curve["step"], oriented(probe, metric, curve["value"].to_numpy()), fraction,
+                             min_rise=min_rise, n_boot=n_boot)
         first = curve.iloc[0]
         row = {"experiment": first["experiment"], "run": run, "model": first["model"], "seed": int(first["seed"]),
                "n_params": int(first["n_params"]), "probe": probe, "metric": metric} | asdict(onset)

@@ -44,6 +44,13 @@ def test_flat_noisy_and_decreasing_curves_have_no_onset(curve, reason):
     assert not onset.has_onset and reason in onset.reason
 
 
+def test_a_rise_of_a_few_items_is_no_onset_for_accuracies():
+    tiny = np.where(STEPS > 100, 0.008, 0.0)  # 2 of 256 items right from step 128 on
+    assert detect_onset(STEPS, tiny, n_boot=0).has_onset  # by shape alone it is a step
+    onset = detect_onset(STEPS, tiny, min_rise=0.05, n_boot=0)
+    assert not onset.has_onset and "below 0.05" in onset.reason
+
+
 def test_no_false_onsets_on_many_noise_curves():
     false = sum(detect_onset(STEPS, 0.5 + 0.1 * np.random.default_rng(s).normal(size=len(STEPS)), n_boot=0).has_onset
                 for s in range(100))

@@ -1,0 +1,226 @@
+"""From the results table to "when did it appear?": the emergence table, the across-scale and
+metric-choice ("mirage") tables, PNG charts and a self-contained index.html."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from observatory import store  # noqa: E402
+from observatory.emergence import ACCURACY_LIKE, emergence_table  # noqa: E402
+
+CONTINUOUS = ("token_accuracy", "answer_logprob", "brier")
+
+
+def headline_metrics(results: pd.DataFrame) -> list[tuple[str, str]]:
+    """The curves worth a chart: every task's exact match and continuous accuracy, agreement,
+    the ICL score, the strongest induction head, the weight norm, the best linear probe."""
+    keep = []
+    for probe, metric in results[["probe", "metric"]].drop_duplicates().itertuples(index=False):
+        if (probe == "capability" and metric.endswith(("exact_match", "token_accuracy", "agreement"))) or \
+                (probe, metric) in {("loss", "icl_score"), ("loss", "all"), ("attention", "induction/max"),
+                                    ("weights", "norm/total")} or (probe == "linear" and metric.endswith("best")):
+            keep.append((probe, metric))
+    return sorted(keep)
+
+
+def by_size(results: pd.DataFrame) -> list[str]:
+    return list(results.sort_values("n_params")["model"].drop_duplicates())
+
+
+def scale_table(results: pd.DataFrame, emergence: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """Per capability and size (mean over seeds): final value, onset, and for accuracy-like
+    metrics the smallest size whose final value reaches `threshold`."""
+    last = results[results["step"] == results.groupby("run")["step"].transform("max")]
+    finals = last.groupby(["probe", "metric", "model", "n_params"], as_index=False)["value"].mean()
+    onsets = emergence.groupby(["probe", "metric", "model"], as_index=False)[["onset_step", "onset_tokens", "onset_flops"]].mean() \
+        if "onset_tokens" in emergence else emergence[["probe", "metric", "model"]].drop_duplicates()
+    table = finals.rename(columns={"value": "final_value"}).merge(onsets, on=["probe", "metric", "model"], how="left")
+    smallest = {}
+    for (probe, metric), rows in table.groupby(["probe", "metric"]):
+        if metric.endswith(ACCURACY_LIKE):
+            reached = rows[rows["final_value"] >= threshold].sort_values("n_params")
+            smallest[(probe, metric)] = reached["model"].iloc[0] if len(reached) else None
+    table["smallest_size_reaching_threshold"] = [smallest.get((p, m)) for p, m in zip(table["probe"], table["metric"])]
+    return table.sort_values(["probe", "metric", "n_params"], ignore_index=True)
+
+
+def mirage_table(emergence: pd.DataFrame) -> pd.DataFrame:
+    """Per run and task: is exact match's transition sharper than its continuous metrics'?
+    Flagged where exact match has an onset and no continuous metric shows a transition at
+    least half as abrupt (Schaeffer et al. 2023)."""
+    cap = emergence[emergence["probe"] == "capability"].copy()
+    cap["task"] = cap["metric"].str.split("/").str[0]
+    cap["kind"] = cap["metric"].str.split("/").str[1]
+    rows = []
+    for (run, task), group in cap.groupby(["run", "task"]):
+        get = {k: r for k, r in zip(group["kind"], group.itertuples())}
+        if "exact_match" not in get:
+            continue
+        exact = get["exact_match"]
+        row = {"run": run, "model": exact.model, "task": task, "exact_match_onset": exact.onset_step,
+               "exact_match_abruptness": exact.abruptness}
+        sharp_continuous = False
+        for kind in CONTINUOUS:
+            if kind in get:
+                row[f"{kind}_onset"], row[f"{kind}_abruptness"] = get[kind].onset_step, get[kind].abruptness
+                a = get[kind].abruptness
+                sharp_continuous |= bool(get[kind].has_onset and exact.has_onset and a >= 0.5 * exact.abruptness)
+        row["mirage"] = bool(exact.has_onset and not sharp_continuous)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---- charts ------------------------------------------------------------------------------
+def _step_axis(ax):
+    ax.set_xscale("symlog", linthresh=1)  # log steps, with step 0 still on the axis
+    ax.set_xlim(left=0)
+    ax.set_xlabel("training step")
+
+
+def plot_curves(results, emergence, probe, metric, path: Path) -> None:
+    """Metric vs step, one line per size (mean over seeds, band = min-max), onset marked."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rows = results[(results["probe"] == probe) & (results["metric"] == metric)]
+    for i, model in enumerate(by_size(rows)):
+        stats = rows[rows["model"] == model].groupby("step")["value"].agg(["mean", "min", "max"])
+        color = f"C{i}"
+        ax.plot(stats.index, stats["mean"], color=color, marker=".", label=model)
+        if rows[rows["model"] == model]["seed"].nunique() > 1:
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2)
+        onsets = emergence[(emergence["model"] == model) & (emergence["probe"] == probe)
+                           & (emergence["metric"] == metric) & emergence["has_onset"]]
+        for step in onsets["onset_step"]:
+            ax.axvline(step, color=color, linestyle="--", linewidth=1)
+    _step_axis(ax)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{probe}: {metric} (dashed: onset)")
+    ax.legend(title="size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_heatmap(results, probe, metric, path: Path) -> None:
+    rows = results[(results["probe"] == probe) & (results["metric"] == metric)]
+    grid = rows.groupby(["model", "step"])["value"].mean().unstack("step").reindex(by_size(rows))
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(grid) + 1.5))
+    image = ax.imshow(grid.to_numpy(), aspect="auto", cmap="viridis")
+    ax.set_yticks(range(len(grid)), grid.index)
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=90, fontsize=7)
+    ax.set_xlabel("training step")
+    ax.set_title(f"{metric}: size × step")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_onset_vs_compute(emergence, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    onsets = emergence[emergence["has_onset"] & (emergence["probe"] == "capability")] if len(emergence) else emergence
+    for i, (metric, rows) in enumerate(onsets.groupby("metric") if len(onsets) else []):
+        ax.plot(rows["n_params"], rows["onset_flops"], marker="o", linestyle="-", color=f"C{i % 10}", label=metric)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("training FLOPs at onset")
+    ax.set_title("onset vs compute")
+    if len(onsets):
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_mirage(results, task, path: Path) -> None:
+    kinds = ["exact_match", "token_accuracy", "answer_logprob"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    for ax, kind in zip(axes, kinds):
+        rows = results[(results["probe"] == "capability") & (results["metric"] == f"{task}/{kind}")]
+        for i, model in enumerate(by_size(rows)):
+            mean = rows[rows["model"] == model].groupby("step")["value"].mean()
+            ax.plot(mean.index, mean.to_numpy(), marker=".", color=f"C{i}", label=model)
+        _step_axis(ax)
+        ax.set_title(f"{task}: {kind}")
+    axes[0].legend(title="size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ---- the report -------------------------------------------------------------------------
+def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5) -> Path:
+    """Emergence tables, charts and index.html under <experiment>/observatory/."""
+    out = store.output_dir(experiment_dir)
+    results = pd.read_parquet(out / "results.parquet")
+    if results.empty:
+        raise ValueError(f"{out / 'results.parquet'} is empty: run python -m observatory first")
+    emergence = emergence_table(results, fraction=fraction, n_boot=n_boot)
+    scale, mirage = scale_table(results, emergence), mirage_table(emergence)
+    for name, table in {"emergence": emergence, "scale": scale, "mirage": mirage}.items():
+        store.write_parquet(out / f"{name}.parquet", table)
+        table.to_csv(out / f"{name}.csv", index=False)
+    (out / "emergence.json").write_text(emergence.to_json(orient="records", indent=1))
+
+    charts = out / "charts"
+    charts.mkdir(exist_ok=True)
+    figures = []
+    for probe, metric in headline_metrics(results):
+        slug = f"{probe}-{metric}".replace("/", "-")
+        plot_curves(results, emergence, probe, metric, charts / f"curve-{slug}.png")
+        figures.append((f"{probe}: {metric} vs step", charts / f"curve-{slug}.png"))
+        if results["model"].nunique() > 1 and metric.endswith(("exact_match", "token_accuracy", "agreement")):
+            plot_heatmap(results, probe, metric, charts / f"heatmap-{slug}.png")
+            figures.append((f"{metric}: size × step", charts / f"heatmap-{slug}.png"))
+    plot_onset_vs_compute(emergence, charts / "onset-vs-compute.png")
+    figures.append(("onset vs compute", charts / "onset-vs-compute.png"))
+    for task in sorted(mirage["task"].unique()) if len(mirage) else []:
+        plot_mirage(results, task, charts / f"mirage-{task}.png")
+        figures.append((f"{task}: exact match vs continuous metrics", charts / f"mirage-{task}.png"))
+    return write_index(out, results, emergence, mirage, figures)
+
+
+def _table_html(table: pd.DataFrame, columns: list[str]) -> str:
+    shown = table[[c for c in columns if c in table]]
+    return shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—", border=0, classes="t")
+
+
+def write_index(out: Path, results, emergence, mirage, figures) -> Path:
+    """One self-contained page: the charts are embedded, the tables inline."""
+    experiment = results["experiment"].iloc[0]
+    onsets = emergence[emergence["has_onset"]].sort_values(["probe", "metric", "n_params"])
+    images = "\n".join(
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,'
+        f'{base64.b64encode(path.read_bytes()).decode()}"><figcaption>{html.escape(title)} '
+        f'(<a href="charts/{path.name}">{path.name}</a>)</figcaption></figure>' for title, path in figures)
+    summary = {"runs": int(results["run"].nunique()), "checkpoints": int(results[["run", "step"]].drop_duplicates().shape[0]),
+               "curves": len(emergence), "with onset": int(emergence["has_onset"].sum())}
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>observatory: {html.escape(experiment)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1300px}} figure{{display:inline-block;margin:.5em}}
+img{{max-width:600px}} table.t{{border-collapse:collapse;font-size:12px}} .t td,.t th{{padding:2px 6px;border-bottom:1px solid #ddd}}</style>
+</head><body>
+<h1>Emergence report: {html.escape(experiment)}</h1>
+<p>{html.escape(json.dumps(summary))}. Onset: where a curve last crosses half of its rise on a
+log-step axis; no onset for flat, noisy or falling curves. Tables: emergence.csv, scale.csv, mirage.csv.</p>
+<h2>Onsets</h2>
+{_table_html(onsets, ["run", "probe", "metric", "onset_step", "onset_tokens", "onset_flops", "ci_low_step", "ci_high_step", "width_decades", "abruptness", "final_value"])}
+<h2>Exact match vs continuous metrics</h2>
+{_table_html(mirage, list(mirage.columns))}
+<h2>Charts</h2>
+{images}
+</body></html>
+"""
+    index = out / "index.html"
+    index.write_text(page)
+    return index

@@ -1,0 +1,113 @@
+"""The report from a small results table with known curves, checked in a real browser."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO
+
+from observatory import store
+from observatory.report import write_report
+from train.checkpointing import checkpoint_steps
+
+STEPS = checkpoint_steps(2000, None, 250)
+SIZES = {"small": 1_000, "large": 100_000}
+
+
+def sigmoid(center, width_decades):
+    x = np.log10(np.array(STEPS) + 1)
+    return 1 / (1 + np.exp(-(x - np.log10(center + 1)) / (width_decades / (2 * np.log(9)))))
+
+
+def results_table() -> pd.DataFrame:
+    """exact match jumps sharply (later for the small model); token accuracy rises smoothly;
+    the loss is flat. Two seeds per size, with a little seed-to-seed noise."""
+    rows = []
+    for model, n in SIZES.items():
+        center = 200 if model == "large" else 800
+        for seed in (0, 1):
+            rng = np.random.default_rng(seed)
+            curves = {"copy/exact_match": 0.95 * sigmoid(center, 0.25), "copy/token_accuracy": 0.2 + 0.7 * sigmoid(center, 3.0),
+                      "copy/answer_logprob": -3 + 2.5 * sigmoid(center, 3.0)}
+            for metric, values in curves.items():
+                for step, value in zip(STEPS, values + 0.005 * rng.normal(size=len(STEPS))):
+                    rows.append({"experiment": "toy", "run": f"{model}-s{seed}", "model": model, "seed": seed,
+                                 "n_params": n, "n_params_non_embedding": n, "step": step, "tokens": 64 * step,
+                                 "flops": 6.0 * n * 64 * step, "probe": "capability", "metric": metric, "value": value,
+                                 "checkpoint_sha256": "x", "probe_hash": "h"})
+            for step in STEPS:
+                rows.append(rows[-1] | {"probe": "loss", "metric": "all", "value": 2.0, "step": step, "tokens": 64 * step})
+    return pd.DataFrame(rows, columns=store.COLUMNS)
+
+
+@pytest.fixture
+def report(tmp_path):
+    experiment = tmp_path / "toy"
+    store.write_parquet(store.output_dir(experiment) / "results.parquet", results_table())
+    return write_report(experiment, n_boot=20)
+
+
+def test_report_tables_find_the_planted_onsets(report):
+    out = report.parent
+    emergence = pd.read_csv(out / "emergence.csv")
+    exact = emergence[emergence["metric"] == "copy/exact_match"].set_index("run")
+    assert exact["has_onset"].all()
+    assert all(150 < exact.loc[f"large-s{s}", "onset_step"] < 270 for s in (0, 1))
+    assert all(600 < exact.loc[f"small-s{s}", "onset_step"] < 1100 for s in (0, 1))
+    assert not emergence[emergence["metric"] == "all"]["has_onset"].any()  # flat loss: no onset
+    assert set(pd.read_json(out / "emergence.json")["metric"]) == set(emergence["metric"])
+    mirage = pd.read_csv(out / "mirage.csv")
+    assert mirage["mirage"].all()  # exact match sharp, continuous metrics smooth
+    scale = pd.read_csv(out / "scale.csv")
+    row = scale[(scale["metric"] == "copy/exact_match")].set_index("model")
+    assert row.loc["large", "onset_tokens"] < row.loc["small", "onset_tokens"]
+    assert set(row["smallest_size_reaching_threshold"]) == {"small"}
+
+
+def test_report_has_every_chart(report):
+    charts = {p.name for p in (report.parent / "charts").glob("*.png")}
+    assert {"curve-capability-copy-exact_match.png", "heatmap-capability-copy-exact_match.png",
+            "onset-vs-compute.png", "mirage-copy.png", "curve-loss-all.png"} <= charts
+    page = report.read_text()
+    assert page.count("<img") == len(charts) and "data:image/png;base64," in page
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(not (CHROMIUM and shutil.which("chromedriver")), reason="needs Debian's chromium and chromium-driver")
+def test_report_loads_in_a_real_browser(report):
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
+    try:
+        driver.get(report.as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+        assert len(images) >= 5 and all(ok for _, ok in images), images
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        assert "Emergence report: toy" in driver.title + driver.find_element("tag name", "h1").text
+    finally:
+        driver.quit()
+
+
+def test_pipeline_on_a_test_sized_experiment(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "observatory.pipeline", f"checkpoints_dir={tmp_path}", "model=13k",
+         "trainer.max_steps=40", "data.train_examples=2000", "data.probe_items=16", "data.batch_size=8",
+         "model.n_ctx=32", "schedule.every=10", "logger=none", "wandb.mode=disabled"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "quickstart" / "observatory"
+    assert "1 runs, 11 checkpoints: 11 probed" in result.stdout  # steps 0 1 2 4 8 10 16 20 30 32 40
+    assert (out / "index.html").exists() and (out / "emergence.csv").exists()
