@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: training failed; fix it and run the same command again (finished runs are kept)", file=sys.stderr)
         return 1
 
+    import pandas as pd
+
     from observatory.report import write_report
     from observatory.sweep import sweep
     from observatory.wandb_log import log_results
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     print("[3/3] emergence analysis and report", flush=True)
     index = write_report(experiment_dir)
     if cfg.wandb.mode != "disabled":
-        log_results(summary.table, cfg.experiment_name, experiment_dir / "observatory", cfg.wandb.mode)
+        out = experiment_dir / "observatory"
+        log_results(summary.table, cfg.experiment_name, out, cfg.wandb.mode,
+                    emergence=pd.read_parquet(out / "emergence.parquet"), charts=sorted((out / "charts").glob("*.png")))
     print(f"done in {time.perf_counter() - started:.0f}s: open {index}")
     return 1 if summary.problems else 0
 

@@ -19,7 +19,11 @@ def _init(experiment: str, name: str, job_type: str, save_dir: Path, mode: str):
                       id=f"{experiment}-{name}-{job_type}", dir=str(save_dir), mode=mode, resume="allow")
 
 
-def log_results(table: pd.DataFrame, experiment: str, save_dir: Path, mode: str = "offline") -> None:
+def log_results(table: pd.DataFrame, experiment: str, save_dir: Path, mode: str = "offline",
+                emergence: pd.DataFrame | None = None, charts: list[Path] = ()) -> None:
+    """Per training run: its probe curves against train/step, and its onsets in the run summary.
+    Per experiment: a summary run with the results and emergence tables, line series across
+    sizes for every headline curve, and the report's charts as images."""
     for run_name, rows in table.groupby("run", sort=True):
         run = _init(experiment, run_name, "observatory", save_dir, mode)
         run.define_metric("train/step")
@@ -31,9 +35,33 @@ def log_results(table: pd.DataFrame, experiment: str, save_dir: Path, mode: str 
         for step, at_step in rows.groupby("step", sort=True):
             metrics = {f"{p}/{m}": v for p, m, v in zip(at_step["probe"], at_step["metric"], at_step["value"])}
             run.log({"train/step": int(step), "train/tokens": int(at_step["tokens"].iloc[0]), **metrics})
+        if emergence is not None:
+            found = emergence[(emergence["run"] == run_name) & emergence["has_onset"]]
+            for probe, metric, step in zip(found["probe"], found["metric"], found["onset_step"]):
+                run.summary[f"onset/{probe}/{metric}"] = float(step)
         run.finish()
-    summary = _init(experiment, "summary", "observatory-summary", save_dir, mode)
     import wandb
 
-    summary.log({"results": wandb.Table(dataframe=table.reset_index(drop=True))})
+    summary = _init(experiment, "summary", "observatory-summary", save_dir, mode)
+    logged = {"results": wandb.Table(dataframe=table.reset_index(drop=True))}
+    if emergence is not None:
+        logged["emergence"] = wandb.Table(dataframe=emergence.reset_index(drop=True).astype(object).where(emergence.notna(), None))
+        for probe, metric in emergence[emergence["has_onset"]][["probe", "metric"]].drop_duplicates().itertuples(index=False):
+            logged[f"curves/{probe}/{metric}"] = _line_series(table, probe, metric)
+    logged |= {f"charts/{path.stem}": wandb.Image(str(path)) for path in charts}
+    summary.log(logged)
     summary.finish()
+
+
+def _line_series(table: pd.DataFrame, probe: str, metric: str):
+    """One line per size (mean over seeds) against the training step."""
+    import wandb
+
+    rows = table[(table["probe"] == probe) & (table["metric"] == metric)]
+    means = rows.groupby(["n_params", "model", "step"])["value"].mean().reset_index()
+    steps = sorted(means["step"].unique())
+    lines, keys = [], []
+    for (_, model), curve in means.groupby(["n_params", "model"], sort=True):
+        lines.append(curve.set_index("step")["value"].reindex(steps).tolist())
+        keys.append(model)
+    return wandb.plot.line_series(xs=steps, ys=lines, keys=keys, title=f"{probe}: {metric}", xname="train/step")

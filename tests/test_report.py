@@ -111,3 +111,24 @@ def test_pipeline_on_a_test_sized_experiment(tmp_path):
     out = tmp_path / "quickstart" / "observatory"
     assert "1 runs, 11 checkpoints: 11 probed" in result.stdout  # steps 0 1 2 4 8 10 16 20 30 32 40
     assert (out / "index.html").exists() and (out / "emergence.csv").exists()
+
+
+def test_wandb_gets_curves_onsets_tables_and_images(report):
+    from wandb_offline import history, records, run_files
+
+    from observatory.wandb_log import log_results
+
+    out = report.parent
+    emergence = pd.read_parquet(out / "emergence.parquet")
+    log_results(pd.read_parquet(out / "results.parquet"), "toy", out, "offline", emergence=emergence,
+                charts=[out / "charts" / "mirage-copy.png"])
+    files = {f.name: f for f in run_files(out)}
+    logged = set(history(files["run-toy-summary-observatory-summary.wandb"])[0])  # media are logged by path
+    assert {"results/path", "emergence/path", "charts/mirage-copy/path",
+            "curves/capability/copy/exact_match_table/path"} <= logged
+    onset = {}
+    for record in records(files["run-toy-large-s0-observatory.wandb"]):
+        if record.WhichOneof("record_type") == "summary":
+            onset |= {item.key or "/".join(item.nested_key): item.value_json for item in record.summary.update}
+    expected = emergence[(emergence["run"] == "large-s0") & (emergence["metric"] == "copy/exact_match")]["onset_step"]
+    assert float(onset["onset/capability/copy/exact_match"]) == pytest.approx(float(expected.iloc[0]))
