@@ -30,7 +30,9 @@ def test_mixture_corpus_is_deterministic_and_keeps_held_out_items_out(compose_tr
     assert all(c > 0.1 * len(examples) for c in counts.values()), counts  # equal weights: ~1/7 each
     assert sum(not e.endswith("[EOS]") for e in examples) <= 3  # remainders cut at the 3 map batches
     # a held-out prompt followed by its answer never occurs in the training stream
-    for item in a.probe_items:
+    heldout = [item for item in a.probe_items if item["split"] == "heldout"]
+    assert len(heldout) == len(a.probe_items) // 2 == 7 * 32  # and as many from the training part
+    for item in heldout:
         if item["task"] != "grammar":  # grammar prompts are split by prefix; checked in test_tasks
             assert f"{item['prompt']} {item['answer']} " not in text
     # probe items round-trip through the tokenizer

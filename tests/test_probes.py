@@ -129,6 +129,17 @@ def test_forced_answers_give_closed_form_metrics(logit):
         assert metrics["copy/exact_match"] == 1.0 and metrics["copy/token_accuracy"] == 1.0
 
 
+def test_training_part_items_are_scored_separately():
+    items = items_of("copy", 10, answer_len=2) + [i | {"split": "train"} for i in items_of("copy", 10, 2, seed=1)]
+    ctx = context(model(), items, probes=("capability",))
+    m, hooks = forced_model(ctx.inputs["items"], 5.0, wrong_positions=[3])  # every first answer token wrong
+    ctx.model = m
+    with m.hooks(hooks):
+        metrics = PROBES["capability"].fn(ctx, {})
+    assert {"copy/exact_match", "copy/train_exact_match", "copy/train_brier"} <= set(metrics)
+    assert metrics["copy/token_accuracy"] == metrics["copy/train_token_accuracy"] == 0.5
+
+
 def test_one_wrong_answer_token_breaks_exact_match_only():
     items = items_of("copy", 20, answer_len=3)  # answers at positions 3, 4, 5 (predicted from 3..5)
     ctx = context(model(), items, probes=("capability",))

@@ -33,7 +33,7 @@ class Corpus:
     tokenizer: Tokenizer
     train: datasets.Dataset  # packed blocks of seq_len + 1 tokens ("input_ids")
     heldout: dict[str, datasets.Dataset]  # packed held-out blocks per task ("text" for real text)
-    probe_items: list[dict]  # held-out items with token ids (empty for real text)
+    probe_items: list[dict]  # held-out and training-part items with token ids (empty for real text)
 
 
 def build_corpus(data_cfg) -> Corpus:
@@ -94,17 +94,21 @@ def build_task_corpus(data_cfg) -> Corpus:
     probe_items, heldout = [], {}
     for name, task in tasks.items():
         items = task.held_out_items(data_cfg.probe_items, data_cfg.seed)
-        probe_items += [tokenize_item(item, tokenizer) for item in items]
+        probe_items += [tokenize_item(item, tokenizer, "heldout") for item in items]
+        # as many items from the training part, for train-vs-test curves (grokking)
+        trained = task.training_items(random.Random(f"{name}-probe-train-{data_cfg.seed}"), data_cfg.seed)
+        probe_items += [tokenize_item(next(trained), tokenizer, "train") for _ in items]
         rendered = datasets.Dataset.from_dict({"text": [render(item) for item in items]})
         heldout[name] = pack(rendered, tokenizer, data_cfg.seq_len, f"held-out {name} items")
     return Corpus(tokenizer, train, heldout, probe_items)
 
 
-def tokenize_item(item: dict, tokenizer: Tokenizer) -> dict:
+def tokenize_item(item: dict, tokenizer: Tokenizer, split: str) -> dict:
     """The uniform probe-item format the observatory reads: token ids plus the text.
     prompt_ids + answer_ids + suffix_ids is the example exactly as training renders it."""
     return {
         "task": item["task"],
+        "split": split,  # "heldout": never trained on; "train": from the training part of the item space
         "prompt_ids": tokenizer.encode(f"[BOS] {item['prompt']}").ids,
         "answer_ids": tokenizer.encode(item["answer"]).ids,
         "suffix_ids": tokenizer.encode(f"{item['suffix']} [EOS]").ids,  # the rest of the training example

@@ -8,30 +8,36 @@ import torch
 from observatory.probes import probe
 
 
-@probe("capability", inputs=("items",))
+@probe("capability", inputs=("items",), version=2)
 def capability(ctx, cfg) -> dict[str, float]:
-    fwd, items = ctx.forward("items"), ctx.items
-    metrics = {}
-    for task in dict.fromkeys(items.tasks):
-        rows, positions, targets = items.answer_tokens(task)
-        logprobs = fwd.logprobs[rows, positions]  # (K answer tokens, V)
-        target_logprob = logprobs.gather(1, targets[:, None]).squeeze(1)  # (K,)
-        correct = (logprobs.argmax(-1) == targets).double()
-        probs = logprobs.exp()
-        brier = 1 - 2 * target_logprob.exp() + (probs**2).sum(-1)  # sum_v (p_v - onehot_v)^2
-        # per item: teacher-forced all-correct is exactly greedy decoding's exact match
-        n = len(items.tasks)
-        tokens_per_item = torch.bincount(rows, minlength=n).double()
-        has_answer = tokens_per_item > 0
-        correct_per_item = torch.bincount(rows, weights=correct, minlength=n)
-        logprob_per_item = torch.bincount(rows, weights=target_logprob.double(), minlength=n)
-        metrics[f"{task}/exact_match"] = (correct_per_item == tokens_per_item)[has_answer].double().mean().item()
-        metrics[f"{task}/token_accuracy"] = correct.mean().item()
-        metrics[f"{task}/answer_logprob"] = (logprob_per_item / tokens_per_item)[has_answer].mean().item()
-        metrics[f"{task}/brier"] = brier.double().mean().item()
-        if all("wrong" in items.metadata[i] for i in rows.tolist()):
-            metrics[f"{task}/agreement"] = _agreement(ctx, rows, positions, targets)
+    """Held-out items as `<task>/<metric>`; items from the training part as `<task>/train_<metric>`."""
+    items, metrics = ctx.items, {}
+    for task, split in dict.fromkeys(zip(items.tasks, items.splits)):
+        prefix = f"{task}/" if split == "heldout" else f"{task}/train_"
+        metrics |= {prefix + k: v for k, v in _scores(ctx, *items.answer_tokens(task, split)).items()}
     return metrics
+
+
+def _scores(ctx, rows, positions, targets) -> dict[str, float]:
+    logprobs = ctx.forward("items").logprobs[rows, positions]  # (K answer tokens, V)
+    target_logprob = logprobs.gather(1, targets[:, None]).squeeze(1)  # (K,)
+    correct = (logprobs.argmax(-1) == targets).double()
+    brier = 1 - 2 * target_logprob.exp() + (logprobs.exp() ** 2).sum(-1)  # sum_v (p_v - onehot_v)^2
+    # per item: teacher-forced all-correct is exactly greedy decoding's exact match
+    n = len(ctx.items.tasks)
+    tokens_per_item = torch.bincount(rows, minlength=n).double()
+    has_answer = tokens_per_item > 0
+    correct_per_item = torch.bincount(rows, weights=correct, minlength=n)
+    logprob_per_item = torch.bincount(rows, weights=target_logprob.double(), minlength=n)
+    scores = {
+        "exact_match": (correct_per_item == tokens_per_item)[has_answer].double().mean().item(),
+        "token_accuracy": correct.mean().item(),
+        "answer_logprob": (logprob_per_item / tokens_per_item)[has_answer].mean().item(),
+        "brier": brier.double().mean().item(),
+    }
+    if all("wrong" in ctx.items.metadata[i] for i in rows.tolist()):
+        scores["agreement"] = _agreement(ctx, rows, positions, targets)
+    return scores
 
 
 def _agreement(ctx, rows, positions, targets) -> float:

@@ -21,6 +21,7 @@ class Items:
 
     tokens: torch.Tensor  # (N, T) long
     tasks: list[str]  # (N,)
+    splits: list[str]  # (N,) "heldout" or "train"
     prompt_len: torch.Tensor  # (N,)
     answer_len: torch.Tensor  # (N,)
     metadata: list[dict]
@@ -32,25 +33,28 @@ class Items:
         tokens = torch.full((len(seqs), max(map(len, seqs), default=1)), PAD, dtype=torch.long)
         for i, seq in enumerate(seqs):
             tokens[i, : len(seq)] = torch.tensor(seq)
-        return cls(tokens, [it["task"] for it in items], torch.tensor([len(it["prompt_ids"]) for it in items]),
+        return cls(tokens, [it["task"] for it in items], [it.get("split", "heldout") for it in items], torch.tensor([len(it["prompt_ids"]) for it in items]),
                    torch.tensor([len(it["answer_ids"]) for it in items]), [it["metadata"] for it in items],
                    [it["answer_ids"] for it in items])
 
+    def rows(self, task: str, split: str = "heldout") -> list[int]:
+        return [i for i, (t, s) in enumerate(zip(self.tasks, self.splits)) if t == task and s == split]
+
     @functools.cache
-    def answer_tokens(self, task: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(row, position, target) for every answer token of the task's items: the logits
-        at `position` of `row` predict `target`. Computed once per run."""
+    def answer_tokens(self, task: str, split: str = "heldout") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row, position, target) for every answer token of the task's items of one split:
+        the logits at `position` of `row` predict `target`. Computed once per run."""
         r, p, t = [], [], []
-        for i, item_task in enumerate(self.tasks):
-            if item_task == task:
-                start = int(self.prompt_len[i]) - 1
-                for k, target in enumerate(self.answer_ids[i]):
-                    r.append(i), p.append(start + k), t.append(target)
+        for i in self.rows(task, split):
+            start = int(self.prompt_len[i]) - 1
+            for k, target in enumerate(self.answer_ids[i]):
+                r.append(i), p.append(start + k), t.append(target)
         return torch.tensor(r, dtype=torch.long), torch.tensor(p, dtype=torch.long), torch.tensor(t, dtype=torch.long)
 
 
 def pack_blocks(items: list[dict], block_len: int) -> tuple[torch.Tensor, list[str]]:
     """Each task's full held-out examples, concatenated and cut into blocks (as training does)."""
+    items = [it for it in items if it.get("split", "heldout") == "heldout"]
     blocks, tasks = [], []
     for task in dict.fromkeys(it["task"] for it in items):
         stream = [t for it in items if it["task"] == task for t in it["prompt_ids"] + it["answer_ids"] + it["suffix_ids"]]

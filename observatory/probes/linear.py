@@ -34,7 +34,7 @@ def linear(ctx, cfg) -> dict[str, float]:
     fwd, items = ctx.forward("items"), ctx.items
     metrics = {}
     for task in cfg.get("tasks", []):
-        rows = torch.tensor([i for i, t in enumerate(items.tasks) if t == task])
+        rows = torch.tensor(items.rows(task, "heldout"), dtype=torch.long)
         if len(rows) < 4:
             continue
         last_prompt = items.prompt_len[rows] - 1
