@@ -10,7 +10,7 @@ from train.tasks.grammar import NOUNS
 
 def check_induction(task, prompt, answer, meta):
     segment, sep = prompt[:-1], prompt[-1]
-    return sep == "|" and answer == segment and len(segment) == task.length
+    return sep == "|" and answer == segment and task.min_length <= len(segment) <= task.length
 
 
 def check_associative_recall(task, prompt, answer, meta):

@@ -11,21 +11,25 @@ BRACKETS = ["()", "[]", "{}", "<>"]
 
 class Induction(Task):
     """A random segment, a separator, then the segment again: the copy is predictable only
-    from context, by an induction head (Olsson et al. 2022)."""
+    from context, by an induction head (Olsson et al. 2022). The segment length varies
+    (min_length..length), so that no fixed positional offset can do the copying."""
 
     name, marker = "induction", "[copy]"
 
-    def __init__(self, n_symbols: int = 64, length: int = 12, held_out: float = 0.1):
-        if n_symbols < 2 or length < 1:
-            raise ValueError(f"induction: need n_symbols >= 2 and length >= 1, got {n_symbols}, {length}")
+    def __init__(self, n_symbols: int = 64, length: int = 12, min_length: int | None = None, held_out: float = 0.1):
+        min_length = max(1, length // 2) if min_length is None else min_length
+        if n_symbols < 2 or not 1 <= min_length <= length:
+            raise ValueError(f"induction: need n_symbols >= 2 and 1 <= min_length <= length, got "
+                             f"{n_symbols}, {min_length}, {length}")
         super().__init__(held_out)
-        self.n_symbols, self.length = n_symbols, length
+        self.n_symbols, self.length, self.min_length = n_symbols, length, min_length
 
     def symbols(self) -> list[str]:
         return [self.marker, "|"] + [f"r{i}" for i in range(self.n_symbols)]
 
     def sample(self, rng: random.Random) -> Item:
-        segment = " ".join(f"r{rng.randrange(self.n_symbols)}" for _ in range(self.length))
+        n = rng.randint(self.min_length, self.length)
+        segment = " ".join(f"r{rng.randrange(self.n_symbols)}" for _ in range(n))
         return self.item(f"{segment} |", segment)
 
 
