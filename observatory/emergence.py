@@ -136,3 +136,30 @@ def emergence_table(results: pd.DataFrame, fraction: float = 0.5, n_boot: int = 
         row["start_value"], row["final_value"] = float(curve["value"].iloc[0]), float(curve["value"].iloc[-1])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def onsets_over_seeds(results: pd.DataFrame, fraction: float = 0.5, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Per size × probe metric with two or more seeds: the onset of the seed-mean curve and a
+    95% interval by resampling the seeds (with replacement) and re-detecting the onset."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (model, probe, metric), curves in results.groupby(["model", "probe", "metric"], sort=True):
+        grid = curves.pivot_table(index="step", columns="seed", values="value").dropna()
+        if grid.shape[1] < 2:
+            continue
+        steps, values = grid.index.to_numpy(), oriented(probe, metric, grid.to_numpy())  # (steps, seeds)
+        min_rise = MIN_ACCURACY_RISE if metric.endswith(ACCURACY_LIKE) else 0.0
+        onset = detect_onset(steps, values.mean(1), fraction, min_rise=min_rise, n_boot=0)
+        resampled = []
+        for _ in range(n_boot if onset.has_onset else 0):
+            pick = rng.integers(0, values.shape[1], values.shape[1])
+            again = detect_onset(steps, values[:, pick].mean(1), fraction, min_rise=min_rise, n_boot=0)
+            resampled.append(again.onset_step if again.has_onset else np.nan)
+        found = np.array([s for s in resampled if np.isfinite(s)])
+        rows.append({"model": model, "n_params": int(curves["n_params"].iloc[0]), "probe": probe, "metric": metric,
+                     "n_seeds": grid.shape[1], "has_onset": onset.has_onset, "reason": onset.reason,
+                     "onset_step": onset.onset_step,
+                     "ci_low_step": float(np.percentile(found, 2.5)) if len(found) else None,
+                     "ci_high_step": float(np.percentile(found, 97.5)) if len(found) else None,
+                     "onset_found_in": len(found) / len(resampled) if resampled else None})
+    return pd.DataFrame(rows)

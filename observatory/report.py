@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from observatory import store  # noqa: E402
-from observatory.emergence import ACCURACY_LIKE, emergence_table  # noqa: E402
+from observatory.emergence import ACCURACY_LIKE, emergence_table, onsets_over_seeds  # noqa: E402
 
 CONTINUOUS = ("token_accuracy", "answer_logprob", "brier")
 
@@ -167,7 +167,9 @@ def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5)
         raise ValueError(f"{out / 'results.parquet'} is empty: run python -m observatory first")
     emergence = emergence_table(results, fraction=fraction, n_boot=n_boot)
     scale, mirage = scale_table(results, emergence), mirage_table(emergence)
-    for name, table in {"emergence": emergence, "scale": scale, "mirage": mirage}.items():
+    over_seeds = onsets_over_seeds(results, fraction=fraction, n_boot=n_boot)
+    tables = {"emergence": emergence, "scale": scale, "mirage": mirage, "onsets_over_seeds": over_seeds}
+    for name, table in tables.items():
         store.write_parquet(out / f"{name}.parquet", table)
         table.to_csv(out / f"{name}.csv", index=False)
     (out / "emergence.json").write_text(emergence.to_json(orient="records", indent=1))
@@ -187,7 +189,7 @@ def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5)
     for task in sorted(mirage["task"].unique()) if len(mirage) else []:
         plot_mirage(results, task, charts / f"mirage-{task}.png")
         figures.append((f"{task}: exact match vs continuous metrics", charts / f"mirage-{task}.png"))
-    return write_index(out, results, emergence, mirage, figures)
+    return write_index(out, results, emergence, mirage, over_seeds, figures)
 
 
 def _table_html(table: pd.DataFrame, columns: list[str]) -> str:
@@ -195,7 +197,7 @@ def _table_html(table: pd.DataFrame, columns: list[str]) -> str:
     return shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—", border=0, classes="t")
 
 
-def write_index(out: Path, results, emergence, mirage, figures) -> Path:
+def write_index(out: Path, results, emergence, mirage, over_seeds, figures) -> Path:
     """One self-contained page: the charts are embedded, the tables inline."""
     experiment = results["experiment"].iloc[0]
     onsets = emergence[emergence["has_onset"]].sort_values(["probe", "metric", "n_params"])
@@ -215,6 +217,8 @@ img{{max-width:600px}} table.t{{border-collapse:collapse;font-size:12px}} .t td,
 log-step axis; no onset for flat, noisy or falling curves. Tables: emergence.csv, scale.csv, mirage.csv.</p>
 <h2>Onsets</h2>
 {_table_html(onsets, ["run", "probe", "metric", "onset_step", "onset_tokens", "onset_flops", "ci_low_step", "ci_high_step", "width_decades", "abruptness", "final_value"])}
+<h2>Onsets of the seed-mean curves, with intervals from resampling seeds</h2>
+{_table_html(over_seeds[over_seeds["has_onset"]] if len(over_seeds) else over_seeds, ["model", "probe", "metric", "n_seeds", "onset_step", "ci_low_step", "ci_high_step", "onset_found_in"])}
 <h2>Exact match vs continuous metrics</h2>
 {_table_html(mirage, list(mirage.columns))}
 <h2>Charts</h2>

@@ -61,6 +61,11 @@ def test_report_tables_find_the_planted_onsets(report):
     assert set(pd.read_json(out / "emergence.json")["metric"]) == set(emergence["metric"])
     mirage = pd.read_csv(out / "mirage.csv")
     assert mirage["mirage"].all()  # exact match sharp, continuous metrics smooth
+    seeds = pd.read_csv(out / "onsets_over_seeds.csv").set_index(["model", "metric"])
+    large = seeds.loc[("large", "copy/exact_match")]
+    assert large["n_seeds"] == 2 and large["ci_low_step"] <= large["onset_step"] <= large["ci_high_step"]
+    assert 150 < large["ci_low_step"] and large["ci_high_step"] < 270  # two close seeds: a narrow interval
+    assert not seeds.loc[("small", "all"), "has_onset"]
     scale = pd.read_csv(out / "scale.csv")
     row = scale[(scale["metric"] == "copy/exact_match")].set_index("model")
     assert row.loc["large", "onset_tokens"] < row.loc["small", "onset_tokens"]
