@@ -123,7 +123,7 @@ def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: 
                          f"python -m train experiment_name={Path(experiment_dir).name}")
     hashes = {name: PROBES[name].config_hash(cfg) for name, cfg in probe_cfgs.items()}
     summary = Summary(runs=len(run_dirs), probes=list(probe_cfgs))
-    todo, infos, keep = {}, {}, set()
+    todo, stored_rows, infos, keep = {}, {}, {}, set()
     for run_dir in run_dirs:
         infos[run_dir.name] = rundir.read_run_json(run_dir)
         for ckpt in list_checkpoints(run_dir):
@@ -132,7 +132,7 @@ def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: 
             stored = store.read_checkpoint_rows(store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step))
             missing = {n: c for n, c in probe_cfgs.items() if n not in store.done_probes(stored, ckpt.sha256, hashes)}
             if missing:
-                todo[ckpt] = missing
+                todo[ckpt], stored_rows[ckpt] = missing, stored
             else:
                 summary.skipped += 1
 
@@ -144,7 +144,7 @@ def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: 
             summary.problems.append(Problem(ckpt.run, ckpt.step, error))
             continue
         path = store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step)
-        stored = store.read_checkpoint_rows(path)
+        stored = stored_rows.pop(ckpt)  # read while planning; only this loop writes the store
         stale = stored["probe"].isin(list(missing)) | (stored["checkpoint_sha256"] != ckpt.sha256)
         new = _rows(ckpt, infos[ckpt.run], metrics, hashes)
         store.write_parquet(path, pd.concat([t for t in (stored[~stale], new) if len(t)], ignore_index=True))
