@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from observatory import store
 from observatory.discovery import Checkpoint, Problem, find_runs, list_checkpoints
-from observatory.probes import PROBES
+from observatory.probes import PROBES, requested_hooks
 from observatory.probes.context import Context, Items, pack_blocks, repeated_random_tokens
 from train import rundir
 
@@ -29,8 +29,6 @@ class SweepError(ValueError):
 class RunInputs:
     """What every checkpoint of a run is probed on, built once per run."""
 
-    run_dir: Path
-    info: dict
     items: Items
     blocks: torch.Tensor
     block_tasks: list[str]
@@ -48,15 +46,12 @@ class RunInputs:
         ordinary = sorted(i for t, i in token_ids.items() if t not in rundir.SPECIAL_TOKENS)
         repeated = repeated_random_tokens(attention.get("n_sequences", 32), (n_ctx - 1) // 2, ordinary,
                                           token_ids["[BOS]"], attention.get("seed", 0))
-        return cls(run_dir, info, Items.from_probe_items(probe_items), blocks, block_tasks, repeated, token_ids)
+        return cls(Items.from_probe_items(probe_items), blocks, block_tasks, repeated, token_ids)
 
     def context(self, model, probe_cfgs: dict, batch_size: int) -> Context:
-        hooks: dict[str, set[str]] = {}
-        for name, cfg in probe_cfgs.items():
-            for input_set, names in PROBES[name].hooks(model.cfg, cfg).items():
-                hooks.setdefault(input_set, set()).update(names)
         inputs = {"items": self.items.tokens, "blocks": self.blocks, "repeated": self.repeated}
-        return Context(model, inputs, hooks, batch_size, self.items, self.block_tasks, self.token_ids)
+        return Context(model, inputs, requested_hooks(model.cfg, probe_cfgs), batch_size, self.items,
+                       self.block_tasks, self.token_ids)
 
 
 def probe_checkpoint(model, inputs: RunInputs, probe_cfgs: dict, batch_size: int = 256) -> dict[str, dict]:

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from observatory.probes import PROBES
+from observatory.probes import PROBES, requested_hooks
 from observatory.probes.context import Context, Items, pack_blocks, repeated_random_tokens
 from observatory.probes.linear import ridge_probe_accuracy
 from observatory.probes.loss import icl_positions
@@ -22,10 +22,7 @@ def model(**kw) -> GPT:
 
 def context(m: GPT, items: list[dict] | None = None, probes=("capability", "loss", "attention", "linear")) -> Context:
     items = items or []
-    hooks = {}
-    for name in probes:
-        for input_set, names in PROBES[name].hooks(m.cfg, {}).items():
-            hooks.setdefault(input_set, set()).update(names)
+    hooks = requested_hooks(m.cfg, {name: {} for name in probes})
     blocks, block_tasks = pack_blocks(items, m.cfg.n_ctx) if items else (torch.zeros(0, 16, dtype=torch.long), [])
     repeated = repeated_random_tokens(16, HALF, list(range(4, V)), bos=1, seed=0)
     parsed = Items.from_probe_items(items) if items else None

@@ -29,6 +29,15 @@ class Probe:
 PROBES: dict[str, Probe] = {}
 
 
+def requested_hooks(model_cfg, probe_cfgs: dict) -> dict[str, set[str]]:
+    """{input set: the union of the hooks every selected probe needs on it}."""
+    hooks: dict[str, set[str]] = {}
+    for name, cfg in probe_cfgs.items():
+        for input_set, names in PROBES[name].hooks(model_cfg, cfg).items():
+            hooks.setdefault(input_set, set()).update(names)
+    return hooks
+
+
 def probe(name: str, inputs: tuple[str, ...] = (), hooks=None, version: int = 1):
     def register(fn):
         PROBES[name] = Probe(name, fn, inputs, hooks or (lambda model_cfg, cfg: {}), version)
