@@ -1,6 +1,10 @@
 """When does a capability appear? Onset, width and abruptness of each curve (run × probe
-metric) on a log-step axis, a sigmoid fit with a bootstrap interval, and the same curves
+metric) on a log-step axis, a sigmoid fit with bootstrap intervals, and the same curves
 across scale and across metrics of one task (the "mirage" question).
+
+Intervals: a curve that is a mean over probe items is resampled over its items (the same
+resampled items at every checkpoint) and its onset re-detected; other curves get a residual
+bootstrap of the sigmoid midpoint; several seeds of one size are resampled over seeds.
 
 x = log10(step + 1): checkpoints are log-spaced, and so are the transitions we look for.
 """
@@ -29,8 +33,12 @@ class Onset:
     onset_step: float | None = None  # where the curve last crosses `fraction` of its rise (log-interpolated)
     width_decades: float | None = None  # from 10% to 90% of the rise, in decades of steps
     center_step: float | None = None  # the sigmoid fit's midpoint
-    ci_low_step: float | None = None  # bootstrap interval of the midpoint
+    ci_low_step: float | None = None  # 95% bootstrap interval of the midpoint
     ci_high_step: float | None = None
+    ci_method: str | None = None  # "items" (resampled probe items) or "residuals" (resampled fit residuals)
+    onset_ci_low_step: float | None = None  # 95% interval of onset_step over resampled items
+    onset_ci_high_step: float | None = None
+    onset_found_in: float | None = None  # share of item resamples that still show an onset
     abruptness: float | None = None  # 1 / width_decades of the fit: rises per decade
     r2: float | None = None
     start_value: float | None = None
@@ -104,7 +112,7 @@ def detect_onset(steps, values, fraction: float = 0.5, min_snr: float = 4.0, min
     return Onset(
         True, "", onset_step=10**onset_x - 1, width_decades=(hi - lo) if lo is not None and hi is not None else None,
         center_step=10**c - 1, ci_low_step=10 ** ci[0] - 1 if ci else None,
-        ci_high_step=10 ** ci[1] - 1 if ci else None, abruptness=1 / width,
+        ci_high_step=10 ** ci[1] - 1 if ci else None, ci_method="residuals" if ci else None, abruptness=1 / width,
         r2=r2, start_value=start, final_value=final,
     )
 
@@ -118,14 +126,64 @@ def bootstrap_center(x, y, a, b, c, w, n_boot: int, seed: int) -> tuple[float, f
     return float(np.percentile(centers, 2.5)), float(np.percentile(centers, 97.5))
 
 
-def emergence_table(results: pd.DataFrame, fraction: float = 0.5, n_boot: int = 100) -> pd.DataFrame:
-    """One row per run × probe metric with its onset (steps, tokens, FLOPs) or the reason for none."""
+def resampled_onsets(steps, columns: np.ndarray, weights: np.ndarray, n_boot: int, seed: int = 0,
+                     **detect) -> tuple[np.ndarray, np.ndarray]:
+    """Onset and sigmoid midpoint (nan where none) of the weighted mean of `columns` (steps ×
+    K curves: items or seeds), each time over K columns drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    onsets, centers = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
+    for b in range(n_boot):
+        pick = rng.integers(0, columns.shape[1], columns.shape[1])
+        again = detect_onset(steps, columns[:, pick] @ weights[pick] / weights[pick].sum(), n_boot=0, **detect)
+        if again.has_onset:
+            onsets[b], centers[b] = again.onset_step, again.center_step
+    return onsets, centers
+
+
+def interval(samples: np.ndarray) -> tuple[float | None, float | None]:
+    """95% percentile interval of the finite samples."""
+    found = samples[np.isfinite(samples)]
+    return (float(np.percentile(found, 2.5)), float(np.percentile(found, 97.5))) if len(found) else (None, None)
+
+
+def item_bootstrap(onset: Onset, steps, item_values: np.ndarray, weights: np.ndarray, n_boot: int,
+                   **detect) -> Onset:
+    """`onset` with its intervals from resampling probe items (item_values: steps × items)."""
+    onsets, centers = resampled_onsets(steps, item_values, weights, n_boot, **detect)
+    onset.ci_low_step, onset.ci_high_step = interval(centers)
+    onset.onset_ci_low_step, onset.onset_ci_high_step = interval(onsets)
+    onset.onset_found_in, onset.ci_method = float(np.isfinite(onsets).mean()), "items"
+    return onset
+
+
+def _item_curves(items: pd.DataFrame | None) -> dict:
+    """(run, probe, metric) -> (steps × items values, items' weights) from item_results."""
+    if items is None or not len(items):
+        return {}
+    curves = {}
+    for key, rows in items.groupby(["run", "probe", "metric"], sort=False):
+        grid = rows.pivot_table(index="step", columns="item", values="value").dropna(axis=1)
+        weights = rows.drop_duplicates("item").set_index("item")["weight"].reindex(grid.columns)
+        curves[key] = (grid, weights.to_numpy(dtype=float))
+    return curves
+
+
+def emergence_table(results: pd.DataFrame, items: pd.DataFrame | None = None, fraction: float = 0.5,
+                    n_boot: int = 100) -> pd.DataFrame:
+    """One row per run × probe metric with its onset (steps, tokens, FLOPs) or the reason for
+    none. `items` (item_results) gives the curves that are item means an item bootstrap."""
+    item_curves = _item_curves(items)
     rows = []
     for (run, probe, metric), curve in results.groupby(["run", "probe", "metric"], sort=True):
         curve = curve.sort_values("step")
         min_rise = MIN_ACCURACY_RISE if metric.endswith(ACCURACY_LIKE) else 0.0
+        by_items = item_curves.get((run, probe, metric))
         onset = detect_onset(curve["step"], oriented(probe, metric, curve["value"].to_numpy()), fraction,
-                             min_rise=min_rise, n_boot=n_boot)
+                             min_rise=min_rise, n_boot=0 if by_items else n_boot)
+        if by_items and onset.has_onset:
+            grid, weights = by_items
+            onset = item_bootstrap(onset, grid.index.to_numpy(), oriented(probe, metric, grid.to_numpy()), weights,
+                                   n_boot, fraction=fraction, min_rise=min_rise)
         first = curve.iloc[0]
         row = {"experiment": first["experiment"], "run": run, "model": first["model"], "seed": int(first["seed"]),
                "n_params": int(first["n_params"]), "probe": probe, "metric": metric} | asdict(onset)
@@ -141,7 +199,6 @@ def emergence_table(results: pd.DataFrame, fraction: float = 0.5, n_boot: int = 
 def onsets_over_seeds(results: pd.DataFrame, fraction: float = 0.5, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
     """Per size × probe metric with two or more seeds: the onset of the seed-mean curve and a
     95% interval by resampling the seeds (with replacement) and re-detecting the onset."""
-    rng = np.random.default_rng(seed)
     rows = []
     for (model, probe, metric), curves in results.groupby(["model", "probe", "metric"], sort=True):
         grid = curves.pivot_table(index="step", columns="seed", values="value").dropna()
@@ -150,16 +207,11 @@ def onsets_over_seeds(results: pd.DataFrame, fraction: float = 0.5, n_boot: int 
         steps, values = grid.index.to_numpy(), oriented(probe, metric, grid.to_numpy())  # (steps, seeds)
         min_rise = MIN_ACCURACY_RISE if metric.endswith(ACCURACY_LIKE) else 0.0
         onset = detect_onset(steps, values.mean(1), fraction, min_rise=min_rise, n_boot=0)
-        resampled = []
-        for _ in range(n_boot if onset.has_onset else 0):
-            pick = rng.integers(0, values.shape[1], values.shape[1])
-            again = detect_onset(steps, values[:, pick].mean(1), fraction, min_rise=min_rise, n_boot=0)
-            resampled.append(again.onset_step if again.has_onset else np.nan)
-        found = np.array([s for s in resampled if np.isfinite(s)])
+        resampled = resampled_onsets(steps, values, np.ones(values.shape[1]), n_boot if onset.has_onset else 0,
+                                     seed, fraction=fraction, min_rise=min_rise)[0]
+        low, high = interval(resampled)
         rows.append({"model": model, "n_params": int(curves["n_params"].iloc[0]), "probe": probe, "metric": metric,
                      "n_seeds": grid.shape[1], "has_onset": onset.has_onset, "reason": onset.reason,
-                     "onset_step": onset.onset_step,
-                     "ci_low_step": float(np.percentile(found, 2.5)) if len(found) else None,
-                     "ci_high_step": float(np.percentile(found, 97.5)) if len(found) else None,
-                     "onset_found_in": len(found) / len(resampled) if resampled else None})
+                     "onset_step": onset.onset_step, "ci_low_step": low, "ci_high_step": high,
+                     "onset_found_in": float(np.isfinite(resampled).mean()) if len(resampled) else None})
     return pd.DataFrame(rows)

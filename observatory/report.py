@@ -165,7 +165,7 @@ def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5)
     results = pd.read_parquet(out / "results.parquet")
     if results.empty:
         raise ValueError(f"{out / 'results.parquet'} is empty: run python -m observatory first")
-    emergence = emergence_table(results, fraction=fraction, n_boot=n_boot)
+    emergence = emergence_table(results, store.read_item_results(experiment_dir), fraction=fraction, n_boot=n_boot)
     scale, mirage = scale_table(results, emergence), mirage_table(emergence)
     over_seeds = onsets_over_seeds(results, fraction=fraction, n_boot=n_boot)
     tables = {"emergence": emergence, "scale": scale, "mirage": mirage, "onsets_over_seeds": over_seeds}
@@ -214,9 +214,11 @@ img{{max-width:600px}} table.t{{border-collapse:collapse;font-size:12px}} .t td,
 </head><body>
 <h1>Emergence report: {html.escape(experiment)}</h1>
 <p>{html.escape(json.dumps(summary))}. Onset: where a curve last crosses half of its rise on a
-log-step axis; no onset for flat, noisy or falling curves. Tables: emergence.csv, scale.csv, mirage.csv.</p>
+log-step axis; no onset for flat, noisy or falling curves. Intervals are 95% bootstrap intervals:
+of the onset over resampled probe items (onset_ci_*), of the sigmoid midpoint center_step (ci_*,
+over items or over the fit's residuals: ci_method). Tables: emergence.csv, scale.csv, mirage.csv.</p>
 <h2>Onsets</h2>
-{_table_html(onsets, ["run", "probe", "metric", "onset_step", "onset_tokens", "onset_flops", "ci_low_step", "ci_high_step", "width_decades", "abruptness", "final_value"])}
+{_table_html(onsets, ["run", "probe", "metric", "onset_step", "onset_ci_low_step", "onset_ci_high_step", "onset_tokens", "onset_flops", "center_step", "ci_low_step", "ci_high_step", "ci_method", "width_decades", "abruptness", "final_value"])}
 <h2>Onsets of the seed-mean curves, with intervals from resampling seeds</h2>
 {_table_html(over_seeds[over_seeds["has_onset"]] if len(over_seeds) else over_seeds, ["model", "probe", "metric", "n_seeds", "onset_step", "ci_low_step", "ci_high_step", "onset_found_in"])}
 <h2>Exact match vs continuous metrics</h2>

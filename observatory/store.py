@@ -1,6 +1,7 @@
 """The results store: one Parquet file per run × checkpoint (written atomically, so a killed
 sweep loses at most the checkpoint in flight), consolidated into one tidy table with one
-row per run × step × probe × metric."""
+row per run × step × probe × metric. Metrics that are means over probe items keep their
+per-item scores beside it (items/ -> item_results.parquet) for the item bootstrap."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ from train.rundir import atomic_write_bytes
 
 COLUMNS = ["experiment", "run", "model", "seed", "n_params", "n_params_non_embedding", "step", "tokens", "flops",
            "probe", "metric", "value", "checkpoint_sha256", "probe_hash"]
+ITEM_COLUMNS = ["run", "step", "probe", "metric", "item", "value", "weight", "checkpoint_sha256", "probe_hash"]
+TABLES = {"checkpoints": ("results.parquet", COLUMNS), "items": ("item_results.parquet", ITEM_COLUMNS)}
 
 
 def output_dir(experiment_dir: Path) -> Path:
     return Path(experiment_dir) / "observatory"
 
 
-def checkpoint_file(experiment_dir: Path, run: str, step: int) -> Path:
-    return output_dir(experiment_dir) / "checkpoints" / run / f"step_{step:08d}.parquet"
+def checkpoint_file(experiment_dir: Path, run: str, step: int, table: str = "checkpoints") -> Path:
+    """Where one checkpoint's rows of `table` ("checkpoints": metrics, "items": per-item scores) live."""
+    return output_dir(experiment_dir) / table / run / f"step_{step:08d}.parquet"
 
 
 def write_parquet(path: Path, table: pd.DataFrame) -> None:
@@ -30,8 +34,8 @@ def write_parquet(path: Path, table: pd.DataFrame) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def read_checkpoint_rows(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=COLUMNS)
+def read_checkpoint_rows(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=columns)
 
 
 def done_probes(rows: pd.DataFrame, sha256: str, hashes: dict[str, str]) -> set[str]:
@@ -40,12 +44,20 @@ def done_probes(rows: pd.DataFrame, sha256: str, hashes: dict[str, str]) -> set[
     return {name for name, h in hashes.items() if ((current["probe"] == name) & (current["probe_hash"] == h)).any()}
 
 
-def consolidate(experiment_dir: Path, keep: set[tuple[str, int, str]]) -> pd.DataFrame:
-    """All per-checkpoint files whose (run, step, sha256) is still in a manifest -> results.parquet."""
-    files = sorted((output_dir(experiment_dir) / "checkpoints").glob("*/step_*.parquet"))
+def consolidate(experiment_dir: Path, keep: set[tuple[str, int, str]], table: str = "checkpoints") -> pd.DataFrame:
+    """All per-checkpoint files of `table` whose (run, step, sha256) is still in a manifest
+    -> results.parquet (or item_results.parquet)."""
+    name, columns = TABLES[table]
+    files = sorted((output_dir(experiment_dir) / table).glob("*/step_*.parquet"))
     tables = [t for t in (pd.read_parquet(f) for f in files) if len(t)]
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
-    mask = [(r, s, h) in keep for r, s, h in zip(table["run"], table["step"], table["checkpoint_sha256"])]
-    table = table[mask].sort_values(["run", "step", "probe", "metric"], ignore_index=True)
-    write_parquet(output_dir(experiment_dir) / "results.parquet", table)
-    return table
+    rows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+    mask = [(r, s, h) in keep for r, s, h in zip(rows["run"], rows["step"], rows["checkpoint_sha256"])]
+    rows = rows[mask].sort_values([c for c in ("run", "step", "probe", "metric", "item") if c in columns],
+                                  ignore_index=True)
+    write_parquet(output_dir(experiment_dir) / name, rows)
+    return rows
+
+
+def read_item_results(experiment_dir: Path) -> pd.DataFrame | None:
+    path = output_dir(experiment_dir) / TABLES["items"][0]
+    return pd.read_parquet(path) if path.exists() else None

@@ -54,10 +54,16 @@ class RunInputs:
                        self.block_tasks, self.token_ids)
 
 
-def probe_checkpoint(model, inputs: RunInputs, probe_cfgs: dict, batch_size: int = 256) -> dict[str, dict]:
-    """{probe name: {metric: value}} for one model; the probes share its forward passes."""
+def probe_checkpoint(model, inputs: RunInputs, probe_cfgs: dict, batch_size: int = 256) -> tuple[dict, dict]:
+    """({probe: {metric: value}}, {probe: {metric: ItemScores}}) for one model; the probes
+    share its forward passes."""
     ctx = inputs.context(model, probe_cfgs, batch_size)
-    return {name: PROBES[name].fn(ctx, cfg) for name, cfg in probe_cfgs.items()}
+    metrics, item_scores = {}, {}
+    for name, cfg in probe_cfgs.items():
+        ctx.item_scores = {}
+        metrics[name] = PROBES[name].fn(ctx, cfg)
+        item_scores[name] = ctx.item_scores
+    return metrics, item_scores
 
 
 def _rows(ckpt: Checkpoint, info: dict, results: dict[str, dict], hashes: dict[str, str]) -> pd.DataFrame:
@@ -69,6 +75,27 @@ def _rows(ckpt: Checkpoint, info: dict, results: dict[str, dict], hashes: dict[s
     rows = [base | {"probe": probe, "metric": metric, "value": float(value), "probe_hash": hashes[probe]}
             for probe, metrics in results.items() for metric, value in metrics.items()]
     return pd.DataFrame(rows, columns=store.COLUMNS)
+
+
+def _item_rows(ckpt: Checkpoint, item_scores: dict[str, dict], hashes: dict[str, str]) -> pd.DataFrame:
+    columns = {c: [] for c in store.ITEM_COLUMNS}
+    for probe, scores in item_scores.items():
+        for metric, s in scores.items():
+            n = len(s.items)
+            for name, value in (("run", ckpt.run), ("step", ckpt.step), ("probe", probe), ("metric", metric),
+                                ("checkpoint_sha256", ckpt.sha256), ("probe_hash", hashes[probe])):
+                columns[name] += [value] * n
+            columns["item"] += s.items
+            columns["value"] += s.values
+            columns["weight"] += s.weights
+    return pd.DataFrame(columns)
+
+
+def _merge(stored: pd.DataFrame, new: pd.DataFrame, redone: list[str], sha256: str) -> pd.DataFrame:
+    """Stored rows of the probes not redone (and of this very file), plus the new rows."""
+    stale = stored["probe"].isin(redone) | (stored["checkpoint_sha256"] != sha256)
+    parts = [t for t in (stored[~stale], new) if len(t)]
+    return pd.concat(parts, ignore_index=True) if parts else new
 
 
 # ---- one checkpoint, in this process or a worker --------------------------------------
@@ -132,19 +159,23 @@ def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: 
                 summary.skipped += 1
 
     bar = tqdm(total=sum(map(len, todo.values())), unit="probe", desc="probing checkpoints", disable=not progress)
-    for ckpt, metrics, error in _run(todo, workers, batch_size):  # workers return results; only we write
-        missing = todo[ckpt]
-        bar.update(len(missing))
+    for ckpt, results, error in _run(todo, workers, batch_size):  # workers return results; only we write
+        redone = list(todo[ckpt])
+        bar.update(len(redone))
         if error is not None:
             summary.problems.append(Problem(ckpt.run, ckpt.step, error))
             continue
-        path = store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step)
+        metrics, item_scores = results
+        # per-item scores first: the metrics file is what marks the checkpoint as done
+        items_path = store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step, "items")
+        stored_items = store.read_checkpoint_rows(items_path, store.ITEM_COLUMNS)
+        store.write_parquet(items_path, _merge(stored_items, _item_rows(ckpt, item_scores, hashes), redone, ckpt.sha256))
         stored = stored_rows.pop(ckpt)  # read while planning; only this loop writes the store
-        stale = stored["probe"].isin(list(missing)) | (stored["checkpoint_sha256"] != ckpt.sha256)
-        new = _rows(ckpt, infos[ckpt.run], metrics, hashes)
-        store.write_parquet(path, pd.concat([t for t in (stored[~stale], new) if len(t)], ignore_index=True))
+        store.write_parquet(store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step),
+                            _merge(stored, _rows(ckpt, infos[ckpt.run], metrics, hashes), redone, ckpt.sha256))
         summary.probed += 1
     bar.close()
+    store.consolidate(experiment_dir, keep, "items")
     summary.table = store.consolidate(experiment_dir, keep)
     return summary
 

@@ -67,3 +67,39 @@ def test_table_orients_lower_is_better_metrics():
     assert row["onset_tokens"] == pytest.approx(100 * row["onset_step"])
     assert row["onset_flops"] == pytest.approx(6 * 5 * row["onset_tokens"])
     assert row["final_value"] == pytest.approx(loss[-1])
+
+
+DENSE = np.unique(np.round(np.logspace(0, 3.6, 80))).astype(int)  # 1 .. ~4000, log-spaced
+
+
+def item_experiment(item_onsets: np.ndarray):
+    """Items that each switch from wrong (0) to right (1) at their own step: the exact-match
+    curve is the share of items past their switch, so its half-rise onset is their median."""
+    items = pd.DataFrame([{"run": "m-s0", "step": s, "probe": "capability", "metric": "copy/exact_match", "item": i,
+                           "value": float(s >= t), "weight": 1.0} for s in DENSE for i, t in enumerate(item_onsets)])
+    results = items.groupby(["run", "step", "probe", "metric"], as_index=False)["value"].mean()
+    results = results.assign(experiment="e", model="m", seed=0, n_params=10, n_params_non_embedding=5,
+                             tokens=results["step"] * 100)
+    return emergence_table(results, items, n_boot=200).iloc[0]
+
+
+def test_item_bootstrap_interval_is_that_of_the_median_switch_and_narrows_with_more_items():
+    rng = np.random.default_rng(0)
+    grid = 10 ** (3.6 / 80) * 1.05  # one checkpoint interval of DENSE, plus interpolation slack
+    width = {}
+    for n in (40, 400):
+        switches = np.sort(10 ** rng.uniform(2, 3, n))  # log-uniform in 100..1000
+        row = item_experiment(switches)
+        assert row["has_onset"] and row["ci_method"] == "items" and row["onset_found_in"] == 1.0
+        assert np.median(switches) / grid < row["onset_step"] < np.median(switches) * grid
+        # a median's 95% interval spans ranks n/2 ± 0.98·√n of the sample (order statistics)
+        low, high = switches[int(n / 2 - 0.98 * n**0.5)], switches[int(n / 2 + 0.98 * n**0.5)]
+        assert low / grid**2 < row["onset_ci_low_step"] < low * grid
+        assert high / grid < row["onset_ci_high_step"] < high * grid**2
+        width[n] = np.log10(row["onset_ci_high_step"] / row["onset_ci_low_step"])
+    assert width[400] < width[40] / 2  # ~1/√10 in theory
+
+
+def test_identical_items_give_an_interval_of_zero_width():
+    row = item_experiment(np.full(30, 300.0))
+    assert row["onset_ci_low_step"] == row["onset_ci_high_step"] == pytest.approx(row["onset_step"])

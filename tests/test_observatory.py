@@ -62,6 +62,22 @@ def test_tidy_rows_for_every_run_step_probe_metric(experiment):
     assert pd.read_parquet(experiment / "observatory" / "results.parquet").equals(table)
 
 
+def test_item_scores_are_stored_and_average_to_each_capability_metric(experiment):
+    table = sweep(experiment, PROBES, progress=False).table
+    items = pd.read_parquet(experiment / "observatory" / "item_results.parquet")
+    assert list(items.columns) == store.ITEM_COLUMNS and not items.duplicated(KEY + ["item"]).any()
+    assert set(items["probe"]) == {"capability"}  # the only probe whose metrics are item means
+    weighted = (items.assign(wv=items["value"] * items["weight"]).groupby(KEY)[["wv", "weight"]].sum())
+    means = (weighted["wv"] / weighted["weight"]).sort_index()
+    stored = table[table["probe"] == "capability"].set_index(KEY)["value"].sort_index()
+    assert means.index.equals(stored.index)
+    assert (means - stored).abs().max() < 1e-12
+    probe_items = rundir.read_probe_items(experiment / "13k-s0")
+    copy = items[(items["run"] == "13k-s0") & (items["step"] == 20) & (items["metric"] == "induction/exact_match")]
+    assert {probe_items[i]["task"] for i in copy["item"]} == {"induction"}
+    assert {probe_items[i].get("split") for i in copy["item"]} == {"heldout"}
+
+
 def test_rerun_skips_what_is_done_and_computes_only_what_is_new(experiment):
     first = sweep(experiment, PROBES, progress=False).table
     again = sweep(experiment, PROBES, progress=False)

@@ -72,6 +72,15 @@ def repeated_random_tokens(n_sequences: int, half: int, vocab: list[int], bos: i
     return torch.cat([torch.full((n_sequences, 1), bos), r, r], dim=1)
 
 
+@dataclass
+class ItemScores:
+    """A metric as the weighted mean of per-item values: what the item bootstrap resamples."""
+
+    items: list[int]
+    values: list[float]
+    weights: list[float]
+
+
 class Forward:
     def __init__(self, tokens: torch.Tensor, logits: torch.Tensor, cache: dict[str, torch.Tensor]):
         self.tokens, self.logits, self.cache = tokens, logits, cache  # (N, T), (N, T, V), hook -> activations
@@ -92,7 +101,14 @@ class Context:
     items: Items | None = None
     block_tasks: list[str] = field(default_factory=list)
     token_ids: dict[str, int] = field(default_factory=dict)  # the run's vocabulary
+    item_scores: dict[str, ItemScores] = field(default_factory=dict)  # metric -> per-item scores
     _forwards: dict[str, Forward] = field(default_factory=dict)
+
+    def record_items(self, metric: str, items: torch.Tensor, values: torch.Tensor, weights: torch.Tensor) -> float:
+        """Keep a metric's per-item scores (item = row of probe_items.jsonl); returns the
+        metric itself, their weighted mean."""
+        self.item_scores[metric] = ItemScores(items.tolist(), values.tolist(), weights.tolist())
+        return float((values * weights).sum() / weights.sum())
 
     @torch.no_grad()
     def forward(self, name: str) -> Forward:
