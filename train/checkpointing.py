@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import signal
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from train import rundir
 
@@ -39,6 +41,68 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return rundir.load_resume_state(path)
 
 
+def save_resume_state(trainer, run_dir: Path) -> None:
+    """Everything an exact resume needs (a collective call: every rank makes it, rank 0 writes)."""
+    trainer.save_checkpoint(Path(run_dir) / rundir.RESUME_STATE, weights_only=False)
+
+
+class Preempted(SystemExit):
+    """The run stopped on a preemption signal after saving its resume state."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(128 + signum)  # the shell's convention for "ended by signal N"
+        self.signum, self.step = signum, step
+
+
+class Preemption(L.Callback):
+    """SIGTERM, SIGUSR1 and SIGUSR2 (what SLURM and submitit send before a preemption or time
+    limit) end the run at the end of the current step, with its resume state saved.
+
+    SIGTERM is Lightning's: it raises SIGTERMException at the end of the step, and we save
+    on that exception. SIGUSR1/2 are deferred the same way; after saving, the handler that
+    was installed before ours runs (submitit's: it requeues the job and exits), else we stop."""
+
+    DEFERRED = (signal.SIGUSR1, signal.SIGUSR2)
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.pending: int | None = None
+        self.preempted: tuple[int, int] | None = None  # (signal, step) once state is saved
+        self._previous: dict[int, object] = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for signum in self.DEFERRED:
+            self._previous[signum] = signal.signal(signum, self._defer)
+
+    def _defer(self, signum, frame) -> None:
+        self.pending = signum
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.pending is None:
+            return
+        signum, self.pending = self.pending, None
+        save_resume_state(trainer, self.run_dir)
+        self.preempted = (signum, trainer.global_step)
+        previous = self._previous.get(signum)
+        self._restore_handlers()
+        if callable(previous):
+            previous(signum, None)  # e.g. submitit: requeue, then exit with its own code
+        raise Preempted(signum, trainer.global_step)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if isinstance(exception, SIGTERMException):  # raised by Lightning at the end of a step
+            save_resume_state(trainer, self.run_dir)
+            self.preempted = (signal.SIGTERM, trainer.global_step)
+
+    def teardown(self, trainer, pl_module, stage) -> None:
+        self._restore_handlers()
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
 class ScheduledCheckpoints(L.Callback):
     """At each scheduled step: weights (safetensors) → manifest row → resume state, in that
     order, so a crash anywhere leaves every listed checkpoint durable and resumable."""
@@ -65,14 +129,15 @@ class ScheduledCheckpoints(L.Callback):
         if step in self.steps:
             self._checkpoint(trainer, pl_module, step)
         if step in self.steps or step % self.resume_every == 0:
-            trainer.save_checkpoint(self.run_dir / rundir.RESUME_STATE, weights_only=False)
+            save_resume_state(trainer, self.run_dir)
 
     def _checkpoint(self, trainer, pl_module, step: int) -> None:
         if step in self._written:  # written before an interruption; resume is exact, so it is the same
             return
         losses = pl_module.heldout_losses(trainer.datamodule.heldout_dataloaders())
         val_loss = losses.pop("all")
-        train_loss = None if step == 0 else pl_module.last_train_loss.item()
+        # the global batch's loss: every rank makes this collective call
+        train_loss = None if step == 0 else trainer.strategy.reduce(pl_module.last_train_loss, reduce_op="mean").item()
         metrics = {"val/loss": val_loss, **{f"val/loss/{task}": loss for task, loss in losses.items()}}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)

@@ -163,8 +163,9 @@ class BlocksDataModule(L.LightningDataModule):
     def heldout_dataloaders(self) -> dict[str, DataLoader]:
         """Fixed held-out blocks per task, scored at every checkpoint (not a Lightning val
         loop: checkpoints fall on a log-spaced schedule that val_check_interval cannot express)."""
+        global_batch = self.batch_size * (self.trainer.world_size if self.trainer else 1)  # same set on any ranks
         loaders = {}
         for name, blocks in self.corpus.heldout.items():
-            n = min(len(blocks), self.val_batches * self.batch_size)
-            loaders[name] = DataLoader(blocks.select(range(n)), batch_size=self.batch_size, shuffle=False)
+            n = min(len(blocks), self.val_batches * global_batch)
+            loaders[name] = DataLoader(blocks.select(range(n)), batch_size=global_batch, shuffle=False)
         return loaders

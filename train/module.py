@@ -50,6 +50,10 @@ def restore_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite; every earlier checkpoint is kept."""
+
+
 class LitGPT(L.LightningModule):
     def __init__(self, model_config: dict, optim: dict, max_steps: int, tokens_per_step: int):
         super().__init__()
@@ -65,6 +69,8 @@ class LitGPT(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         tokens = batch["input_ids"]  # (B, T + 1)
         loss = lm_loss(self.model(tokens[:, :-1]), tokens[:, 1:])
+        if not torch.isfinite(loss):  # stop before the optimizer writes NaN into the weights
+            raise NonFiniteLoss(f"non-finite loss at step {self.global_step}")
         self.last_train_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True)
         return loss

@@ -70,6 +70,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def remove_temp_files(run_dir: Path) -> None:
+    """Temp files of atomic writes that a kill interrupted: never listed, never read."""
+    for tmp in [*Path(run_dir).glob(".*.tmp-*"), *Path(run_dir).glob("*/.*.tmp-*")]:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
@@ -191,5 +197,10 @@ def load_model(run_dir: Path, step: int, verify: bool = True) -> GPT:
 
 
 def load_resume_state(path: Path) -> dict:
-    """Full training state, loaded without pickle."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Full training state, read by torch's weights-only loader: tensors and plain containers,
+    never arbitrary objects (a planted pickle is refused, not run)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a resume state this project wrote ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0]}); delete it to restart the run from step 0") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 import warnings
@@ -12,13 +13,16 @@ import datasets
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from train import rundir
-from train.checkpointing import AtomicCheckpointIO, ScheduledCheckpoints, checkpoint_steps
+from train.checkpointing import AtomicCheckpointIO, Preempted, Preemption, ScheduledCheckpoints, checkpoint_steps
 from train.config import ConfigError, config_differences, package_versions, plain_config, validate
 from train.data import BlocksDataModule, DataError, build_corpus
-from train.module import LitGPT
+from train.module import LitGPT, NonFiniteLoss
+from train.multirun import is_rank_zero, one_job_of_many
 
 
 def _quiet_libraries() -> None:
@@ -52,31 +56,50 @@ def run_training(cfg: DictConfig) -> Path:
 
     resume_path = run_dir / rundir.RESUME_STATE
     resuming = resume_path.exists()
-    _write_run_record(cfg, config, run_dir, corpus, module.model, tokens_per_step)
-    print(f"{cfg.run_name}: {module.model.n_params():,} parameters ({module.model.n_params_non_embedding():,} "
-          f"non-embedding), {tokens_per_step:,} tokens/step, {cfg.trainer.max_steps:,} steps"
-          + (f" — resuming from {resume_path}" if resuming else ""))
+    writer = is_rank_zero()  # the other ranks of a data-parallel run only train
+    if writer:
+        _write_run_record(cfg, config, run_dir, corpus, module.model, tokens_per_step)
+        rundir.remove_temp_files(run_dir)  # left by a write that a kill interrupted
+        print(f"{cfg.run_name}: {module.model.n_params():,} parameters ({module.model.n_params_non_embedding():,} "
+              f"non-embedding), {tokens_per_step:,} tokens/step, {cfg.trainer.max_steps:,} steps"
+              + (f" — resuming from {resume_path}" if resuming else ""), flush=True)
 
-    trainer, logger = _trainer(cfg, config, run_dir, tokens_per_step)
+    trainer, logger, preemption = _trainer(cfg, config, run_dir, tokens_per_step)
     started = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=resume_path if resuming else None)
-    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
-        rundir.update_status(run_dir, "failed: interrupted")
-        raise
+        with one_job_of_many():
+            trainer.fit(module, datamodule=data, ckpt_path=resume_path if resuming else None)
     except BaseException as e:
-        rundir.update_status(run_dir, f"failed: {type(e).__name__}: {e}".strip())
+        status = _failure_status(e, preemption)
+        if writer:
+            rundir.update_status(run_dir, status)
+            print(f"{cfg.run_name}: {status}", file=sys.stderr, flush=True)
+        if isinstance(e, SIGTERMException) and preemption.preempted:
+            raise Preempted(*preemption.preempted) from None
         raise
     finally:
         if isinstance(logger, WandbLogger):
             import wandb
 
             wandb.finish()  # one W&B run per job, also between multirun jobs
-    rundir.update_status(run_dir, "completed")
-    manifest = rundir.read_manifest(run_dir)
-    print(f"{cfg.run_name}: completed {cfg.trainer.max_steps:,} steps in {time.perf_counter() - started:.1f}s, "
-          f"{len(manifest)} checkpoints, final val loss {manifest[-1]['val_loss']:.4f} -> {run_dir}")
+    if writer:
+        rundir.update_status(run_dir, "completed")
+        manifest = rundir.read_manifest(run_dir)
+        print(f"{cfg.run_name}: completed {cfg.trainer.max_steps:,} steps in {time.perf_counter() - started:.1f}s, "
+              f"{len(manifest)} checkpoints, final val loss {manifest[-1]['val_loss']:.4f} -> {run_dir}")
     return run_dir
+
+
+def _failure_status(e: BaseException, preemption: Preemption) -> str:
+    """The status run.json records for a run that stopped early."""
+    if preemption.preempted:
+        signum, step = preemption.preempted
+        return f"preempted at step {step} ({signal.Signals(signum).name}); resume state saved: run the same command"
+    if isinstance(e, NonFiniteLoss):
+        return f"failed: {e}"
+    if isinstance(e, (KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into SystemExit(1)
+        return "failed: interrupted"
+    return f"failed: {type(e).__name__}: {e}".strip()
 
 
 def _already_completed(run_dir: Path, config: dict) -> bool:
@@ -110,15 +133,19 @@ def _write_run_record(cfg, config: dict, run_dir: Path, corpus, model, tokens_pe
 
 def _trainer(cfg, config: dict, run_dir: Path, tokens_per_step: int):
     steps = checkpoint_steps(cfg.trainer.max_steps, cfg.schedule.log2_max, cfg.schedule.every, cfg.schedule.extra)
-    callbacks = [ScheduledCheckpoints(run_dir, steps, cfg.schedule.resume_every, tokens_per_step)]
+    preemption = Preemption(run_dir)
+    callbacks = [ScheduledCheckpoints(run_dir, steps, cfg.schedule.resume_every, tokens_per_step), preemption]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     progress_bar = cfg.trainer.enable_progress_bar
+    plugins = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # requeueing is submitit's job (hydra/launcher=slurm), not a second one
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()],
+        cfg.trainer, callbacks=callbacks, logger=logger, plugins=plugins,
         enable_progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
         max_epochs=-1, enable_checkpointing=False,
         use_distributed_sampler=False,  # the step sampler shards batches itself
     )
     if logger:
         logger.log_hyperparams(config)
-    return trainer, logger
+    return trainer, logger, preemption

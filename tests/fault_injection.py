@@ -1,0 +1,48 @@
+"""Run `python -m train` with a fault injected into the weights/resume writer: the write of
+the file whose name contains MATCH stops halfway, then the process is SIGKILLed (KILL) or
+the write fails as on a full disk (ENOSPC).
+
+    python tests/fault_injection.py KILL|ENOSPC MATCH [train overrides]
+"""
+
+import builtins
+import errno
+import os
+import runpy
+import signal
+import sys
+
+from train import rundir
+
+mode, match = sys.argv[1], sys.argv[2]
+
+
+class HalfWrite:
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        if mode == "KILL":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def faulty_open(path, mode_="r", *args, **kwargs):
+    f = builtins.open(path, mode_, *args, **kwargs)
+    return HalfWrite(f) if match in str(path) and "w" in mode_ else f
+
+
+rundir.open = faulty_open  # the module's writes (atomic_write_bytes) look `open` up here first
+sys.argv = ["train", *sys.argv[3:]]
+runpy.run_module("train", run_name="__main__", alter_sys=True)

@@ -1,0 +1,73 @@
+"""Data parallel on CPU (2 gloo processes), Hydra launchers, and sweeps with failing jobs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY
+
+from train import rundir
+
+SHORT = [o for o in TINY if not o.startswith("data.batch_size")] + ["trainer.max_steps=20"]
+
+
+def train(root: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "train", *(["-m"] if multirun else []), f"checkpoints_dir={root}",
+           "experiment_name=exp", *SHORT, *overrides]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_ddp_cpu_writes_what_one_process_writes_for_the_same_global_batch(tmp_path):
+    one = train(tmp_path / "one", "data.batch_size=8")
+    two = train(tmp_path / "ddp", "trainer=ddp_cpu", "data.batch_size=4")  # 2 processes × 4
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    a, b = tmp_path / "one" / "exp" / "13k-s0", tmp_path / "ddp" / "exp" / "13k-s0"
+    rows_a, rows_b = rundir.read_manifest(a), rundir.read_manifest(b)
+    assert [(r["step"], r["tokens"]) for r in rows_a] == [(r["step"], r["tokens"]) for r in rows_b]  # written once
+    for ra, rb in zip(rows_a, rows_b):
+        assert abs(ra["val_loss"] - rb["val_loss"]) < 1e-4
+        assert ra["step"] == 0 or abs(ra["train_loss"] - rb["train_loss"]) < 1e-4  # of the global batch
+        wa, wb = rundir.load_model(a, ra["step"]).state_dict(), rundir.load_model(b, rb["step"]).state_dict()
+        assert all((wa[k] - wb[k]).abs().max() < 1e-4 for k in wa), f"step {ra['step']}"
+    assert rundir.read_run_json(b)["tokens_per_step"] == rundir.read_run_json(a)["tokens_per_step"]
+
+
+def test_ddp_cpu_under_multirun_makes_no_duplicate_sweep_dirs(tmp_path):
+    result = train(tmp_path, "trainer=ddp_cpu", "data.batch_size=4", "seed=0,1", multirun=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["13k-s0", "13k-s1", "multirun.yaml"]
+    for run in ("13k-s0", "13k-s1"):
+        assert rundir.read_run_json(tmp_path / "exp" / run)["status"] == "completed"
+        steps = [r["step"] for r in rundir.read_manifest(tmp_path / "exp" / run)]
+        assert steps == sorted(set(steps))
+
+
+def test_submitit_local_sweep_runs_both_jobs(tmp_path):
+    result = train(tmp_path, "hydra/launcher=submitit_local", "data.batch_size=8", "seed=0,1", multirun=True)
+    assert result.returncode == 0, result.stderr
+    for run in ("13k-s0", "13k-s1"):
+        assert rundir.read_run_json(tmp_path / "exp" / run)["status"] == "completed"
+
+
+@pytest.mark.parametrize("launcher", ["basic", "parallel"])
+def test_a_failing_job_does_not_stop_the_sweep_and_a_rerun_redoes_only_it(tmp_path, launcher):
+    args = [f"hydra/launcher={launcher}", "data.batch_size=8", "seed=0,1"]
+    assert train(tmp_path, *args[:2], "seed=1", multirun=True).returncode == 0
+    damaged = tmp_path / "exp" / "13k-s1"
+    (damaged / rundir.RESUME_STATE).write_bytes(b"not a checkpoint")  # as if a disk error hit it
+    rundir.update_status(damaged, "running")
+
+    result = train(tmp_path, *args, multirun=True)
+    assert result.returncode != 0
+    assert rundir.read_run_json(tmp_path / "exp" / "13k-s0")["status"] == "completed"
+    status = rundir.read_run_json(damaged)["status"]
+    assert status.startswith("failed: CheckpointError") and "not a resume state" in status
+    assert "1 run(s) of this sweep did not complete" in result.stderr and f"{damaged}: {status}" in result.stderr
+
+    (damaged / rundir.RESUME_STATE).unlink()
+    again = train(tmp_path, *args, multirun=True)
+    assert again.returncode == 0, again.stderr
+    assert "13k-s0: already completed" in again.stdout + again.stderr  # only the failed run is redone
+    assert rundir.read_run_json(damaged)["status"] == "completed"
