@@ -5,7 +5,10 @@ per-item scores beside it (items/ -> item_results.parquet) for the item bootstra
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +28,30 @@ def output_dir(experiment_dir: Path) -> Path:
 def checkpoint_file(experiment_dir: Path, run: str, step: int, table: str = "checkpoints") -> Path:
     """Where one checkpoint's rows of `table` ("checkpoints": metrics, "items": per-item scores) live."""
     return output_dir(experiment_dir) / table / run / f"step_{step:08d}.parquet"
+
+
+class StoreBusy(RuntimeError):
+    """Another sweep is writing this experiment's store."""
+
+
+@contextmanager
+def exclusive(experiment_dir: Path):
+    """One writer per store: a second sweep of the same experiment (another terminal, another
+    job of a multirun) stops at once instead of interleaving its writes. The lock is the
+    kernel's, so a killed sweep never leaves it held."""
+    path = output_dir(experiment_dir) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise StoreBusy(f"another sweep (pid {f.read().strip() or '?'}) is writing {path.parent}; "
+                            "wait for it to finish, then run again") from None
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
 
 
 def write_parquet(path: Path, table: pd.DataFrame) -> None:

@@ -143,6 +143,15 @@ def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: 
     if not run_dirs:
         raise SweepError(f"no runs under {experiment_dir} (no */run.json); train first, e.g. "
                          f"python -m train experiment_name={Path(experiment_dir).name}")
+    try:
+        with store.exclusive(experiment_dir):
+            return _sweep(experiment_dir, run_dirs, probe_cfgs, workers, batch_size, progress)
+    except store.StoreBusy as e:
+        raise SweepError(str(e)) from None
+
+
+def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers: int, batch_size: int,
+           progress: bool) -> Summary:
     hashes = {name: PROBES[name].config_hash(cfg) for name, cfg in probe_cfgs.items()}
     summary = Summary(runs=len(run_dirs), probes=list(probe_cfgs))
     todo, stored_rows, infos, keep = {}, {}, {}, set()

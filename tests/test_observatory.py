@@ -1,5 +1,6 @@
 """The sweep over real (tiny) runs: tidy rows, idempotence, kill-and-resume, bad files, W&B."""
 
+import os
 import shutil
 import signal
 import subprocess
@@ -127,6 +128,14 @@ def test_bad_checkpoints_are_reported_and_skipped(experiment):
     assert "does not exist" in reasons[16]
     assert "failed: 13k-s0 step 4: step_00000004.safetensors: sha256" in str(summary)
     assert set(summary.table[summary.table["run"] == "13k-s0"]["step"]) == {0, 1, 2, 10, 20}
+
+
+def test_a_second_sweep_of_the_same_store_stops_at_once(experiment):
+    with store.exclusive(experiment):  # as if another sweep were running
+        with pytest.raises(SweepError, match=rf"another sweep \(pid {os.getpid()}\) is writing .*wait for it"):
+            sweep(experiment, PROBES, progress=False)
+        assert not (experiment / "observatory" / "results.parquet").exists()
+    assert sweep(experiment, PROBES, progress=False).probed == 16  # the lock goes with its holder
 
 
 def test_workers_give_the_same_results(experiment, tmp_path):
