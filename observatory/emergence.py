@@ -45,6 +45,19 @@ class Onset:
     final_value: float | None = None
 
 
+def headline_metrics(results: pd.DataFrame) -> list[tuple[str, str]]:
+    """The curves worth a chart, and that an adaptive sweep locates: every task's exact match
+    and per-token accuracy, agreement, the ICL score, the strongest induction head, the
+    weight norm, the best linear probe."""
+    keep = []
+    for probe, metric in results[["probe", "metric"]].drop_duplicates().itertuples(index=False):
+        if (probe == "capability" and metric.endswith(("exact_match", "token_accuracy", "agreement"))) or \
+                (probe, metric) in {("loss", "icl_score"), ("loss", "all"), ("attention", "induction/max"),
+                                    ("weights", "norm/total")} or (probe == "linear" and metric.endswith("best")):
+            keep.append((probe, metric))
+    return sorted(keep)
+
+
 def oriented(probe: str, metric: str, values: np.ndarray) -> np.ndarray:
     """The curve with "better" upwards."""
     lower = probe in LOWER_IS_BETTER_PROBES or metric.endswith(LOWER_IS_BETTER)
@@ -80,6 +93,11 @@ def first_stays_above(x: np.ndarray, normalized: np.ndarray, level: float) -> fl
     return None
 
 
+def robust_noise(y: np.ndarray) -> float:
+    """Robust σ of the step-to-step changes of a curve (the median absolute deviation)."""
+    return 1.4826 * float(np.median(np.abs(np.diff(y) - np.median(np.diff(y))))) + 1e-12
+
+
 def detect_onset(steps, values, fraction: float = 0.5, min_snr: float = 4.0, min_r2: float = 0.8,
                  min_rise: float = 0.0, n_boot: int = 200, seed: int = 0) -> Onset:
     """Onset of a rising curve, or the reason there is none (flat, noisy, decreasing)."""
@@ -91,7 +109,7 @@ def detect_onset(steps, values, fraction: float = 0.5, min_snr: float = 4.0, min
         return Onset(False, f"only {len(y)} checkpoints")
     start, final = float(np.median(y[:2])), float(np.median(y[-2:]))
     rise = final - start
-    noise = 1.4826 * float(np.median(np.abs(np.diff(y) - np.median(np.diff(y))))) + 1e-12  # robust σ of steps
+    noise = robust_noise(y)
     if rise <= 0:
         return Onset(False, "does not rise", start_value=start, final_value=final)
     if rise < min_rise:

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 SHARED = ("experiment=", "experiment_name=", "checkpoints_dir=")
-OBSERVATORY_ONLY = ("workers=", "batch_size=", "probes", "~probes", "wandb.", "progress=")
+OBSERVATORY_ONLY = ("workers=", "batch_size=", "probes", "~probes", "wandb.", "progress=", "adaptive=")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     experiment_dir = Path(cfg.checkpoints_dir) / cfg.experiment_name
     print(f"[2/3] probing every checkpoint under {experiment_dir}", flush=True)
     summary = sweep(experiment_dir, OmegaConf.to_container(cfg.probes, resolve=True), workers=cfg.workers,
-                    batch_size=cfg.batch_size, progress=sys.stderr.isatty() if cfg.progress is None else cfg.progress)
+                    batch_size=cfg.batch_size, progress=sys.stderr.isatty() if cfg.progress is None else cfg.progress,
+                    adaptive=cfg.adaptive)
     print(summary, flush=True)
     print("[3/3] emergence analysis and report", flush=True)
     index = write_report(experiment_dir)

@@ -16,21 +16,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from observatory import store  # noqa: E402
-from observatory.emergence import ACCURACY_LIKE, emergence_table, onsets_over_seeds  # noqa: E402
+from observatory.emergence import ACCURACY_LIKE, emergence_table, headline_metrics, onsets_over_seeds  # noqa: E402
 
 CONTINUOUS = ("token_accuracy", "answer_logprob", "brier")
-
-
-def headline_metrics(results: pd.DataFrame) -> list[tuple[str, str]]:
-    """The curves worth a chart: every task's exact match and continuous accuracy, agreement,
-    the ICL score, the strongest induction head, the weight norm, the best linear probe."""
-    keep = []
-    for probe, metric in results[["probe", "metric"]].drop_duplicates().itertuples(index=False):
-        if (probe == "capability" and metric.endswith(("exact_match", "token_accuracy", "agreement"))) or \
-                (probe, metric) in {("loss", "icl_score"), ("loss", "all"), ("attention", "induction/max"),
-                                    ("weights", "norm/total")} or (probe == "linear" and metric.endswith("best")):
-            keep.append((probe, metric))
-    return sorted(keep)
 
 
 def by_size(results: pd.DataFrame) -> list[str]:

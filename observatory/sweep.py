@@ -14,6 +14,7 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from observatory import adaptive as adaptive_selection
 from observatory import store
 from observatory.discovery import Checkpoint, Problem, find_runs, list_checkpoints
 from observatory.probes import PROBES, requested_hooks
@@ -123,6 +124,7 @@ class Summary:
     checkpoints: int = 0
     probed: int = 0
     skipped: int = 0
+    left_out: int = 0  # checkpoints an adaptive sweep did not need
     probes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     table: pd.DataFrame | None = None
@@ -130,12 +132,18 @@ class Summary:
     def __str__(self) -> str:
         lines = [f"{self.runs} runs, {self.checkpoints} checkpoints: {self.probed} probed, {self.skipped} already "
                  f"done, {len(self.problems)} failed; probes: {', '.join(self.probes)}"]
+        if self.left_out:
+            evaluated = self.checkpoints - self.left_out
+            lines.append(f"adaptive: {evaluated} of {self.checkpoints} checkpoints evaluated "
+                         f"({evaluated / self.checkpoints:.0%}); {self.left_out} not needed to locate the onsets")
         lines += [f"  failed: {p.run} step {p.step}: {p.reason}" for p in self.problems]
         return "\n".join(lines)
 
 
 def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: int = 256,
-          progress: bool = True) -> Summary:
+          progress: bool = True, adaptive: int | None = None) -> Summary:
+    """Probe every checkpoint, or with `adaptive=N` about N log-spaced checkpoints per run
+    first and then only those needed to locate each headline curve's onset (adaptive.py)."""
     unknown = sorted(set(probe_cfgs) - set(PROBES))
     if unknown:
         raise SweepError(f"unknown probe(s) {unknown}; available: {', '.join(PROBES)}")
@@ -145,48 +153,77 @@ def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: 
                          f"python -m train experiment_name={Path(experiment_dir).name}")
     try:
         with store.exclusive(experiment_dir):
-            return _sweep(experiment_dir, run_dirs, probe_cfgs, workers, batch_size, progress)
+            return _sweep(experiment_dir, run_dirs, probe_cfgs, workers, batch_size, progress, adaptive)
     except store.StoreBusy as e:
         raise SweepError(str(e)) from None
 
 
 def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers: int, batch_size: int,
-           progress: bool) -> Summary:
+           progress: bool, adaptive: int | None) -> Summary:
     hashes = {name: PROBES[name].config_hash(cfg) for name, cfg in probe_cfgs.items()}
     summary = Summary(runs=len(run_dirs), probes=list(probe_cfgs))
-    todo, stored_rows, infos, keep = {}, {}, {}, set()
+    infos, checkpoints, rows, keep = {}, {}, {}, set()  # rows: checkpoint -> its stored rows
     for run_dir in run_dirs:
         infos[run_dir.name] = rundir.read_run_json(run_dir)
-        for ckpt in list_checkpoints(run_dir):
-            summary.checkpoints += 1
+        checkpoints[run_dir.name] = {c.step: c for c in list_checkpoints(run_dir)}
+        for ckpt in checkpoints[run_dir.name].values():
             keep.add((ckpt.run, ckpt.step, ckpt.sha256))
-            stored = store.read_checkpoint_rows(store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step))
-            missing = {n: c for n, c in probe_cfgs.items() if n not in store.done_probes(stored, ckpt.sha256, hashes)}
-            if missing:
-                todo[ckpt], stored_rows[ckpt] = missing, stored
-            else:
-                summary.skipped += 1
+            rows[ckpt] = store.read_checkpoint_rows(store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step))
+    summary.checkpoints = len(rows)
 
-    bar = tqdm(total=sum(map(len, todo.values())), unit="probe", desc="probing checkpoints", disable=not progress)
-    for ckpt, results, error in _run(todo, workers, batch_size):  # workers return results; only we write
-        redone = list(todo[ckpt])
-        bar.update(len(redone))
-        if error is not None:
-            summary.problems.append(Problem(ckpt.run, ckpt.step, error))
-            continue
-        metrics, item_scores = results
-        # per-item scores first: the metrics file is what marks the checkpoint as done
-        items_path = store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step, "items")
-        stored_items = store.read_checkpoint_rows(items_path, store.ITEM_COLUMNS)
-        store.write_parquet(items_path, _merge(stored_items, _item_rows(ckpt, item_scores, hashes), redone, ckpt.sha256))
-        stored = stored_rows.pop(ckpt)  # read while planning; only this loop writes the store
-        store.write_parquet(store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step),
-                            _merge(stored, _rows(ckpt, infos[ckpt.run], metrics, hashes), redone, ckpt.sha256))
-        summary.probed += 1
+    def missing(ckpt) -> dict:
+        done = store.done_probes(rows[ckpt], ckpt.sha256, hashes)
+        return {n: c for n, c in probe_cfgs.items() if n not in done}
+
+    selected = {c for c in rows if not missing(c)}  # already done: always part of the picture
+    summary.skipped = len(selected)
+    if adaptive:
+        for run, by_step in checkpoints.items():
+            selected |= {by_step[s] for s in adaptive_selection.log_spaced(sorted(by_step), adaptive)}
+    else:
+        selected = set(rows)
+    probed = set()
+    bar = tqdm(unit="probe", desc="probing checkpoints", disable=not progress)
+    while True:
+        todo = {c: missing(c) for c in sorted(selected - probed, key=lambda c: (c.run, c.step)) if missing(c)}
+        probed |= selected
+        bar.total = (bar.total or 0) + sum(map(len, todo.values()))
+        for ckpt, results, error in _run(todo, workers, batch_size):  # workers return results; only we write
+            redone = list(todo[ckpt])
+            bar.update(len(redone))
+            if error is not None:
+                summary.problems.append(Problem(ckpt.run, ckpt.step, error))
+                continue
+            rows[ckpt] = _store(experiment_dir, ckpt, infos[ckpt.run], results, hashes, rows[ckpt], redone)
+            summary.probed += 1
+        if not adaptive:
+            break
+        more = set()
+        for run, by_step in checkpoints.items():
+            done = [rows[c] for c in by_step.values() if c in probed and len(rows[c])]
+            if done:
+                more |= {by_step[s] for s in adaptive_selection.to_refine(sorted(by_step), pd.concat(done))}
+        if more <= selected:
+            break
+        selected |= more
     bar.close()
+    summary.left_out = len(rows) - len(selected)
     store.consolidate(experiment_dir, keep, "items")
     summary.table = store.consolidate(experiment_dir, keep)
     return summary
+
+
+def _store(experiment_dir: Path, ckpt: Checkpoint, info: dict, results, hashes: dict, stored: pd.DataFrame,
+           redone: list[str]) -> pd.DataFrame:
+    """Write one checkpoint's new results beside what is kept of its stored ones; returns its rows."""
+    metrics, item_scores = results
+    # per-item scores first: the metrics file is what marks the checkpoint as done
+    items_path = store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step, "items")
+    stored_items = store.read_checkpoint_rows(items_path, store.ITEM_COLUMNS)
+    store.write_parquet(items_path, _merge(stored_items, _item_rows(ckpt, item_scores, hashes), redone, ckpt.sha256))
+    table = _merge(stored, _rows(ckpt, info, metrics, hashes), redone, ckpt.sha256)
+    store.write_parquet(store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step), table)
+    return table
 
 
 def _run(todo: dict, workers: int, batch_size: int):

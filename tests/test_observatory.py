@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO
@@ -16,6 +17,7 @@ from omegaconf import OmegaConf
 from wandb_offline import history, run_files
 
 from observatory import store
+from observatory.emergence import emergence_table, headline_metrics, oriented
 from observatory.sweep import SweepError, sweep
 from observatory.wandb_log import log_results
 from train import rundir
@@ -179,3 +181,44 @@ def test_default_probe_config_composes():
         cfg = compose(config_name="observatory", overrides=["experiment=quickstart"])
     assert cfg.experiment_name == "quickstart"
     assert set(OmegaConf.to_container(cfg.probes)) == {"capability", "loss", "attention", "weights", "linear"}
+
+
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory):
+    """A real run with dense checkpoints (every 5 steps: 131 of them) for the adaptive sweep."""
+    root = tmp_path_factory.mktemp("dense")
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        run_training(compose(config_name="train", overrides=[
+            f"checkpoints_dir={root}", "experiment_name=dense", "trainer.max_steps=600", "schedule.every=5",
+            "data.train_examples=20000", "data.probe_items=64", "logger=none"]))
+    return root / "dense"
+
+
+def test_adaptive_sweep_locates_onsets_as_the_full_sweep_does_from_fewer_checkpoints(dense_run, tmp_path):
+    full_dir, adaptive_dir = tmp_path / "full", tmp_path / "adaptive"
+    for d in (full_dir, adaptive_dir):
+        shutil.copytree(dense_run, d)
+    probes = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "probes" / "default.yaml"))
+    full = sweep(full_dir, probes, progress=False)
+    adaptive = sweep(adaptive_dir, probes, progress=False, adaptive=8)
+    evaluated = adaptive.checkpoints - adaptive.left_out
+    assert evaluated == adaptive.probed and evaluated / full.checkpoints <= 0.40
+    assert "adaptive: " in str(adaptive) and full.left_out == 0
+
+    full_onsets = emergence_table(full.table, n_boot=0).set_index(["probe", "metric"])
+    adaptive_onsets = emergence_table(adaptive.table, n_boot=0).set_index(["probe", "metric"])
+    crossing_once = []
+    for key in headline_metrics(full.table):
+        onset = full_onsets.loc[key]
+        if not onset.has_onset:
+            continue
+        curve = full.table[(full.table.probe == key[0]) & (full.table.metric == key[1])].sort_values("step")
+        normalized = (oriented(*key, curve.value.to_numpy()) - onset.start_value) / (onset.final_value - onset.start_value)
+        if np.count_nonzero(np.diff(normalized >= 0.5)) == 1:
+            crossing_once.append(key)
+    # a curve that crosses its onset level once is located exactly: the same two checkpoints
+    # around the crossing and the same start and final values give the same interpolated step
+    assert len(crossing_once) >= 2
+    for key in crossing_once:
+        assert adaptive_onsets.loc[key].onset_step == pytest.approx(full_onsets.loc[key].onset_step, rel=1e-9), key
