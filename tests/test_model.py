@@ -128,3 +128,22 @@ def test_family_spans_four_orders_of_magnitude():
     counts = [GPTConfig(vocab_size=128, n_layer=yaml.safe_load(p.read_text())["n_layer"]) for p in SIZES]
     n = [L.n_layer * (12 * L.d_model**2 + 13 * L.d_model) for L in counts]
     assert len(SIZES) >= 6 and min(n) <= 2e4 and max(n) >= 9.5e7
+
+
+@pytest.mark.parametrize("attn_only", [False, True])
+def test_flops_per_token_matches_pytorchs_flop_counter(attn_only):
+    """The MFU numerator against an independent count: PyTorch's FlopCounterMode over one
+    forward and backward pass. A hook on each attention pattern makes attention plain matrix
+    products the counter sees; biases and LayerNorm weights are in N (PaLM's and nanoGPT's
+    convention) though no matrix multiply uses them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = GPT(GPTConfig(vocab_size=50, n_layer=2, n_ctx=16, attn_only=attn_only))
+    tokens = torch.randint(0, 50, (3, 16))
+    patterns = [(f"blocks.{i}.attn.hook_pattern", lambda t, hook: None) for i in range(2)]
+    with FlopCounterMode(display=False) as counter, model.hooks(patterns):
+        model(tokens).sum().backward()
+    not_in_matmuls = sum(p.numel() for name, p in model.named_parameters()
+                         if p.dim() < 2 and not name.startswith(("wte", "wpe")))
+    counted_per_token = counter.get_total_flops() / tokens.numel()
+    assert model.flops_per_token() == pytest.approx(counted_per_token + 6 * not_in_matmuls, rel=1e-12)

@@ -18,7 +18,8 @@ from train.text import TEXT_FORMATS
 # Keys that change how a run is displayed or stored, never what it computes: a resumed
 # run may differ from the original in these and only these.
 COSMETIC_KEYS = {"logger", "checkpoints_dir", "run_dir", "data.num_workers", "data.cache_dir",
-                 "trainer.enable_progress_bar", "trainer.log_every_n_steps"}
+                 "trainer.enable_progress_bar", "trainer.log_every_n_steps",
+                 "compile", "optim.fused_on_gpu"}  # speed knobs: the same computation, other kernels
 PACKAGES = ["torch", "lightning", "hydra-core", "datasets", "tokenizers", "safetensors", "wandb", "numpy"]
 
 

@@ -17,7 +17,7 @@ import torch
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 
 from train.rundir import SPECIAL_TOKENS
 from train.tasks import make_task, split_weights
@@ -147,25 +147,46 @@ class StepBatchSampler:
             k += 1
 
 
+class InMemoryBlocks(torch.utils.data.Dataset):
+    """The packed training blocks as one tensor; indexed by a whole batch of indices at once,
+    so a batch costs one gather instead of a dataset lookup and a collate per block."""
+
+    def __init__(self, blocks: datasets.Dataset):
+        ids = blocks.with_format("torch")[:]["input_ids"]  # (N, seq_len + 1)
+        self.input_ids = ids.to(torch.int32) if ids.max() < 2**31 else ids  # half the memory of int64
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, indices: list[int]) -> dict:
+        return {"input_ids": self.input_ids[indices].long()}  # (B, seq_len + 1)
+
+
 class BlocksDataModule(L.LightningDataModule):
     def __init__(self, corpus: Corpus, batch_size: int, seed: int, val_batches: int, num_workers: int = 0):
         super().__init__()
         self.corpus, self.batch_size, self.seed = corpus, batch_size, seed
         self.val_batches, self.num_workers = val_batches, num_workers
+        self.train_blocks: InMemoryBlocks | None = None  # built on first use, in the process that trains
+        self.heldout_blocks: dict[str, InMemoryBlocks] | None = None
 
     def train_dataloader(self) -> DataLoader:
-        trainer, train = self.trainer, self.corpus.train
+        trainer = self.trainer
+        if self.train_blocks is None:
+            self.train_blocks = InMemoryBlocks(self.corpus.train)
         micro_batches_done = trainer.global_step * trainer.accumulate_grad_batches  # the data position
-        sampler = StepBatchSampler(len(train), self.batch_size, self.seed, start_batch=micro_batches_done,
+        sampler = StepBatchSampler(len(self.train_blocks), self.batch_size, self.seed, start_batch=micro_batches_done,
                                    rank=trainer.global_rank, world_size=trainer.world_size)
-        return DataLoader(train, batch_sampler=sampler, num_workers=self.num_workers)
+        # batch_size=None: each sampler item is a whole batch's indices, fetched in one call
+        return DataLoader(self.train_blocks, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+                          pin_memory=trainer.strategy.root_device.type == "cuda")
 
     def heldout_dataloaders(self) -> dict[str, DataLoader]:
         """Fixed held-out blocks per task, scored at every checkpoint (not a Lightning val
         loop: checkpoints fall on a log-spaced schedule that val_check_interval cannot express)."""
         global_batch = self.batch_size * (self.trainer.world_size if self.trainer else 1)  # same set on any ranks
-        loaders = {}
-        for name, blocks in self.corpus.heldout.items():
-            n = min(len(blocks), self.val_batches * global_batch)
-            loaders[name] = DataLoader(blocks.select(range(n)), batch_size=global_batch, shuffle=False)
-        return loaders
+        if self.heldout_blocks is None:  # in memory once: every checkpoint reads them again
+            self.heldout_blocks = {name: InMemoryBlocks(blocks.select(range(min(len(blocks), self.val_batches * global_batch))))
+                                   for name, blocks in self.corpus.heldout.items()}
+        return {name: DataLoader(blocks, batch_size=None, sampler=BatchSampler(range(len(blocks)), global_batch, False))
+                for name, blocks in self.heldout_blocks.items()}

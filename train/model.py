@@ -185,6 +185,14 @@ class GPT(nn.Module):
             embedding += self.lm_head.weight.numel()
         return self.n_params() - embedding
 
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token, forward and backward (PaLM, appendix B): 6 per weight of
+        every matrix multiply (non-embedding weights and the unembedding; embedding lookups
+        cost none) plus 12·L·d·T for attention scores and their weighted sum."""
+        cfg = self.cfg
+        matmul_weights = self.n_params_non_embedding() + cfg.d_model * cfg.vocab_size
+        return 6.0 * matmul_weights + 12.0 * cfg.n_layer * cfg.d_model * cfg.n_ctx
+
     # ---- hooks ------------------------------------------------------------------------
     @contextmanager
     def hooks(self, fwd_hooks: Iterable[tuple[str, Callable]]) -> Iterator["GPT"]:

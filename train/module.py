@@ -50,6 +50,20 @@ def restore_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+# Dense bf16 tensor-core peak per GPU in FLOP/s (vendor datasheets), the denominator of MFU;
+# the first name that occurs in torch.cuda.get_device_name() wins.
+PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "GH200": 989e12,
+                   "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The device's bf16 peak, or None where it is not a GPU in the table (no MFU logged)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite; every earlier checkpoint is kept."""
 
@@ -61,7 +75,8 @@ class LitGPT(L.LightningModule):
         self.model = GPT(GPTConfig(**model_config))
         self.last_train_loss: torch.Tensor | None = None
         self._rng_to_restore: dict | None = None
-        self._step_started_at: float | None = None
+        self._last_logged: tuple[float, int] | None = None  # (time, step) of the last throughput log
+        self._peak_flops: float | None = None
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(tokens)
@@ -75,16 +90,25 @@ class LitGPT(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def on_train_batch_start(self, batch, batch_idx) -> None:
-        self._step_started_at = time.perf_counter()
+    def on_fit_start(self) -> None:
+        self._peak_flops = peak_flops(self.device)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.trainer.global_step % self.trainer.log_every_n_steps:
+        step = self.trainer.global_step
+        if step % self.trainer.log_every_n_steps:
             return  # self.log costs ~0.1 ms a call: only on the steps the logger records
-        seconds = time.perf_counter() - self._step_started_at
-        tokens = batch["input_ids"][:, 1:].numel() * self.trainer.world_size
-        self.log("train/tokens_per_s", tokens / seconds)
-        self.log("train/tokens", float(self.trainer.global_step * self.hparams.tokens_per_step))
+        # throughput over the whole interval since the last log: data loading, optimizer
+        # steps and checkpoint writes included, as a user's wall clock sees them
+        now = time.perf_counter()
+        if self._last_logged is not None and step > self._last_logged[1]:
+            then, then_step = self._last_logged
+            tokens_per_s = (step - then_step) * self.hparams.tokens_per_step / (now - then)
+            self.log("train/tokens_per_s", tokens_per_s)
+            if self._peak_flops:  # model FLOPs utilization, per GPU
+                achieved = tokens_per_s * self.model.flops_per_token() / self.trainer.world_size
+                self.log("train/mfu", achieved / self._peak_flops)
+        self._last_logged = (now, step)
+        self.log("train/tokens", float(step * self.hparams.tokens_per_step))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
 
     @torch.no_grad()
@@ -113,7 +137,8 @@ class LitGPT(L.LightningModule):
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
         optim = self.hparams.optim
-        optimizer = instantiate(optim["optimizer"])(groups)  # a `_partial_: true` config
+        fused = {"fused": True} if optim.get("fused_on_gpu") and params[0].is_cuda else {}  # one kernel per step
+        optimizer = instantiate(optim["optimizer"])(groups, **fused)  # a `_partial_: true` config
         multiplier = warmup_cosine(optim["warmup_steps"], self.hparams.max_steps, optim["min_lr_ratio"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -53,6 +53,8 @@ def run_training(cfg: DictConfig) -> Path:
     tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * devices * cfg.trainer.accumulate_grad_batches
     model_config = dict(config["model"], vocab_size=corpus.tokenizer.get_vocab_size())
     module = LitGPT(model_config, config["optim"], cfg.trainer.max_steps, tokens_per_step)
+    if cfg.compile:
+        module.model.compile()  # in place: checkpoints keep the plain parameter names
 
     resume_path = run_dir / rundir.RESUME_STATE
     resuming = resume_path.exists()

@@ -1,0 +1,83 @@
+"""What checkpoints cost: the training run of `python -m train` (default Pythia-style
+schedule: weights, held-out losses, manifest row and resume state at every scheduled step)
+vs the same run with no checkpoint callback, side by side in one process.
+
+    python benchmarks/checkpoint_cost.py [--sizes 13k 100k] [--steps 2000] [--repeats 1]
+
+Prints, per size, the wall time of each, the share of the run the checkpoints add
+((with - without) / with), and the share measured directly inside the callback
+(target <= 3%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from common import make, train_config
+from train.checkpointing import ScheduledCheckpoints
+from train.config import plain_config
+from train.data import build_corpus
+from train.runner import _trainer
+
+
+class TimedCheckpoints(ScheduledCheckpoints):
+    """The real callback, with the time spent in it added up."""
+
+    seconds = 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        started = time.perf_counter()
+        super().on_train_start(trainer, pl_module)
+        self.seconds += time.perf_counter() - started
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        started = time.perf_counter()
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self.seconds += time.perf_counter() - started
+
+
+def timed_run(cfg, corpus, run_dir: Path, checkpoints: bool) -> tuple[float, float, int]:
+    """(wall seconds of fit, seconds inside the checkpoint callback, checkpoints written)."""
+    run_dir.mkdir(parents=True)
+    module, data = make(cfg, corpus)
+    trainer, _, _ = _trainer(cfg, plain_config(cfg), run_dir, module.hparams.tokens_per_step)
+    [real] = [c for c in trainer.callbacks if isinstance(c, ScheduledCheckpoints)]
+    trainer.callbacks.remove(real)
+    timed = TimedCheckpoints(run_dir, sorted(real.steps), real.resume_every, real.tokens_per_step)
+    if checkpoints:
+        trainer.callbacks.append(timed)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    return time.perf_counter() - started, timed.seconds, len(list(run_dir.glob("step_*.safetensors")))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["13k", "100k"])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    print(f"default schedule, {args.steps} steps, {args.repeats} interleaved repeat(s)")
+    print(f"{'size':>6} {'checkpoints':>11} {'with (s)':>9} {'without (s)':>12} {'added':>7} {'in callback':>12}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            cfg = train_config(f"model={size}", f"trainer.max_steps={args.steps}", "trainer.enable_progress_bar=false")
+            corpus = build_corpus(cfg.data)
+            warmup = train_config(f"model={size}", "trainer.max_steps=50", "trainer.enable_progress_bar=false")
+            timed_run(warmup, corpus, Path(tmp) / f"{size}-warmup", False)  # one-off costs of a first fit
+            with_, without, inside = [], [], []
+            for repeat in range(args.repeats):
+                seconds, in_callback, n = timed_run(cfg, corpus, Path(tmp) / f"{size}-{repeat}-with", True)
+                with_.append(seconds), inside.append(in_callback / seconds)
+                without.append(timed_run(cfg, corpus, Path(tmp) / f"{size}-{repeat}-without", False)[0])
+            w, wo = statistics.median(with_), statistics.median(without)
+            print(f"{size:>6} {n:>11} {w:>9.1f} {wo:>12.1f} {(w - wo) / w:>7.1%} {statistics.median(inside):>12.1%}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
