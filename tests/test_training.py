@@ -181,3 +181,15 @@ def test_multirun_writes_one_run_dir_per_job(tmp_path):
     for name in runs:
         info = json.loads((tmp_path / "sweep" / name / "run.json").read_text())
         assert info["status"] == "completed" and info["seed"] == int(name[-1])
+
+
+@pytest.mark.slow
+def test_compiled_training_writes_the_same_checkpoints(compose_train):
+    """compile=true (torch.compile, a minute of compiling on CPU) trains the same model:
+    the same parameter names in every checkpoint, weights equal to rounding."""
+    plain = run_training(compose_train(*TINY, "experiment_name=plain"))
+    compiled = run_training(compose_train(*TINY, "experiment_name=compiled", "compile=true"))
+    a, b = rundir.load_model(plain, 40), rundir.load_model(compiled, 40)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    for name, weight in a.state_dict().items():
+        assert torch.allclose(weight, b.state_dict()[name], atol=1e-4), name

@@ -138,6 +138,10 @@ class StepBatchSampler:
     def batch(self, k: int) -> list[int]:
         global_batch = self.batch_size * self.world_size
         start = k * global_batch + self.rank * self.batch_size
+        offset = start % self.n_items
+        if offset + self.batch_size <= self.n_items:  # within one epoch: one slice of its permutation
+            self._index(start)
+            return self._perm[offset : offset + self.batch_size].tolist()
         return [self._index(p) for p in range(start, start + self.batch_size)]
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -87,7 +87,6 @@ class LitGPT(L.LightningModule):
         if not torch.isfinite(loss):  # stop before the optimizer writes NaN into the weights
             raise NonFiniteLoss(f"non-finite loss at step {self.global_step}")
         self.last_train_loss = loss.detach()
-        self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def on_fit_start(self) -> None:
@@ -96,7 +95,8 @@ class LitGPT(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         step = self.trainer.global_step
         if step % self.trainer.log_every_n_steps:
-            return  # self.log costs ~0.1 ms a call: only on the steps the logger records
+            return  # self.log costs ~0.5 ms a call (5% of a 13k step): only on the steps the logger records
+        self.log("train/loss", self.last_train_loss, prog_bar=True)
         # throughput over the whole interval since the last log: data loading, optimizer
         # steps and checkpoint writes included, as a user's wall clock sees them
         now = time.perf_counter()
