@@ -193,3 +193,13 @@ def test_compiled_training_writes_the_same_checkpoints(compose_train):
     assert a.state_dict().keys() == b.state_dict().keys()
     for name, weight in a.state_dict().items():
         assert torch.allclose(weight, b.state_dict()[name], atol=1e-4), name
+
+
+def test_mfu_peak_is_looked_up_by_gpu_name(monkeypatch):
+    from train.module import peak_flops
+
+    assert peak_flops(torch.device("cpu")) is None  # no MFU on CPU
+    for name, peak in [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
+                       ("NVIDIA A100-SXM4-40GB", 312e12), ("Tesla T4", None)]:
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, name=name: name)
+        assert peak_flops(torch.device("cuda")) == peak, name
