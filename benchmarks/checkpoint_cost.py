@@ -2,7 +2,7 @@
 schedule: weights, held-out losses, manifest row and resume state at every scheduled step)
 vs the same run with no checkpoint callback, side by side in one process.
 
-    python benchmarks/checkpoint_cost.py [--sizes 13k 100k] [--steps 2000] [--repeats 1]
+    python benchmarks/checkpoint_cost.py [--sizes 13k 100k] [--steps 2000] [--repeats 2]
 
 Prints, per size, the wall time of each, the share of the run the checkpoints add
 ((with - without) / with), and the share measured directly inside the callback
@@ -12,12 +12,13 @@ Prints, per size, the wall time of each, the share of the run the checkpoints ad
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from common import make, train_config
+from common import interleaved, make, train_config
 from train.checkpointing import ScheduledCheckpoints
 from train.config import plain_config
 from train.data import build_corpus
@@ -59,7 +60,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["13k", "100k"])
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     print(f"default schedule, {args.steps} steps, {args.repeats} interleaved repeat(s)")
     print(f"{'size':>6} {'checkpoints':>11} {'with (s)':>9} {'without (s)':>12} {'added':>7} {'in callback':>12}")
@@ -67,14 +68,12 @@ def main():
         for size in args.sizes:
             cfg = train_config(f"model={size}", f"trainer.max_steps={args.steps}", "trainer.enable_progress_bar=false")
             corpus = build_corpus(cfg.data)
-            warmup = train_config(f"model={size}", "trainer.max_steps=50", "trainer.enable_progress_bar=false")
-            timed_run(warmup, corpus, Path(tmp) / f"{size}-warmup", False)  # one-off costs of a first fit
-            with_, without, inside = [], [], []
-            for repeat in range(args.repeats):
-                seconds, in_callback, n = timed_run(cfg, corpus, Path(tmp) / f"{size}-{repeat}-with", True)
-                with_.append(seconds), inside.append(in_callback / seconds)
-                without.append(timed_run(cfg, corpus, Path(tmp) / f"{size}-{repeat}-without", False)[0])
-            w, wo = statistics.median(with_), statistics.median(without)
+            runs = itertools.count()  # a fresh run directory for every run
+            with_, without = interleaved(args.repeats, lambda: timed_run(cfg, corpus, Path(tmp) / f"{size}-{next(runs)}", True),
+                                         lambda: timed_run(cfg, corpus, Path(tmp) / f"{size}-{next(runs)}", False))
+            n = with_[0][2]
+            inside = [in_callback / seconds for seconds, in_callback, _ in with_]
+            w, wo = statistics.median(r[0] for r in with_), statistics.median(r[0] for r in without)
             print(f"{size:>6} {n:>11} {w:>9.1f} {wo:>12.1f} {(w - wo) / w:>7.1%} {statistics.median(inside):>12.1%}",
                   flush=True)
 

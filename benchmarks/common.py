@@ -69,3 +69,14 @@ def fit_tokens_per_s(cfg, module, data, warmup: int, **trainer_kwargs) -> tuple[
     trainer.fit(module, datamodule=data)
     steps = cfg.trainer.max_steps - warmup
     return steps * cfg.data.batch_size * cfg.data.seq_len / timer.seconds, timer
+
+
+def interleaved(repeats: int, *measures) -> list[list]:
+    """Each measure's results over `repeats` rounds, the order reversed every other round:
+    in one process a later fit can run a few percent slower than an earlier one."""
+    results = [[] for _ in measures]
+    for repeat in range(repeats):
+        order = list(enumerate(measures))
+        for i, measure in order if repeat % 2 == 0 else reversed(order):
+            results[i].append(measure())
+    return results

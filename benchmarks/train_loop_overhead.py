@@ -1,7 +1,7 @@
 """Tokens/s of the Lightning training loop vs a bare PyTorch loop: same model, optimizer,
 LR schedule, gradient clipping and batches, measured side by side in one process.
 
-    python benchmarks/train_loop_overhead.py [--sizes 13k 100k 340k] [--steps 300] [--repeats 3]
+    python benchmarks/train_loop_overhead.py [--sizes 13k 100k 340k] [--steps 300] [--repeats 4]
 
 Prints, per size, the median tokens/s of each loop over interleaved repeats and their ratio
 (target >= 0.95). The first `--warmup` steps of every measurement are not timed.
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from common import fit_tokens_per_s, make, train_config
+from common import fit_tokens_per_s, interleaved, make, train_config
 from train.data import Corpus, InMemoryBlocks, StepBatchSampler, build_corpus
 from train.model import lm_loss
 
@@ -47,7 +47,7 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=["13k", "100k", "340k"])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=4)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps "
           f"({args.warmup} untimed), {args.repeats} interleaved repeats")
@@ -55,10 +55,8 @@ def main():
     for size in args.sizes:
         cfg = train_config(f"model={size}", f"trainer.max_steps={args.steps}")
         corpus = build_corpus(cfg.data)
-        bare, lit = [], []
-        for _ in range(args.repeats):
-            bare.append(bare_tokens_per_s(cfg, corpus, args.steps, args.warmup))
-            lit.append(fit_tokens_per_s(cfg, *make(cfg, corpus), args.warmup)[0])
+        bare, lit = interleaved(args.repeats, lambda: bare_tokens_per_s(cfg, corpus, args.steps, args.warmup),
+                                lambda: fit_tokens_per_s(cfg, *make(cfg, corpus), args.warmup)[0])
         b, l_ = statistics.median(bare), statistics.median(lit)
         print(f"{size:>6} {b:>12,.0f} {l_:>16,.0f} {l_ / b:>7.3f}", flush=True)
 
