@@ -17,10 +17,9 @@ import time
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
 from common import fit_tokens_per_s, interleaved, make, train_config
-from train.data import InMemoryBlocks, StepBatchSampler, build_corpus
+from train.data import InMemoryBlocks, StepBatchSampler, batch_loader, build_corpus
 
 
 class BatchesInMemory(L.LightningDataModule):
@@ -29,8 +28,8 @@ class BatchesInMemory(L.LightningDataModule):
 
     def __init__(self, blocks: InMemoryBlocks, batch_size: int, seed: int, steps: int, device: torch.device):
         super().__init__()
-        sampler = iter(StepBatchSampler(len(blocks), batch_size, seed))
-        self.batches = [{k: v.to(device) for k, v in blocks[next(sampler)].items()} for _ in range(steps)]
+        real = iter(batch_loader(blocks, StepBatchSampler(len(blocks), batch_size, seed)))
+        self.batches = [{k: v.to(device) for k, v in next(real).items()} for _ in range(steps)]
 
     def train_dataloader(self):
         return torch.utils.data.DataLoader(self.batches, batch_size=None)  # yields them as they are
@@ -38,7 +37,7 @@ class BatchesInMemory(L.LightningDataModule):
 
 def loader_seconds_per_batch(blocks: InMemoryBlocks, batch_size: int, seed: int, batches: int = 300) -> float:
     """The loader alone, with no model: what a training step waits for its batch."""
-    loader = iter(DataLoader(blocks, sampler=StepBatchSampler(len(blocks), batch_size, seed), batch_size=None))
+    loader = iter(batch_loader(blocks, StepBatchSampler(len(blocks), batch_size, seed)))
     next(loader)
     started = time.perf_counter()
     for _ in range(batches):

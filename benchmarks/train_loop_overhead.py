@@ -16,7 +16,7 @@ import time
 import torch
 
 from common import fit_tokens_per_s, interleaved, make, train_config
-from train.data import Corpus, InMemoryBlocks, StepBatchSampler, build_corpus
+from train.data import Corpus, InMemoryBlocks, StepBatchSampler, batch_loader, build_corpus
 from train.model import lm_loss
 
 
@@ -25,8 +25,8 @@ def bare_tokens_per_s(cfg, corpus: Corpus, steps: int, warmup: int) -> float:
     optimizers = module.configure_optimizers()
     optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
     model = module.model.train()
-    sampler = StepBatchSampler(len(corpus.train), cfg.data.batch_size, cfg.seed)
-    loader = torch.utils.data.DataLoader(InMemoryBlocks(corpus.train), sampler=sampler, batch_size=None)
+    blocks = InMemoryBlocks(corpus.train)
+    loader = batch_loader(blocks, StepBatchSampler(len(blocks), cfg.data.batch_size, cfg.seed))
     started = None
     for step, batch in zip(range(steps), loader):
         if step == warmup:

@@ -18,7 +18,7 @@ def main(cfg: DictConfig) -> None:
     try:
         summary = sweep(experiment_dir, probes, workers=cfg.workers, batch_size=cfg.batch_size,
                         progress=sys.stderr.isatty() if cfg.progress is None else cfg.progress,
-                    adaptive=cfg.adaptive)
+                        adaptive=cfg.adaptive)
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

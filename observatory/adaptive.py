@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from observatory.emergence import ACCURACY_LIKE, MIN_ACCURACY_RISE, detect_onset, headline_metrics, oriented
+from observatory.emergence import detect_onset, headline_metrics, min_rise, oriented
 
 
 def log_spaced(steps: list[int], n: int) -> set[int]:
@@ -36,8 +36,7 @@ def to_refine(steps: list[int], rows: pd.DataFrame, fraction: float = 0.5) -> se
     for probe, metric in headline_metrics(rows):
         curve = rows[(rows["probe"] == probe) & (rows["metric"] == metric)].sort_values("step")
         x, y = curve["step"].to_numpy(), oriented(probe, metric, curve["value"].to_numpy())
-        min_rise = MIN_ACCURACY_RISE if metric.endswith(ACCURACY_LIKE) else 0.0
-        onset = detect_onset(x, y, fraction, min_rise=min_rise, n_boot=0)
+        onset = detect_onset(x, y, fraction, min_rise=min_rise(metric), n_boot=0)
         if not onset.has_onset:
             continue
         normalized = (y - onset.start_value) / (onset.final_value - onset.start_value)

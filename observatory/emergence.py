@@ -58,6 +58,11 @@ def headline_metrics(results: pd.DataFrame) -> list[tuple[str, str]]:
     return sorted(keep)
 
 
+def min_rise(metric: str) -> float:
+    """The smallest rise that counts as an onset: accuracies must gain MIN_ACCURACY_RISE."""
+    return MIN_ACCURACY_RISE if metric.endswith(ACCURACY_LIKE) else 0.0
+
+
 def oriented(probe: str, metric: str, values: np.ndarray) -> np.ndarray:
     """The curve with "better" upwards."""
     lower = probe in LOWER_IS_BETTER_PROBES or metric.endswith(LOWER_IS_BETTER)
@@ -93,11 +98,6 @@ def first_stays_above(x: np.ndarray, normalized: np.ndarray, level: float) -> fl
     return None
 
 
-def robust_noise(y: np.ndarray) -> float:
-    """Robust σ of the step-to-step changes of a curve (the median absolute deviation)."""
-    return 1.4826 * float(np.median(np.abs(np.diff(y) - np.median(np.diff(y))))) + 1e-12
-
-
 def detect_onset(steps, values, fraction: float = 0.5, min_snr: float = 4.0, min_r2: float = 0.8,
                  min_rise: float = 0.0, n_boot: int = 200, seed: int = 0) -> Onset:
     """Onset of a rising curve, or the reason there is none (flat, noisy, decreasing)."""
@@ -109,7 +109,7 @@ def detect_onset(steps, values, fraction: float = 0.5, min_snr: float = 4.0, min
         return Onset(False, f"only {len(y)} checkpoints")
     start, final = float(np.median(y[:2])), float(np.median(y[-2:]))
     rise = final - start
-    noise = robust_noise(y)
+    noise = 1.4826 * float(np.median(np.abs(np.diff(y) - np.median(np.diff(y))))) + 1e-12  # robust σ of steps
     if rise <= 0:
         return Onset(False, "does not rise", start_value=start, final_value=final)
     if rise < min_rise:
@@ -194,14 +194,13 @@ def emergence_table(results: pd.DataFrame, items: pd.DataFrame | None = None, fr
     rows = []
     for (run, probe, metric), curve in results.groupby(["run", "probe", "metric"], sort=True):
         curve = curve.sort_values("step")
-        min_rise = MIN_ACCURACY_RISE if metric.endswith(ACCURACY_LIKE) else 0.0
         by_items = item_curves.get((run, probe, metric))
         onset = detect_onset(curve["step"], oriented(probe, metric, curve["value"].to_numpy()), fraction,
-                             min_rise=min_rise, n_boot=0 if by_items else n_boot)
+                             min_rise=min_rise(metric), n_boot=0 if by_items else n_boot)
         if by_items and onset.has_onset:
             grid, weights = by_items
             onset = item_bootstrap(onset, grid.index.to_numpy(), oriented(probe, metric, grid.to_numpy()), weights,
-                                   n_boot, fraction=fraction, min_rise=min_rise)
+                                   n_boot, fraction=fraction, min_rise=min_rise(metric))
         first = curve.iloc[0]
         row = {"experiment": first["experiment"], "run": run, "model": first["model"], "seed": int(first["seed"]),
                "n_params": int(first["n_params"]), "probe": probe, "metric": metric} | asdict(onset)
@@ -223,10 +222,9 @@ def onsets_over_seeds(results: pd.DataFrame, fraction: float = 0.5, n_boot: int 
         if grid.shape[1] < 2:
             continue
         steps, values = grid.index.to_numpy(), oriented(probe, metric, grid.to_numpy())  # (steps, seeds)
-        min_rise = MIN_ACCURACY_RISE if metric.endswith(ACCURACY_LIKE) else 0.0
-        onset = detect_onset(steps, values.mean(1), fraction, min_rise=min_rise, n_boot=0)
+        onset = detect_onset(steps, values.mean(1), fraction, min_rise=min_rise(metric), n_boot=0)
         resampled = resampled_onsets(steps, values, np.ones(values.shape[1]), n_boot if onset.has_onset else 0,
-                                     seed, fraction=fraction, min_rise=min_rise)[0]
+                                     seed, fraction=fraction, min_rise=min_rise(metric))[0]
         low, high = interval(resampled)
         rows.append({"model": model, "n_params": int(curves["n_params"].iloc[0]), "probe": probe, "metric": metric,
                      "n_seeds": grid.shape[1], "has_onset": onset.has_onset, "reason": onset.reason,

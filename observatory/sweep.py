@@ -185,7 +185,7 @@ def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers
     probed = set()
     bar = tqdm(unit="probe", desc="probing checkpoints", disable=not progress)
     while True:
-        todo = {c: missing(c) for c in sorted(selected - probed, key=lambda c: (c.run, c.step)) if missing(c)}
+        todo = {c: m for c in sorted(selected - probed, key=lambda c: (c.run, c.step)) if (m := missing(c))}
         probed |= selected
         bar.total = (bar.total or 0) + sum(map(len, todo.values()))
         for ckpt, results, error in _run(todo, workers, batch_size):  # workers return results; only we write

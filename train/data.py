@@ -128,20 +128,22 @@ class StepBatchSampler:
         self.start_batch, self.rank, self.world_size = start_batch, rank, world_size
         self._epoch, self._perm = -1, None
 
-    def _index(self, position: int) -> int:
-        epoch, offset = divmod(position, self.n_items)
+    def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._epoch, self._perm = epoch, torch.randperm(self.n_items, generator=generator)
-        return int(self._perm[offset])
+        return self._perm
+
+    def _index(self, position: int) -> int:
+        epoch, offset = divmod(position, self.n_items)
+        return int(self._permutation(epoch)[offset])
 
     def batch(self, k: int) -> list[int]:
         global_batch = self.batch_size * self.world_size
         start = k * global_batch + self.rank * self.batch_size
-        offset = start % self.n_items
+        epoch, offset = divmod(start, self.n_items)
         if offset + self.batch_size <= self.n_items:  # within one epoch: one slice of its permutation
-            self._index(start)
-            return self._perm[offset : offset + self.batch_size].tolist()
+            return self._permutation(epoch)[offset : offset + self.batch_size].tolist()
         return [self._index(p) for p in range(start, start + self.batch_size)]
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -166,6 +168,13 @@ class InMemoryBlocks(torch.utils.data.Dataset):
         return {"input_ids": self.input_ids[indices].long()}  # (B, seq_len + 1)
 
 
+def batch_loader(blocks: InMemoryBlocks, sampler: StepBatchSampler, num_workers: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
+    """The sampler's batches of `blocks`: each sampler item is a whole batch's indices, fetched
+    in one call (batch_size=None: no per-block collate)."""
+    return DataLoader(blocks, sampler=sampler, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
+
+
 class BlocksDataModule(L.LightningDataModule):
     def __init__(self, corpus: Corpus, batch_size: int, seed: int, val_batches: int, num_workers: int = 0):
         super().__init__()
@@ -181,9 +190,8 @@ class BlocksDataModule(L.LightningDataModule):
         micro_batches_done = trainer.global_step * trainer.accumulate_grad_batches  # the data position
         sampler = StepBatchSampler(len(self.train_blocks), self.batch_size, self.seed, start_batch=micro_batches_done,
                                    rank=trainer.global_rank, world_size=trainer.world_size)
-        # batch_size=None: each sampler item is a whole batch's indices, fetched in one call
-        return DataLoader(self.train_blocks, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          pin_memory=trainer.strategy.root_device.type == "cuda")
+        return batch_loader(self.train_blocks, sampler, self.num_workers,
+                            pin_memory=trainer.strategy.root_device.type == "cuda")
 
     def heldout_dataloaders(self) -> dict[str, DataLoader]:
         """Fixed held-out blocks per task, scored at every checkpoint (not a Lightning val
