@@ -32,7 +32,7 @@ def bare_tokens_per_s(cfg, corpus: Corpus, steps: int, warmup: int) -> float:
         if step == warmup:
             started = time.perf_counter()
         tokens = batch["input_ids"]
-        loss = lm_loss(model(tokens[:, :-1]), tokens[:, 1:])
+        loss = lm_loss(model(tokens[:, :-1]), batch["labels"][:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.gradient_clip_val)
         optimizer.step()

@@ -2,7 +2,8 @@ import datasets
 import pytest
 import torch
 
-from train.data import SPECIAL_TOKENS, StepBatchSampler, build_corpus, build_tokenizer, pack
+from train.data import SPECIAL_TOKENS, InMemoryBlocks, StepBatchSampler, build_corpus, build_tokenizer, pack
+from train.model import IGNORE_INDEX
 from train.tasks import make_task
 
 
@@ -51,6 +52,29 @@ def test_weights_set_the_mixture(compose_train, tmp_path):
     corpus = build_corpus(cfg.data)
     text = corpus.tokenizer.decode(corpus.train[:]["input_ids"].flatten().tolist(), skip_special_tokens=False)
     assert text.count("[sort]") == 0 and text.count("[lm]") > 2 * text.count("[copy]")
+
+
+def test_answer_only_labels_keep_exactly_the_answers(compose_train, tmp_path):
+    cfg = compose_train("data=modular_addition", "data.tasks.modular_addition.p=23", "data.train_examples=500",
+                        "data.probe_items=32", "data.loss_on=answer", f"data.cache_dir={tmp_path}")
+    corpus = build_corpus(cfg.data)
+    for blocks in [corpus.train, corpus.heldout["modular_addition"]]:
+        batch = InMemoryBlocks(blocks)[list(range(len(blocks)))]
+        ids, labels = batch["input_ids"], batch["labels"]
+        kept = labels != IGNORE_INDEX
+        assert torch.equal(labels[kept], ids[kept])
+        tokens = [[corpus.tokenizer.id_to_token(i) for i in row] for row in ids.tolist()]
+        for row, keep in zip(tokens, kept.tolist()):
+            # kept: every token right after "=", and nothing else ...
+            assert keep[1:] == [before == "=" for before in row[:-1]]
+            assert not keep[0] or row[0].isdigit()  # a block may start with an answer
+            # ... and each is the sum, computed here from the operands (a + b = c)
+            for i in (i for i in range(4, len(row)) if keep[i]):
+                assert int(row[i]) == (int(row[i - 4]) + int(row[i - 2])) % 23
+        assert 0.1 < kept.float().mean() < 0.15  # one answer in each 8-token example
+    cfg.data.loss_on = "all"
+    batch = InMemoryBlocks(build_corpus(cfg.data).train)[[0, 1]]
+    assert torch.equal(batch["labels"], batch["input_ids"])  # every next token is a target
 
 
 def test_too_little_data_for_one_block_is_a_clear_error():

@@ -4,7 +4,7 @@ import pytest
 import torch
 import yaml
 
-from train.model import ASPECT_RATIO, GPT, HEAD_SIZE, GPTConfig
+from train.model import ASPECT_RATIO, GPT, HEAD_SIZE, IGNORE_INDEX, GPTConfig, lm_loss
 
 SIZES = sorted(Path(__file__).resolve().parents[1].glob("conf/model/*.yaml"))
 
@@ -147,3 +147,14 @@ def test_flops_per_token_matches_pytorchs_flop_counter(attn_only):
                          if p.dim() < 2 and not name.startswith(("wte", "wpe")))
     counted_per_token = counter.get_total_flops() / tokens.numel()
     assert model.flops_per_token() == pytest.approx(counted_per_token + 6 * not_in_matmuls, rel=1e-12)
+
+
+def test_lm_loss_averages_over_the_targets_that_are_not_ignored():
+    logits = torch.randn(2, 5, 7)
+    targets = torch.randint(0, 7, (2, 5))
+    kept = torch.tensor([[0, 1, 0, 0, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    by_hand = -torch.stack([logits[b, t].log_softmax(-1)[targets[b, t]] for b, t in kept.nonzero().tolist()])
+    masked = torch.where(kept, targets, IGNORE_INDEX)
+    assert torch.allclose(lm_loss(logits, masked), by_hand.mean())
+    assert torch.allclose(lm_loss(logits, masked, reduction="sum"), by_hand.sum())
+    assert lm_loss(logits, torch.full_like(targets, IGNORE_INDEX)).item() == 0.0  # no target: 0, not NaN

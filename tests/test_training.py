@@ -12,6 +12,7 @@ from wandb_offline import history, run_files
 from train import rundir
 from train.checkpointing import ScheduledCheckpoints, checkpoint_steps
 from train.config import ConfigError
+from train.data import build_corpus
 from train.runner import run_training
 
 TINY_STEPS = checkpoint_steps(40, None, 10)  # TINY's schedule
@@ -38,6 +39,22 @@ def test_short_run_writes_exactly_the_scheduled_checkpoints(compose_train):
     assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.5  # it learns: loss falls
     assert rows[-1]["train_loss"] < rows[1]["train_loss"] - 0.5
     assert (run_dir / "tokenizer.json").exists() and (run_dir / "resume" / "last.ckpt").exists()
+
+
+def test_answer_only_loss_is_the_loss_on_the_answers(compose_train):
+    cfg = compose_train(*TINY, "data.loss_on=answer")
+    run_dir = run_training(cfg)
+    rows = rundir.read_manifest(run_dir)
+    # the held-out loss by hand: the final model's loss on each token that follows "="
+    corpus = build_corpus(cfg.data)
+    blocks = corpus.heldout["modular_addition"][: cfg.data.val_batches * cfg.data.batch_size]["input_ids"]
+    model = rundir.load_model(run_dir, 40)
+    with torch.no_grad():
+        logprobs = model(blocks[:, :-1]).log_softmax(-1)
+    is_answer = blocks[:, :-1] == corpus.tokenizer.token_to_id("=")
+    targets = blocks[:, 1:]
+    by_hand = -logprobs.gather(-1, targets[..., None])[..., 0][is_answer].mean().item()
+    assert rows[-1]["val_loss"] == pytest.approx(by_hand, rel=1e-5)
 
 
 def test_checkpoints_load_without_pickle(compose_train, monkeypatch):
@@ -145,10 +162,12 @@ def test_csv_logger(compose_train):
     ("data.batch_size=-4", "data.batch_size=-4 must be a positive integer"),
     ("schedule.extra=[5000]", "schedule.extra steps [5000] lie outside"),
     ("data.tasks.modular_addition.p=1", "data.tasks.modular_addition: modular_addition: p must be >= 2"),
+    ("data.loss_on=answers", "data.loss_on=answers is not one of all, answer"),
+    ("data=text data.loss_on=answer", "data.loss_on=answer needs task data with answers"),
 ])
 def test_bad_config_is_a_clear_error(compose_train, override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        run_training(compose_train(override))
+        run_training(compose_train(*override.split()))
 
 
 def test_unwritable_checkpoints_dir_is_a_clear_error(compose_train, tmp_path):

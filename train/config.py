@@ -20,6 +20,7 @@ from train.text import TEXT_FORMATS
 COSMETIC_KEYS = {"logger", "checkpoints_dir", "run_dir", "data.num_workers", "data.cache_dir",
                  "trainer.enable_progress_bar", "trainer.log_every_n_steps",
                  "compile", "optim.fused_on_gpu"}  # speed knobs: the same computation, other kernels
+LOSS_ON = ("all", "answer")  # data.loss_on: train on every next token, or on answer tokens alone
 PACKAGES = ["torch", "lightning", "hydra-core", "datasets", "tokenizers", "safetensors", "wandb", "numpy"]
 
 
@@ -46,7 +47,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"schedule.extra steps {late} lie outside [0, trainer.max_steps={max_steps}]")
     if cfg.schedule.resume_every <= 0:
         raise ConfigError(f"schedule.resume_every={cfg.schedule.resume_every} must be positive")
+    if cfg.data.loss_on not in LOSS_ON:
+        raise ConfigError(f"data.loss_on={cfg.data.loss_on} is not one of {', '.join(LOSS_ON)}")
     if cfg.data.kind == "text":
+        if cfg.data.loss_on == "answer":
+            raise ConfigError("data.loss_on=answer needs task data with answers; real text has none: use data.loss_on=all")
         check_text_source(cfg.data)
     else:
         check_tasks(cfg.data)

@@ -19,6 +19,7 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
 from torch.utils.data import BatchSampler, DataLoader
 
+from train.model import IGNORE_INDEX
 from train.rundir import SPECIAL_TOKENS
 from train.tasks import make_task, split_weights
 
@@ -31,7 +32,7 @@ class DataError(ValueError):
 @dataclass
 class Corpus:
     tokenizer: Tokenizer
-    train: datasets.Dataset  # packed blocks of seq_len + 1 tokens ("input_ids")
+    train: datasets.Dataset  # packed blocks of seq_len + 1 tokens ("input_ids"; "labels" for answer-only loss)
     heldout: dict[str, datasets.Dataset]  # packed held-out blocks per task ("text" for real text)
     probe_items: list[dict]  # held-out and training-part items with token ids (empty for real text)
 
@@ -52,8 +53,11 @@ def build_tokenizer(symbols: list[str]) -> Tokenizer:
     return tokenizer
 
 
-def render(item: dict) -> str:
-    return f"[BOS] {item['prompt']} {item['answer']} {item['suffix']} [EOS]"
+def render(item: dict) -> dict:
+    """An item as training text, with the character span of its answer (for answer-only loss)."""
+    before = f"[BOS] {item['prompt']} "
+    text = f"{before}{item['answer']} {item['suffix']} [EOS]"
+    return {"text": text, "answer_start": len(before), "answer_end": len(before) + len(item["answer"])}
 
 
 def _training_texts(tasks: dict, n_examples: int, seed: int) -> Iterator[dict]:
@@ -64,19 +68,28 @@ def _training_texts(tasks: dict, n_examples: int, seed: int) -> Iterator[dict]:
     streams = {n: make_task(n, **params[n]).training_items(random.Random(f"{n}-train-{seed}"), seed) for n in names}
     rng = random.Random(f"mixture-{seed}")
     for name in rng.choices(names, weights=[weights[n] for n in names], k=n_examples):
-        yield {"text": render(next(streams[name]))}
+        yield render(next(streams[name]))
 
 
-def tokenize_and_pack(batch: dict, tokenizer: Tokenizer, block_len: int) -> dict:
-    """Concatenate the batch's texts and cut the token stream into blocks of block_len."""
-    stream = [tok for enc in tokenizer.encode_batch(batch["text"]) for tok in enc.ids]
-    n_blocks = len(stream) // block_len
-    return {"input_ids": [stream[i * block_len : (i + 1) * block_len] for i in range(n_blocks)]}
+def tokenize_and_pack(batch: dict, tokenizer: Tokenizer, block_len: int, answer_only: bool = False) -> dict:
+    """Concatenate the batch's texts and cut the token stream into blocks of block_len.
+    answer_only: also "labels", the same tokens with every one outside an answer span set
+    to IGNORE_INDEX (the Hugging Face convention), so only answers are trained on."""
+    encodings = tokenizer.encode_batch(batch["text"])
+    streams = {"input_ids": [tok for enc in encodings for tok in enc.ids]}
+    if answer_only:
+        spans = zip(encodings, batch["answer_start"], batch["answer_end"])
+        streams["labels"] = [tok if start <= first_char < end else IGNORE_INDEX
+                             for enc, start, end in spans for tok, (first_char, _) in zip(enc.ids, enc.offsets)]
+    n_blocks = len(streams["input_ids"]) // block_len
+    return {key: [stream[i * block_len : (i + 1) * block_len] for i in range(n_blocks)] for key, stream in streams.items()}
 
 
-def pack(texts: datasets.Dataset, tokenizer: Tokenizer, seq_len: int, what: str, num_proc: int | None = None):
+def pack(texts: datasets.Dataset, tokenizer: Tokenizer, seq_len: int, what: str, num_proc: int | None = None,
+         answer_only: bool = False):
     packed = texts.map(tokenize_and_pack, batched=True, remove_columns=texts.column_names, num_proc=num_proc,
-                       fn_kwargs={"tokenizer": tokenizer, "block_len": seq_len + 1}, desc=f"packing {what}")
+                       fn_kwargs={"tokenizer": tokenizer, "block_len": seq_len + 1, "answer_only": answer_only},
+                       desc=f"packing {what}")
     if len(packed) == 0:
         raise DataError(f"{what} packs into no block of {seq_len + 1} tokens; lower data.seq_len or add data")
     return packed.with_format("torch")
@@ -90,7 +103,8 @@ def build_task_corpus(data_cfg) -> Corpus:
         _training_texts, cache_dir=data_cfg.cache_dir,
         gen_kwargs={"tasks": dict(data_cfg.tasks), "n_examples": data_cfg.train_examples, "seed": data_cfg.seed},
     )
-    train = pack(texts, tokenizer, data_cfg.seq_len, "the training mixture")
+    answer_only = data_cfg.loss_on == "answer"
+    train = pack(texts, tokenizer, data_cfg.seq_len, "the training mixture", answer_only=answer_only)
     probe_items, heldout = [], {}
     for name, task in tasks.items():
         items = task.held_out_items(data_cfg.probe_items, data_cfg.seed)
@@ -98,8 +112,8 @@ def build_task_corpus(data_cfg) -> Corpus:
         # as many items from the training part, for train-vs-test curves (grokking)
         trained = task.training_items(random.Random(f"{name}-probe-train-{data_cfg.seed}"), data_cfg.seed)
         probe_items += [tokenize_item(next(trained), tokenizer, "train") for _ in items]
-        rendered = datasets.Dataset.from_dict({"text": [render(item) for item in items]})
-        heldout[name] = pack(rendered, tokenizer, data_cfg.seq_len, f"held-out {name} items")
+        rendered = datasets.Dataset.from_list([render(item) for item in items])
+        heldout[name] = pack(rendered, tokenizer, data_cfg.seq_len, f"held-out {name} items", answer_only=answer_only)
     return Corpus(tokenizer, train, heldout, probe_items)
 
 
@@ -154,18 +168,26 @@ class StepBatchSampler:
 
 
 class InMemoryBlocks(torch.utils.data.Dataset):
-    """The packed training blocks as one tensor; indexed by a whole batch of indices at once,
-    so a batch costs one gather instead of a dataset lookup and a collate per block."""
+    """The packed blocks as tensors; indexed by a whole batch of indices at once, so a batch
+    costs one gather instead of a dataset lookup and a collate per block."""
 
     def __init__(self, blocks: datasets.Dataset):
-        ids = blocks.with_format("torch")[:]["input_ids"]  # (N, seq_len + 1)
-        self.input_ids = ids.to(torch.int32) if ids.max() < 2**31 else ids  # half the memory of int64
+        columns = blocks.with_format("torch")[:]
+        self.input_ids = self._compact(columns["input_ids"])  # (N, seq_len + 1)
+        self.labels = self._compact(columns["labels"]) if "labels" in columns else None
+
+    @staticmethod
+    def _compact(ids: torch.Tensor) -> torch.Tensor:
+        return ids.to(torch.int32) if ids.max() < 2**31 else ids  # half the memory of int64
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def __getitem__(self, indices: list[int]) -> dict:
-        return {"input_ids": self.input_ids[indices].long()}  # (B, seq_len + 1)
+        input_ids = self.input_ids[indices].long()  # (B, seq_len + 1)
+        # the targets: the tokens themselves, or the answer-only labels
+        labels = input_ids if self.labels is None else self.labels[indices].long()
+        return {"input_ids": input_ids, "labels": labels}
 
 
 def batch_loader(blocks: InMemoryBlocks, sampler: StepBatchSampler, num_workers: int = 0,

@@ -232,6 +232,13 @@ class GPT(nn.Module):
         return logits, cache
 
 
+IGNORE_INDEX = -100  # a target that no loss is taken on (PyTorch's and Hugging Face's convention)
+
+
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Next-token cross entropy; logits (B, T, V), targets (B, T)."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction=reduction)
+    """Next-token cross entropy over the targets that are not IGNORE_INDEX; logits (B, T, V),
+    targets (B, T). The mean of a batch without any target is 0, not NaN."""
+    total = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+    if reduction == "sum":
+        return total
+    return total / (targets != IGNORE_INDEX).sum().clamp(min=1)

@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from train.model import GPT, GPTConfig, lm_loss
+from train.model import GPT, GPTConfig, IGNORE_INDEX, lm_loss
 
 
 def warmup_cosine(warmup_steps: int, max_steps: int, min_lr_ratio: float):
@@ -82,8 +82,8 @@ class LitGPT(L.LightningModule):
         return self.model(tokens)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        tokens = batch["input_ids"]  # (B, T + 1)
-        loss = lm_loss(self.model(tokens[:, :-1]), tokens[:, 1:])
+        tokens, labels = batch["input_ids"], batch["labels"]  # (B, T + 1) each
+        loss = lm_loss(self.model(tokens[:, :-1]), labels[:, 1:])
         if not torch.isfinite(loss):  # stop before the optimizer writes NaN into the weights
             raise NonFiniteLoss(f"non-finite loss at step {self.global_step}")
         self.last_train_loss = loss.detach()
@@ -113,22 +113,22 @@ class LitGPT(L.LightningModule):
 
     @torch.no_grad()
     def heldout_losses(self, loaders: dict[str, DataLoader]) -> dict[str, float]:
-        """Mean next-token loss on fixed held-out blocks: per task, and over all of them
-        (token-weighted) under the key "all"."""
+        """Mean next-token loss on fixed held-out blocks (on their answers alone under
+        answer-only loss): per task, and over all of them (target-weighted) under "all"."""
         was_training = self.training
         self.eval()
         sums, counts = {}, {}
         for name, loader in loaders.items():
             sums[name], counts[name] = 0.0, 0
             for batch in loader:
-                tokens = batch["input_ids"].to(self.device)
+                tokens, targets = batch["input_ids"].to(self.device), batch["labels"][:, 1:].to(self.device)
                 with self.trainer.precision_plugin.forward_context():
                     logits = self.model(tokens[:, :-1])
-                sums[name] += lm_loss(logits, tokens[:, 1:], reduction="sum").item()
-                counts[name] += tokens[:, 1:].numel()
+                sums[name] += lm_loss(logits, targets, reduction="sum").item()
+                counts[name] += (targets != IGNORE_INDEX).sum().item()
         self.train(was_training)
-        losses = {name: sums[name] / counts[name] for name in loaders}
-        return {"all": sum(sums.values()) / sum(counts.values()), **losses}
+        losses = {name: sums[name] / max(counts[name], 1) for name in loaders}
+        return {"all": sum(sums.values()) / max(sum(counts.values()), 1), **losses}
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
