@@ -14,12 +14,13 @@ def tiny(**kw) -> GPT:
     return GPT(GPTConfig(vocab_size=50, n_layer=2, n_ctx=16, **kw)).eval()
 
 
-def closed_form_params(vocab: int, n_ctx: int, L: int, d: int, attn_only=False, tied=False) -> tuple[int, int]:
+def closed_form_params(vocab: int, n_ctx: int, L: int, d: int, attn_only=False, tied=False, ln=True) -> tuple[int, int]:
     """(total, non-embedding) for pre-LN blocks with biases; unembedding without bias."""
+    norm = 2 * d if ln else 0  # a LayerNorm's gain and bias
     attn = 4 * d * d + 4 * d  # qkv and output projections with biases
     mlp = 8 * d * d + 5 * d  # d -> 4d -> d with biases
-    block = 2 * d + attn + (0 if attn_only else 2 * d + mlp)  # LayerNorm(s) + sublayers
-    non_embedding = L * block + 2 * d  # + final LayerNorm
+    block = norm + attn + (0 if attn_only else norm + mlp)  # LayerNorm(s) + sublayers
+    non_embedding = L * block + norm  # + final LayerNorm
     embedding = vocab * d + n_ctx * d + (0 if tied else vocab * d)
     return non_embedding + embedding, non_embedding
 
@@ -103,11 +104,31 @@ def test_fused_and_explicit_attention_agree():
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("attn_only,tied", [(False, False), (True, False), (False, True)])
-def test_parameter_count_variants(attn_only, tied):
-    model = tiny(attn_only=attn_only, tied_embeddings=tied)
-    total, non_embedding = closed_form_params(50, 16, 2, 2 * ASPECT_RATIO, attn_only, tied)
+@pytest.mark.parametrize("attn_only,tied,ln", [(False, False, True), (True, False, True), (False, True, True),
+                                                (False, False, False), (True, False, False)])
+def test_parameter_count_variants(attn_only, tied, ln):
+    model = tiny(attn_only=attn_only, tied_embeddings=tied, layer_norm=ln)
+    total, non_embedding = closed_form_params(50, 16, 2, 2 * ASPECT_RATIO, attn_only, tied, ln)
     assert (model.n_params(), model.n_params_non_embedding()) == (total, non_embedding)
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in model.modules()) == ln
+
+
+def test_without_layer_norm_the_residual_stream_reaches_the_unembedding_unchanged():
+    model = tiny(layer_norm=False)
+    tokens = torch.randint(0, 50, (2, 16))
+    logits, cache = model.run_with_cache(tokens)
+    torch.testing.assert_close(cache["ln_final.hook_normalized"], cache["blocks.1.hook_resid_post"])
+    torch.testing.assert_close(logits, cache["blocks.1.hook_resid_post"] @ model.lm_head.weight.T)
+
+
+@pytest.mark.parametrize("init_std", [0.02, 0.1])
+def test_init_std_sets_the_scale_of_every_weight_matrix(init_std):
+    model = tiny(init_std=init_std, d_model=256, n_head=8)  # large matrices: sample std within ~1%
+    for name, p in model.named_parameters():
+        if p.dim() == 2:
+            # GPT-2: residual projections are scaled down by sqrt(2 * n_layer)
+            expected = init_std / 2 if name.endswith(("attn.out.weight", "fc_out.weight")) else init_std
+            assert p.std().item() == pytest.approx(expected, rel=0.05), name
 
 
 @pytest.mark.parametrize("size_file", SIZES, ids=lambda p: p.stem)

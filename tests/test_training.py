@@ -162,6 +162,8 @@ def test_csv_logger(compose_train):
     ("data.batch_size=-4", "data.batch_size=-4 must be a positive integer"),
     ("schedule.extra=[5000]", "schedule.extra steps [5000] lie outside"),
     ("data.tasks.modular_addition.p=1", "data.tasks.modular_addition: modular_addition: p must be >= 2"),
+    ("model.d_model=100 model.n_head=3", "model: d_model=100 is not divisible by n_head=3"),
+    ("model.init_std=0", "model: init_std=0 must be positive"),
     ("data.loss_on=answers", "data.loss_on=answers is not one of all, answer"),
     ("data=text data.loss_on=answer", "data.loss_on=answer needs task data with answers"),
 ])

@@ -12,6 +12,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from train.model import GPTConfig
 from train.tasks import make_task, split_weights
 from train.text import TEXT_FORMATS
 
@@ -37,6 +38,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.batch_size={batch_size} must be a positive integer")
     if cfg.model.n_layer <= 0 or cfg.model.n_ctx <= 0:
         raise ConfigError(f"model.n_layer={cfg.model.n_layer} and model.n_ctx={cfg.model.n_ctx} must be positive")
+    try:  # the model's own checks (head split, init scale), before any data is built
+        GPTConfig(vocab_size=1, **OmegaConf.to_container(cfg.model, resolve=True))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"model: {e}") from None
     if cfg.data.seq_len > cfg.model.n_ctx:
         raise ConfigError(f"data.seq_len={cfg.data.seq_len} is longer than the model context "
                           f"model.n_ctx={cfg.model.n_ctx}; lower data.seq_len or raise model.n_ctx")

@@ -1,7 +1,8 @@
 """The GPT family: one config dataclass, one decoder, TransformerLens-style hook points.
 
 Pre-LayerNorm blocks, causal attention through `scaled_dot_product_attention`, GELU MLP,
-learned positions, optional tied embeddings and an attention-only variant. Every
+learned positions, optional tied embeddings, an attention-only variant and, for grokking
+studies, a variant without LayerNorm and a configurable initial weight scale. Every
 intermediate activation passes through an identity `HookPoint` named as in TransformerLens
 (`blocks.0.attn.hook_pattern`, `blocks.1.hook_resid_post`, ...), so probes written against
 one library read the other.
@@ -35,6 +36,8 @@ class GPTConfig:
     d_mlp: int | None = None  # default: 4 * d_model
     attn_only: bool = False
     tied_embeddings: bool = False
+    layer_norm: bool = True  # False: no LayerNorm anywhere (Nanda et al.'s grokking model)
+    init_std: float = 0.02  # std of every weight matrix at init (GPT-2); Nanda et al.: 1/sqrt(d_model)
     name: str = ""
 
     def __post_init__(self):
@@ -44,6 +47,8 @@ class GPTConfig:
             self.n_head = max(1, self.d_model // HEAD_SIZE)
         if self.d_mlp is None:
             self.d_mlp = 4 * self.d_model
+        if self.init_std <= 0:
+            raise ValueError(f"init_std={self.init_std} must be positive")
         if self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
 
@@ -113,16 +118,20 @@ class MLP(nn.Module):
         return self.fc_out(self.hook_post(F.gelu(pre)))
 
 
+def layer_norm(cfg: GPTConfig) -> nn.Module:
+    return nn.LayerNorm(cfg.d_model) if cfg.layer_norm else nn.Identity()
+
+
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.attn_only = cfg.attn_only
-        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.ln1 = layer_norm(cfg)
         self.attn = Attention(cfg)
         self.hook_resid_pre, self.hook_attn_out = HookPoint(), HookPoint()
         self.hook_resid_post = HookPoint()
         if not cfg.attn_only:
-            self.ln2 = nn.LayerNorm(cfg.d_model)
+            self.ln2 = layer_norm(cfg)
             self.mlp = MLP(cfg)
             self.hook_resid_mid, self.hook_mlp_out = HookPoint(), HookPoint()
 
@@ -143,7 +152,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(cfg.n_ctx, cfg.d_model)
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_final = nn.LayerNorm(cfg.d_model)
+        self.ln_final = layer_norm(cfg)
         self.ln_final.hook_normalized = HookPoint()
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tied_embeddings:
@@ -151,15 +160,14 @@ class GPT(nn.Module):
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
             if name.endswith("attn.out.weight") or name.endswith("fc_out.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+                nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
         self.hook_points = {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
         for name, hook in self.hook_points.items():
             hook.name = name
 
-    @staticmethod
-    def _init_weights(module: nn.Module):
+    def _init_weights(self, module: nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
