@@ -130,20 +130,46 @@ def plot_onset_vs_compute(emergence, path: Path) -> None:
     plt.close(fig)
 
 
+def _mean_lines(ax, results, probe, metric, label="{model}", **style) -> None:
+    """One line per size (mean over seeds), colored by the size's rank in the whole table."""
+    rows = results[(results["probe"] == probe) & (results["metric"] == metric)]
+    for i, model in enumerate(by_size(results)):
+        mean = rows[rows["model"] == model].groupby("step")["value"].mean()
+        if len(mean):
+            ax.plot(mean.index, mean.to_numpy(), marker=".", color=f"C{i}", label=label.format(model=model), **style)
+    _step_axis(ax)
+
+
 def plot_mirage(results, task, path: Path) -> None:
     kinds = ["exact_match", "token_accuracy", "answer_logprob"]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     for ax, kind in zip(axes, kinds):
-        rows = results[(results["probe"] == "capability") & (results["metric"] == f"{task}/{kind}")]
-        for i, model in enumerate(by_size(rows)):
-            mean = rows[rows["model"] == model].groupby("step")["value"].mean()
-            ax.plot(mean.index, mean.to_numpy(), marker=".", color=f"C{i}", label=model)
-        _step_axis(ax)
+        _mean_lines(ax, results, "capability", f"{task}/{kind}")
         ax.set_title(f"{task}: {kind}")
     axes[0].legend(title="size")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def plot_generalization(results, task, path: Path) -> None:
+    """Grokking's picture: exact match on trained items (dashed) vs held-out items (solid),
+    beside the weight norm."""
+    fig, (accuracy, norm) = plt.subplots(1, 2, figsize=(10, 3.5))
+    _mean_lines(accuracy, results, "capability", f"{task}/train_exact_match", "{model} trained", linestyle="--")
+    _mean_lines(accuracy, results, "capability", f"{task}/exact_match", "{model} held out")
+    accuracy.set_title(f"{task}: exact match, trained vs held-out items")
+    accuracy.legend(fontsize=7)
+    _mean_lines(norm, results, "weights", "norm/total")
+    norm.set_title("weight norm (L2, all parameters)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def tasks_with_training_items(results) -> list[str]:
+    metrics = results.loc[results["probe"] == "capability", "metric"].unique()
+    return sorted(m.split("/")[0] for m in metrics if m.endswith("/train_exact_match"))
 
 
 # ---- the report -------------------------------------------------------------------------
@@ -177,6 +203,9 @@ def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5)
     for task in sorted(mirage["task"].unique()) if len(mirage) else []:
         plot_mirage(results, task, charts / f"mirage-{task}.png")
         figures.append((f"{task}: exact match vs continuous metrics", charts / f"mirage-{task}.png"))
+    for task in tasks_with_training_items(results):
+        plot_generalization(results, task, charts / f"generalization-{task}.png")
+        figures.append((f"{task}: trained vs held-out items", charts / f"generalization-{task}.png"))
     return write_index(out, results, emergence, mirage, over_seeds, figures)
 
 

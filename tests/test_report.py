@@ -31,13 +31,16 @@ def results_table() -> pd.DataFrame:
         for seed in (0, 1):
             rng = np.random.default_rng(seed)
             curves = {"copy/exact_match": 0.95 * sigmoid(center, 0.25), "copy/token_accuracy": 0.2 + 0.7 * sigmoid(center, 3.0),
-                      "copy/answer_logprob": -3 + 2.5 * sigmoid(center, 3.0)}
+                      "copy/answer_logprob": -3 + 2.5 * sigmoid(center, 3.0),
+                      "copy/train_exact_match": sigmoid(center / 10, 0.25)}  # memorized a decade earlier
             for metric, values in curves.items():
                 for step, value in zip(STEPS, values + 0.005 * rng.normal(size=len(STEPS))):
                     rows.append({"experiment": "toy", "run": f"{model}-s{seed}", "model": model, "seed": seed,
                                  "n_params": n, "n_params_non_embedding": n, "step": step, "tokens": 64 * step,
                                  "flops": 6.0 * n * 64 * step, "probe": "capability", "metric": metric, "value": value,
                                  "checkpoint_sha256": "x", "probe_hash": "h"})
+            for step in STEPS:
+                rows.append(rows[-1] | {"probe": "weights", "metric": "norm/total", "value": 30 - step / 100, "step": step})
             for step in STEPS:
                 rows.append(rows[-1] | {"probe": "loss", "metric": "all", "value": 2.0, "step": step, "tokens": 64 * step})
     return pd.DataFrame(rows, columns=store.COLUMNS)
@@ -75,7 +78,7 @@ def test_report_tables_find_the_planted_onsets(report):
 def test_report_has_every_chart(report):
     charts = {p.name for p in (report.parent / "charts").glob("*.png")}
     assert {"curve-capability-copy-exact_match.png", "heatmap-capability-copy-exact_match.png",
-            "onset-vs-compute.png", "mirage-copy.png", "curve-loss-all.png"} <= charts
+            "onset-vs-compute.png", "mirage-copy.png", "curve-loss-all.png", "generalization-copy.png"} <= charts
     page = report.read_text()
     assert page.count("<img") == len(charts) and "data:image/png;base64," in page
 
