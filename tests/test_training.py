@@ -45,13 +45,16 @@ def test_answer_only_loss_is_the_loss_on_the_answers(compose_train):
     cfg = compose_train(*TINY, "data.loss_on=answer")
     run_dir = run_training(cfg)
     rows = rundir.read_manifest(run_dir)
-    # the held-out loss by hand: the final model's loss on each token that follows "="
+    # the held-out loss by hand: the final model's loss on each token that follows "=" (in an
+    # example that starts in the block)
     corpus = build_corpus(cfg.data)
     blocks = corpus.heldout["modular_addition"][: cfg.data.val_batches * cfg.data.batch_size]["input_ids"]
     model = rundir.load_model(run_dir, 40)
     with torch.no_grad():
         logprobs = model(blocks[:, :-1]).log_softmax(-1)
-    is_answer = blocks[:, :-1] == corpus.tokenizer.token_to_id("=")
+    first_bos = (blocks == corpus.tokenizer.token_to_id("[BOS]")).int().argmax(dim=1, keepdim=True)
+    whole = torch.arange(blocks.shape[1] - 1) >= first_bos  # the example starts in this block
+    is_answer = (blocks[:, :-1] == corpus.tokenizer.token_to_id("=")) & whole
     targets = blocks[:, 1:]
     by_hand = -logprobs.gather(-1, targets[..., None])[..., 0][is_answer].mean().item()
     assert rows[-1]["val_loss"] == pytest.approx(by_hand, rel=1e-5)

@@ -76,13 +76,23 @@ def tokenize_and_pack(batch: dict, tokenizer: Tokenizer, block_len: int, answer_
     answer_only: also "labels", the same tokens with every one outside an answer span set
     to IGNORE_INDEX (the Hugging Face convention), so only answers are trained on."""
     encodings = tokenizer.encode_batch(batch["text"])
-    streams = {"input_ids": [tok for enc in encodings for tok in enc.ids]}
+    stream = [tok for enc in encodings for tok in enc.ids]
+    n_blocks = len(stream) // block_len
+    blocks = {"input_ids": [stream[i * block_len : (i + 1) * block_len] for i in range(n_blocks)]}
     if answer_only:
         spans = zip(encodings, batch["answer_start"], batch["answer_end"])
-        streams["labels"] = [tok if start <= first_char < end else IGNORE_INDEX
-                             for enc, start, end in spans for tok, (first_char, _) in zip(enc.ids, enc.offsets)]
-    n_blocks = len(streams["input_ids"]) // block_len
-    return {key: [stream[i * block_len : (i + 1) * block_len] for i in range(n_blocks)] for key, stream in streams.items()}
+        labels = [tok if start <= first_char < end else IGNORE_INDEX
+                  for enc, start, end in spans for tok, (first_char, _) in zip(enc.ids, enc.offsets)]
+        bos = tokenizer.token_to_id("[BOS]")
+        blocks["labels"] = [_from_first_example(labels[i * block_len : (i + 1) * block_len], block, bos)
+                            for i, block in enumerate(blocks["input_ids"])]
+    return blocks
+
+
+def _from_first_example(labels: list[int], block: list[int], bos: int) -> list[int]:
+    """Ignore the answer of an example cut by the block's start: its prompt is in another block."""
+    first = block.index(bos) if bos in block else len(block)
+    return [IGNORE_INDEX] * first + labels[first:]
 
 
 def pack(texts: datasets.Dataset, tokenizer: Tokenizer, seq_len: int, what: str, num_proc: int | None = None,
