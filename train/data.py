@@ -76,17 +76,20 @@ def tokenize_and_pack(batch: dict, tokenizer: Tokenizer, block_len: int, answer_
     answer_only: also "labels", the same tokens with every one outside an answer span set
     to IGNORE_INDEX (the Hugging Face convention), so only answers are trained on."""
     encodings = tokenizer.encode_batch(batch["text"])
-    stream = [tok for enc in encodings for tok in enc.ids]
-    n_blocks = len(stream) // block_len
-    blocks = {"input_ids": [stream[i * block_len : (i + 1) * block_len] for i in range(n_blocks)]}
+    blocks = {"input_ids": _cut([tok for enc in encodings for tok in enc.ids], block_len)}
     if answer_only:
         spans = zip(encodings, batch["answer_start"], batch["answer_end"])
         labels = [tok if start <= first_char < end else IGNORE_INDEX
                   for enc, start, end in spans for tok, (first_char, _) in zip(enc.ids, enc.offsets)]
         bos = tokenizer.token_to_id("[BOS]")
-        blocks["labels"] = [_from_first_example(labels[i * block_len : (i + 1) * block_len], block, bos)
-                            for i, block in enumerate(blocks["input_ids"])]
+        blocks["labels"] = [_from_first_example(block_labels, block, bos)
+                            for block_labels, block in zip(_cut(labels, block_len), blocks["input_ids"])]
     return blocks
+
+
+def _cut(stream: list[int], block_len: int) -> list[list[int]]:
+    """Whole blocks of block_len; the remainder is dropped."""
+    return [stream[i : i + block_len] for i in range(0, len(stream) - block_len + 1, block_len)]
 
 
 def _from_first_example(labels: list[int], block: list[int], bos: int) -> list[int]:
