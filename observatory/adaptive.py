@@ -1,16 +1,27 @@
 """Coarse-to-fine checkpoint selection for the sweep. Probe a log-spaced subset of a run's
-checkpoints first; then, for every headline curve that shows an onset, bisect each interval
-in which it crosses the onset level (half its rise) until the crossing lies between
-adjacent saved checkpoints. The onset then comes out exactly as a full sweep gives it (the
-same two checkpoints, the same start and final values); the transition width and the
-sigmoid fit are read from the checkpoints probed, so they can differ a little."""
+checkpoints first; then, for every headline curve that shows an onset, bisect the intervals
+that can still hold its onset, until each lies between adjacent saved checkpoints.
+
+The onset is where a curve crosses its level (half its rise) for the last time, so two kinds
+of interval can hold it: the one where the probed curve last rises through the level, and any
+later one where a dip below the level could hide between two probed checkpoints, which is
+plausible only where the curve sits within a few noise σ of the level. Once none is left, the
+onset comes out as a full sweep gives it (the same two checkpoints, the same start and final
+values); the transition width and the sigmoid fit are read from the checkpoints probed, so
+they can differ a little. A curve whose noise exceeds MAX_NOISE of its rise gets no dip
+search: its onset is set by noise (its item bootstrap finds it in a minority of resamples)
+and could only be pinned down by probing nearly every checkpoint."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from observatory.emergence import detect_onset, headline_metrics, min_rise, oriented
+from observatory.emergence import detect_onset, headline_metrics, min_rise, oriented, step_noise
+
+DIP_BAND = 2.0  # a dip is searched for between checkpoints whose lower end is within DIP_BAND σ of the level
+MAX_NOISE = 0.1  # σ as a share of the rise beyond which no dip is searched for
+MIN_NOISE = 0.01  # σ read from a few probed checkpoints can come out 0 (equal values by chance)
 
 
 def log_spaced(steps: list[int], n: int) -> set[int]:
@@ -30,6 +41,18 @@ def between(steps: list[int], a: int, b: int) -> int | None:
     return min(inside, key=lambda s: abs(np.log10(s + 1) - middle))
 
 
+def onset_intervals(normalized: np.ndarray, level: float) -> list[int]:
+    """Indices i of the probed intervals (i, i + 1) that can hold the last crossing of `level`
+    by a curve normalized to rise from 0 to 1: the last rise through it, and later intervals
+    with an end within DIP_BAND noise σ of it."""
+    below = np.flatnonzero(normalized < level)
+    last = int(below[-1]) if len(below) else 0
+    after = normalized[last + 1:]
+    sigma = step_noise(after if len(after) >= 3 else normalized) / np.sqrt(2)  # a step's σ is √2 a value's
+    margin = DIP_BAND * max(sigma, MIN_NOISE) if sigma <= MAX_NOISE else 0.0
+    return [i for i in range(last, len(normalized) - 1) if min(normalized[i : i + 2]) <= level + margin]
+
+
 def to_refine(steps: list[int], rows: pd.DataFrame, fraction: float = 0.5) -> set[int]:
     """Steps to probe next for one run, given its rows so far (step, probe, metric, value)."""
     wanted = set()
@@ -40,10 +63,8 @@ def to_refine(steps: list[int], rows: pd.DataFrame, fraction: float = 0.5) -> se
         if not onset.has_onset:
             continue
         normalized = (y - onset.start_value) / (onset.final_value - onset.start_value)
-        for i in range(len(x) - 1):
-            lo, hi = sorted(normalized[i : i + 2])
-            if lo < fraction <= hi:
-                middle = between(steps, int(x[i]), int(x[i + 1]))
-                if middle is not None:
-                    wanted.add(middle)
+        for i in onset_intervals(normalized, fraction):
+            middle = between(steps, int(x[i]), int(x[i + 1]))
+            if middle is not None:
+                wanted.add(middle)
     return wanted

@@ -85,6 +85,12 @@ def fit_sigmoid(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, floa
     return float(a[i]), float(b[i]), float(c[i, 0]), float(w[i, 0]), float(sse[i])
 
 
+def step_noise(y: np.ndarray) -> float:
+    """Robust σ of a curve's checkpoint-to-checkpoint steps (1.4826 · MAD of its differences)."""
+    d = np.diff(y)
+    return 1.4826 * float(np.median(np.abs(d - np.median(d))))
+
+
 def first_stays_above(x: np.ndarray, normalized: np.ndarray, level: float) -> float | None:
     """Where the curve crosses `level` for the last time, interpolated linearly between the
     checkpoints on either side: from there on every checkpoint is at or above it."""
@@ -109,7 +115,7 @@ def detect_onset(steps, values, fraction: float = 0.5, min_snr: float = 4.0, min
         return Onset(False, f"only {len(y)} checkpoints")
     start, final = float(np.median(y[:2])), float(np.median(y[-2:]))
     rise = final - start
-    noise = 1.4826 * float(np.median(np.abs(np.diff(y) - np.median(np.diff(y))))) + 1e-12  # robust σ of steps
+    noise = step_noise(y) + 1e-12
     if rise <= 0:
         return Onset(False, "does not rise", start_value=start, final_value=final)
     if rise < min_rise:

@@ -1,0 +1,59 @@
+"""Which checkpoints the adaptive sweep probes, on curves whose onset is known by construction."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from observatory.adaptive import log_spaced, onset_intervals, to_refine
+from observatory.emergence import detect_onset
+
+STEPS = list(range(0, 1001, 5))  # 201 dense checkpoints
+LEVEL = 0.5
+
+
+def test_only_the_last_rise_through_the_level_and_the_intervals_a_dip_could_hide_in_are_refined():
+    # normalized curve: crosses 0.5 between indices 3 and 4, then 0.52 (within 2σ of the level), then well above
+    z = np.array([0.0, 0.01, -0.01, 0.2, 0.52, 0.95, 1.0, 1.02, 0.98, 1.0])
+    assert onset_intervals(z, LEVEL) == [3, 4]
+    # an earlier excursion above the level does not matter: only the last rise through it
+    assert onset_intervals(np.array([0.0, 0.7, 0.1, 0.0, 0.9, 1.0, 1.0, 1.01, 0.99]), LEVEL) == [3]
+    # a curve that noisy (σ > 10% of its rise) gets no dip search, only its last crossing
+    noisy = np.array([0.0, 0.1, 0.0, 0.3, 0.9, 0.55, 1.2, 0.6, 1.1, 0.7, 1.0])
+    assert onset_intervals(noisy, LEVEL) == [3]
+
+
+def _curve(dip_at: int | None) -> pd.Series:
+    """Exact match in two steps on the log axis: 0 -> 0.42 at step 150, just above the onset level
+    (0.4, half the final 0.8) and alternately ±0.01 around it to step 400, then -> 0.8 at step
+    450; `dip_at`: one checkpoint at 0.39."""
+    steps = np.asarray(STEPS)
+    x = np.log10(steps + 1)
+    value = 0.42 / (1 + np.exp(-(x - np.log10(151)) / 0.02)) + 0.38 / (1 + np.exp(-(x - np.log10(451)) / 0.02))
+    resting = (steps >= 200) & (steps <= 400)
+    value[resting] += np.where(steps[resting] % 10, 0.01, -0.01)
+    if dip_at is not None:
+        value[STEPS.index(dip_at)] = 0.39
+    return pd.Series(value, index=STEPS)
+
+
+def _adaptive_onset(curve: pd.Series, n: int = 8) -> tuple[float, int]:
+    """The onset an adaptive sweep finds on `curve`, and how many checkpoints it probed."""
+    probed = log_spaced(STEPS, n)
+    while True:
+        rows = pd.DataFrame({"step": sorted(probed), "probe": "capability", "metric": "toy/exact_match",
+                             "value": curve.loc[sorted(probed)].to_numpy()})
+        more = to_refine(STEPS, rows)
+        if more <= probed:
+            break
+        probed |= more
+    return detect_onset(rows["step"], rows["value"], n_boot=0).onset_step, len(probed)
+
+
+@pytest.mark.parametrize("dip_at", [None, 235, 330, 395])
+def test_a_dip_below_the_level_between_probed_checkpoints_is_found(dip_at):
+    curve = _curve(dip_at)
+    full = detect_onset(STEPS, curve.to_numpy(), n_boot=0)
+    assert full.has_onset and (dip_at is None or dip_at < full.onset_step < dip_at + 5)  # the dip sets the onset
+    onset, probed = _adaptive_onset(curve)
+    assert onset == pytest.approx(full.onset_step, rel=1e-12)
+    assert probed < len(STEPS)
