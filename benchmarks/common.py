@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import lightning as L
+from lightning.pytorch.loggers import Logger
 import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
@@ -36,10 +37,10 @@ def make(cfg, corpus: Corpus, **optim) -> tuple[LitGPT, BlocksDataModule]:
 
 class StepTimer(L.Callback):
     """Wall time from the start of batch `warmup` to the end of the last batch, with the
-    device's queue drained at both ends; also keeps every `train/mfu` the module logs."""
+    device's queue drained at both ends."""
 
     def __init__(self, warmup: int):
-        self.warmup, self.started, self.seconds, self.mfu = warmup, None, None, []
+        self.warmup, self.started, self.seconds = warmup, None, None
 
     def _sync(self, module):
         if module.device.type == "cuda":
@@ -51,24 +52,39 @@ class StepTimer(L.Callback):
             self.started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if batch_idx > self.warmup and "train/mfu" in trainer.callback_metrics:
-            self.mfu.append(float(trainer.callback_metrics["train/mfu"]))
         if trainer.global_step == trainer.max_steps:
             self._sync(pl_module)
             self.seconds = time.perf_counter() - self.started
 
 
-def fit_tokens_per_s(cfg, module, data, warmup: int, **trainer_kwargs) -> tuple[float, StepTimer]:
-    """Tokens/s of `trainer.fit` after `warmup` untimed steps (no checkpoints, no logger)."""
+class MetricRows(Logger):
+    """A logger that keeps every row the module logs, in memory (to read back `train/mfu`)."""
+
+    name, version = "metric_rows", 0
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[tuple[int, dict]] = []
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass  # only the metrics are read back
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        self.rows.append((step, dict(metrics)))
+
+
+def fit_tokens_per_s(cfg, module, data, warmup: int, **trainer_kwargs) -> float:
+    """Tokens/s of `trainer.fit` after `warmup` untimed steps (no checkpoints, no logger
+    unless one is passed)."""
     timer = StepTimer(warmup)
-    kwargs = dict(accelerator="cpu", devices=1, precision="32-true") | trainer_kwargs
-    trainer = L.Trainer(max_steps=cfg.trainer.max_steps, max_epochs=-1, logger=False,
-                        gradient_clip_val=cfg.trainer.gradient_clip_val, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-                        use_distributed_sampler=False, log_every_n_steps=cfg.trainer.log_every_n_steps, **kwargs)
+    kwargs = dict(accelerator="cpu", devices=1, precision="32-true", logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False,
+                  log_every_n_steps=cfg.trainer.log_every_n_steps) | trainer_kwargs
+    trainer = L.Trainer(max_steps=cfg.trainer.max_steps, max_epochs=-1, gradient_clip_val=cfg.trainer.gradient_clip_val,
+                        callbacks=[timer], use_distributed_sampler=False, **kwargs)
     trainer.fit(module, datamodule=data)
     steps = cfg.trainer.max_steps - warmup
-    return steps * cfg.data.batch_size * cfg.data.seq_len / timer.seconds, timer
+    return steps * cfg.data.batch_size * cfg.data.seq_len / timer.seconds
 
 
 def interleaved(repeats: int, *measures) -> list[list]:

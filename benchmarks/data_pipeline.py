@@ -68,10 +68,10 @@ def main():
 
         def in_memory_run():
             preloaded = BatchesInMemory(blocks, cfg.data.batch_size, cfg.seed, args.steps, device)
-            return fit_tokens_per_s(cfg, make(cfg, corpus)[0], preloaded, args.warmup, **trainer_kwargs)[0]
+            return fit_tokens_per_s(cfg, make(cfg, corpus)[0], preloaded, args.warmup, **trainer_kwargs)
 
         in_memory, loader = interleaved(args.repeats, in_memory_run,
-                                        lambda: fit_tokens_per_s(cfg, *make(cfg, corpus), args.warmup, **trainer_kwargs)[0])
+                                        lambda: fit_tokens_per_s(cfg, *make(cfg, corpus), args.warmup, **trainer_kwargs))
         m, l_ = statistics.median(in_memory), statistics.median(loader)
         alone = loader_seconds_per_batch(blocks, cfg.data.batch_size, cfg.seed)
         step = cfg.data.batch_size * cfg.data.seq_len / l_

@@ -16,7 +16,7 @@ import statistics
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from common import fit_tokens_per_s, make, train_config
+from common import MetricRows, fit_tokens_per_s, make, train_config
 from train.data import build_corpus
 from train.module import peak_flops
 
@@ -60,11 +60,13 @@ def main():
         module, data = make(cfg, corpus, fused_on_gpu=fused)
         if compiled:
             module.model.compile()
-        tokens_per_s, timer = fit_tokens_per_s(cfg, module, data, args.warmup, accelerator="gpu",
-                                               precision=precision)
+        rows = MetricRows()
+        tokens_per_s = fit_tokens_per_s(cfg, module, data, args.warmup, accelerator="gpu", precision=precision,
+                                        logger=rows)
         assert bool(module.trainer.optimizers[0].defaults.get("fused")) == fused, "fused AdamW not as asked"
         mfu = tokens_per_s * module.model.flops_per_token() / peak if peak else float("nan")
-        logged = statistics.median(timer.mfu) if timer.mfu else float("nan")
+        logged_mfu = [row["train/mfu"] for step, row in rows.rows if step >= args.warmup and "train/mfu" in row]
+        logged = statistics.median(logged_mfu) if logged_mfu else float("nan")
         first = first or tokens_per_s
         print(f"{name:>16} {tokens_per_s:>12,.0f} {mfu:>7.1%} {logged:>17.1%} {tokens_per_s / first:>8.2f}x", flush=True)
         del module, data

@@ -4,7 +4,9 @@ LR schedule, gradient clipping and batches, measured side by side in one process
     python benchmarks/train_loop_overhead.py [--sizes 13k 100k 340k] [--steps 300] [--repeats 4]
 
 Prints, per size, the median tokens/s of each loop over interleaved repeats and their ratio
-(target >= 0.95). The first `--warmup` steps of every measurement are not timed.
+(target >= 0.95). The first `--warmup` steps of every measurement are not timed. A third
+column runs the same module under `Trainer(barebones=True)`, every Trainer feature off
+(logging included): the floor of Lightning's own per-step bookkeeping.
 """
 
 from __future__ import annotations
@@ -51,14 +53,18 @@ def main():
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps "
           f"({args.warmup} untimed), {args.repeats} interleaved repeats")
-    print(f"{'size':>6} {'bare tok/s':>12} {'lightning tok/s':>16} {'ratio':>7}")
+    print(f"{'size':>6} {'bare tok/s':>12} {'lightning tok/s':>16} {'ratio':>7} {'barebones tok/s':>16} {'ratio':>7}")
     for size in args.sizes:
         cfg = train_config(f"model={size}", f"trainer.max_steps={args.steps}")
         corpus = build_corpus(cfg.data)
-        bare, lit = interleaved(args.repeats, lambda: bare_tokens_per_s(cfg, corpus, args.steps, args.warmup),
-                                lambda: fit_tokens_per_s(cfg, *make(cfg, corpus), args.warmup)[0])
-        b, l_ = statistics.median(bare), statistics.median(lit)
-        print(f"{size:>6} {b:>12,.0f} {l_:>16,.0f} {l_ / b:>7.3f}", flush=True)
+        measured = interleaved(
+            args.repeats, lambda: bare_tokens_per_s(cfg, corpus, args.steps, args.warmup),
+            lambda: fit_tokens_per_s(cfg, *make(cfg, corpus), args.warmup),
+            lambda: fit_tokens_per_s(cfg, *make(cfg, corpus), args.warmup, barebones=True, log_every_n_steps=0))
+        bare, lit, barebones = map(statistics.median, measured)
+        print(f"{size:>6} {bare:>12,.0f} {lit:>16,.0f} {lit / bare:>7.3f} {barebones:>16,.0f} {barebones / bare:>7.3f}",
+              flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -145,8 +145,10 @@ def test_wandb_offline_file_holds_the_logged_metrics(compose_train):
     assert per_task == {r["step"]: pytest.approx(r["val_loss_by_task"]["modular_addition"])
                         for r in rundir.read_manifest(run_dir)}
     train = [r for r in rows if "train/loss" in r]
-    assert len(train) == 4  # every 10 of 40 steps
+    # every 10 of 40 steps, one row each, at the index of the batch the loss was taken on
+    assert [r["trainer/global_step"] for r in train] == [9, 19, 29, 39]
     assert all({"train/lr", "train/tokens"} <= r.keys() for r in train)
+    assert [r["train/tokens"] for r in train] == [10 * 8 * 32, 20 * 8 * 32, 30 * 8 * 32, 40 * 8 * 32]
     # throughput over the interval since the previous log: from the second logged step on
     assert "train/tokens_per_s" not in train[0] and all(r["train/tokens_per_s"] > 0 for r in train[1:])
     assert not any("train/mfu" in r for r in train)  # MFU is logged on GPUs only
@@ -157,6 +159,13 @@ def test_csv_logger(compose_train):
     run_dir = run_training(compose_train(*TINY, "logger=csv"))
     header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "val/loss", "train/lr", "step"} <= set(header)
+
+
+def test_log_every_n_steps_0_logs_no_training_rows(compose_train):
+    run_dir = run_training(compose_train(*TINY, "logger=csv", "trainer.log_every_n_steps=0"))  # as in Lightning
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "val/loss" in header and not any(name.startswith("train/") for name in header)
+    assert [row["step"] for row in rundir.read_manifest(run_dir)] == TINY_STEPS
 
 
 @pytest.mark.parametrize("override,message", [
