@@ -12,8 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from train.rundir import atomic_write_bytes
+from train.rundir import atomic_write, atomic_write_bytes
 
 COLUMNS = ["experiment", "run", "model", "seed", "n_params", "n_params_non_embedding", "step", "tokens", "flops",
            "probe", "metric", "value", "checkpoint_sha256", "probe_hash"]
@@ -71,18 +73,29 @@ def done_probes(rows: pd.DataFrame, sha256: str, hashes: dict[str, str]) -> set[
     return {name for name, h in hashes.items() if ((current["probe"] == name) & (current["probe_hash"] == h)).any()}
 
 
-def consolidate(experiment_dir: Path, keep: set[tuple[str, int, str]], table: str = "checkpoints") -> pd.DataFrame:
+def consolidate(experiment_dir: Path, keep: set[tuple[str, int, str]], table: str = "checkpoints") -> Path:
     """All per-checkpoint files of `table` whose (run, step, sha256) is still in a manifest
-    -> results.parquet (or item_results.parquet)."""
+    -> results.parquet (or item_results.parquet), sorted by run, step, probe, metric (and item).
+    Streamed one file at a time, so memory stays flat in the number of checkpoints."""
     name, columns = TABLES[table]
-    files = sorted((output_dir(experiment_dir) / table).glob("*/step_*.parquet"))
-    tables = [t for t in (pd.read_parquet(f) for f in files) if len(t)]
-    rows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
-    mask = [(r, s, h) in keep for r, s, h in zip(rows["run"], rows["step"], rows["checkpoint_sha256"])]
-    rows = rows[mask].sort_values([c for c in ("run", "step", "probe", "metric", "item") if c in columns],
-                                  ignore_index=True)
-    write_parquet(output_dir(experiment_dir) / name, rows)
-    return rows
+    path = output_dir(experiment_dir) / name
+    files = sorted((output_dir(experiment_dir) / table).glob("*/step_*.parquet"))  # by run, then step
+    with atomic_write(path) as f:
+        writer = None
+        for file in files:
+            rows = pd.read_parquet(file)
+            rows = rows[[(r, s, h) in keep for r, s, h in zip(rows["run"], rows["step"], rows["checkpoint_sha256"])]]
+            if not len(rows):
+                continue
+            rows = rows.sort_values([c for c in ("probe", "metric", "item") if c in columns], ignore_index=True)
+            arrow = pa.Table.from_pandas(rows[columns], schema=writer.schema if writer else None, preserve_index=False)
+            writer = writer or pq.ParquetWriter(f, arrow.schema)
+            writer.write_table(arrow)
+        if writer:
+            writer.close()
+        else:
+            pd.DataFrame(columns=columns).to_parquet(f, index=False)
+    return path
 
 
 def read_item_results(experiment_dir: Path) -> pd.DataFrame | None:

@@ -209,7 +209,7 @@ def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers
     bar.close()
     summary.left_out = len(rows) - len(selected)
     store.consolidate(experiment_dir, keep, "items")
-    summary.table = store.consolidate(experiment_dir, keep)
+    summary.table = pd.read_parquet(store.consolidate(experiment_dir, keep))
     return summary
 
 

@@ -64,6 +64,41 @@ def test_tidy_rows_for_every_run_step_probe_metric(experiment):
     assert pd.read_parquet(experiment / "observatory" / "results.parquet").equals(table)
 
 
+def _item_file(experiment, run, step, sha, rows):
+    """One checkpoint's item rows, written in a scrambled order: (probe, metric, item, value)."""
+    table = pd.DataFrame([{"run": run, "step": step, "probe": p, "metric": m, "item": i, "value": v, "weight": 1.0,
+                           "checkpoint_sha256": sha, "probe_hash": "h"} for p, m, i, v in rows])
+    store.write_parquet(store.checkpoint_file(experiment, run, step, "items"), table[store.ITEM_COLUMNS])
+    return table
+
+
+def test_consolidation_streams_the_kept_rows_sorted_and_never_tears_the_old_table(tmp_path, monkeypatch):
+    rows = [("capability", "b/exact_match", 2, 0.5), ("capability", "a/exact_match", 1, 1.0),
+            ("capability", "a/exact_match", 0, 0.0)]
+    written = [_item_file(tmp_path, run, step, f"sha{step}", rows)
+               for run, step in [("13k-s1", 4), ("13k-s0", 10), ("13k-s0", 2), ("13k-s0", 4)]]
+    keep = {("13k-s0", 2, "sha2"), ("13k-s0", 10, "sha10"), ("13k-s1", 4, "sha4")}  # 13k-s0 step 4: replaced
+    path = store.consolidate(tmp_path, keep, "items")
+    expected = pd.concat(written).query("not (run == '13k-s0' and step == 4)")
+    expected = expected.sort_values(["run", "step", "probe", "metric", "item"], ignore_index=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), expected)
+
+    real_read = pd.read_parquet
+    calls = []
+    def read_then_fail(file, *args, **kwargs):  # a crash after the first file has been streamed
+        calls.append(file)
+        if len(calls) == 2:
+            raise OSError("disk gone")
+        return real_read(file, *args, **kwargs)
+    monkeypatch.setattr(pd, "read_parquet", read_then_fail)
+    with pytest.raises(OSError, match="disk gone"):
+        store.consolidate(tmp_path, set(), "items")
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(pd.read_parquet(path), expected)  # the old table, whole
+    assert not any(".tmp-" in f.name for f in path.parent.iterdir())  # the temp file went with the error
+    assert list(pd.read_parquet(store.consolidate(tmp_path, set(), "items")).columns) == store.ITEM_COLUMNS
+
+
 def test_item_scores_are_stored_and_average_to_each_capability_metric(experiment):
     table = sweep(experiment, PROBES, progress=False).table
     items = pd.read_parquet(experiment / "observatory" / "item_results.parquet")

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import struct
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -53,14 +54,16 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then `os.replace`: readers see the
-    old file or the new one, never a torn one."""
+@contextmanager
+def atomic_write(path: Path):
+    """A binary file to write `path` through: a temp file in the same directory, fsynced and
+    moved over `path` with `os.replace` on success, removed on error. Readers see the old
+    file or the new one, never a torn one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -68,6 +71,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 def remove_temp_files(run_dir: Path) -> None:

@@ -23,7 +23,7 @@ def capability(ctx, cfg) -> dict[str, float]:
 
 def _item_scores(ctx, rows, positions, targets) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """{metric: (item rows, per-item value, per-item weight)} for one task's answer tokens."""
-    logprobs = ctx.forward("items").logprobs[rows, positions]  # (K answer tokens, V)
+    logprobs = ctx.forward("items").logprobs(rows, positions)  # (K answer tokens, V)
     target_logprob = logprobs.gather(1, targets[:, None]).squeeze(1).double()  # (K,)
     correct = (logprobs.argmax(-1) == targets).double()
     brier = (1 - 2 * target_logprob.exp() + (logprobs.double().exp() ** 2).sum(-1))  # sum_v (p_v - onehot_v)^2

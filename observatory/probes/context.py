@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import functools
-from functools import cached_property
 
 import torch
 
@@ -85,9 +84,9 @@ class Forward:
     def __init__(self, tokens: torch.Tensor, logits: torch.Tensor, cache: dict[str, torch.Tensor]):
         self.tokens, self.logits, self.cache = tokens, logits, cache  # (N, T), (N, T, V), hook -> activations
 
-    @cached_property
-    def logprobs(self) -> torch.Tensor:
-        return self.logits.float().log_softmax(-1)  # (N, T, V)
+    def logprobs(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities at the given (row, position) pairs only: (K, V)."""
+        return self.logits[rows, positions].float().log_softmax(-1)
 
 
 @dataclass
@@ -114,11 +113,15 @@ class Context:
     def forward(self, name: str) -> Forward:
         if name not in self._forwards:
             tokens, hooks = self.inputs[name], sorted(self.hooks.get(name, ()))
-            logits, caches = [], []
-            for batch in tokens.split(self.batch_size):
-                out, cache = self.model.run_with_cache(batch, names_filter=hooks)
-                logits.append(out)
-                caches.append(cache)
-            cache = {h: torch.cat([c[h] for c in caches]) for h in hooks}
-            self._forwards[name] = Forward(tokens, torch.cat(logits), cache)
+            outputs = {}  # "logits" and each hook -> (N, ...), filled batch by batch
+            for start in range(0, len(tokens), self.batch_size):
+                logits, cache = self.model.run_with_cache(tokens[start : start + self.batch_size], names_filter=hooks)
+                for key, batch in {"logits": logits, **cache}.items():
+                    # allocated once at full size and filled in place: concatenating per-batch
+                    # outputs takes a second full-size copy, and fresh memory is slow to touch on CPU
+                    if key not in outputs:
+                        outputs[key] = batch.new_empty((len(tokens), *batch.shape[1:]))
+                    outputs[key][start : start + len(batch)] = batch
+            logits = outputs.pop("logits")
+            self._forwards[name] = Forward(tokens, logits, outputs)
         return self._forwards[name]
