@@ -99,6 +99,8 @@ class LitGPT(L.LightningModule):
         loss = self.last_train_loss
         if self.trainer.progress_bar_callback is not None:
             self.log("train/loss", loss, prog_bar=True, logger=False)
+        if not self.loggers:
+            return  # nothing would read the row: spare the .item() sync
         metrics = {"train/loss": loss.item(), "train/tokens": float(step * self.hparams.tokens_per_step),
                    "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"]}
         # throughput over the whole interval since the last log: data loading, optimizer
