@@ -5,8 +5,11 @@ vs the same run with no checkpoint callback, side by side in one process.
     python benchmarks/checkpoint_cost.py [--sizes 13k 100k] [--steps 2000] [--repeats 2]
 
 Prints, per size, the wall time of each, the share of the run the checkpoints add
-((with - without) / with), and the share measured directly inside the callback
-(target <= 3%).
+((with - without) / with), the share measured directly inside the callback (target <= 3%),
+and, within the runs with checkpoints, how much longer than the run's median step the AFTER
+steps following each checkpoint took, as a share of the run: a checkpoint that slowed the
+steps after it (which the time inside the callback does not see) would show there, free of
+the drift between runs.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import lightning as L
+import numpy as np
+
 from common import interleaved, make, train_config
 from train.checkpointing import ScheduledCheckpoints
 from train.config import plain_config
@@ -25,35 +31,64 @@ from train.data import build_corpus
 from train.runner import _trainer
 
 
-class TimedCheckpoints(ScheduledCheckpoints):
-    """The real callback, with the time spent in it added up."""
+AFTER = 10  # steps after each checkpoint compared with the run's median step
 
-    seconds = 0.0
+
+class TimedCheckpoints(ScheduledCheckpoints):
+    """The real callback, with the seconds spent in it after each step (0: at train start)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seconds: dict[int, float] = {}
 
     def on_train_start(self, trainer, pl_module) -> None:
         started = time.perf_counter()
         super().on_train_start(trainer, pl_module)
-        self.seconds += time.perf_counter() - started
+        self.seconds[0] = time.perf_counter() - started
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         started = time.perf_counter()
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        self.seconds += time.perf_counter() - started
+        self.seconds[trainer.global_step] = time.perf_counter() - started
 
 
-def timed_run(cfg, corpus, run_dir: Path, checkpoints: bool) -> tuple[float, float, int]:
-    """(wall seconds of fit, seconds inside the checkpoint callback, checkpoints written)."""
+class StepEnds(L.Callback):
+    """When each step ended, before any later callback (the checkpoint's) runs."""
+
+    def __init__(self):
+        self.at: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.at[trainer.global_step] = time.perf_counter()
+
+
+def seconds_lost_after(ends: dict[int, float], in_callback: dict[int, float], written: list[int]) -> float:
+    """Seconds the AFTER steps following each written checkpoint took beyond the run's median
+    step (negative: faster); a step's duration leaves out the checkpoint callback run in it."""
+    steps = sorted(ends)
+    duration = {b: ends[b] - ends[a] - in_callback.get(a, 0.0) for a, b in zip(steps, steps[1:])}
+    median = np.median(list(duration.values()))
+    return float(sum(duration[s + k] - median for s in written for k in range(1, AFTER + 1) if s + k in duration))
+
+
+def timed_run(cfg, corpus, run_dir: Path, checkpoints: bool) -> tuple[float, float, int, float]:
+    """(wall seconds of fit, seconds inside the checkpoint callback, checkpoints written,
+    seconds lost in the steps after them)."""
     run_dir.mkdir(parents=True)
     module, data = make(cfg, corpus)
     trainer, _, _ = _trainer(cfg, plain_config(cfg), run_dir, module.hparams.tokens_per_step)
     [real] = [c for c in trainer.callbacks if isinstance(c, ScheduledCheckpoints)]
     trainer.callbacks.remove(real)
-    timed = TimedCheckpoints(run_dir, sorted(real.steps), real.resume_every, real.tokens_per_step)
+    timed, ends = TimedCheckpoints(run_dir, sorted(real.steps), real.resume_every, real.tokens_per_step), StepEnds()
+    trainer.callbacks.insert(0, ends)
     if checkpoints:
         trainer.callbacks.append(timed)
     started = time.perf_counter()
     trainer.fit(module, datamodule=data)
-    return time.perf_counter() - started, timed.seconds, len(list(run_dir.glob("step_*.safetensors")))
+    seconds = time.perf_counter() - started
+    written = sorted(timed.steps & set(ends.at)) if checkpoints else []
+    lost_after = seconds_lost_after(ends.at, timed.seconds, written)
+    return seconds, sum(timed.seconds.values()), len(list(run_dir.glob("step_*.safetensors"))), lost_after
 
 
 def main():
@@ -63,7 +98,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     print(f"default schedule, {args.steps} steps, {args.repeats} interleaved repeat(s)")
-    print(f"{'size':>6} {'checkpoints':>11} {'with (s)':>9} {'without (s)':>12} {'added':>7} {'in callback':>12}")
+    print(f"{'size':>6} {'checkpoints':>11} {'with (s)':>9} {'without (s)':>12} {'added':>7} {'in callback':>12} "
+          f"{f'{AFTER} steps after':>15}")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             cfg = train_config(f"model={size}", f"trainer.max_steps={args.steps}", "trainer.enable_progress_bar=false")
@@ -72,10 +108,11 @@ def main():
             with_, without = interleaved(args.repeats, lambda: timed_run(cfg, corpus, Path(tmp) / f"{size}-{next(runs)}", True),
                                          lambda: timed_run(cfg, corpus, Path(tmp) / f"{size}-{next(runs)}", False))
             n = with_[0][2]
-            inside = [in_callback / seconds for seconds, in_callback, _ in with_]
+            inside = [in_callback / seconds for seconds, in_callback, _, _ in with_]
+            after = statistics.median(lost_after / seconds for seconds, _, _, lost_after in with_)
             w, wo = statistics.median(r[0] for r in with_), statistics.median(r[0] for r in without)
-            print(f"{size:>6} {n:>11} {w:>9.1f} {wo:>12.1f} {(w - wo) / w:>7.1%} {statistics.median(inside):>12.1%}",
-                  flush=True)
+            print(f"{size:>6} {n:>11} {w:>9.1f} {wo:>12.1f} {(w - wo) / w:>7.1%} {statistics.median(inside):>12.1%} "
+                  f"{after:>+15.1%}", flush=True)
 
 
 if __name__ == "__main__":
