@@ -12,6 +12,7 @@ x = log10(step + 1): checkpoints are log-spaced, and so are the transitions we l
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -181,42 +182,48 @@ def item_bootstrap(onset: Onset, steps, item_values: np.ndarray, weights: np.nda
 
 
 def _item_curves(items: pd.DataFrame | None) -> dict:
-    """(run, probe, metric) -> (steps × items values, items' weights) from item_results."""
+    """(probe, metric) -> (steps × items values, items' weights) from one run's item results."""
     if items is None or not len(items):
         return {}
     curves = {}
-    for key, rows in items.groupby(["run", "probe", "metric"], sort=False):
+    for key, rows in items.groupby(["probe", "metric"], sort=False, observed=True):
         grid = rows.pivot_table(index="step", columns="item", values="value").dropna(axis=1)
         weights = rows.drop_duplicates("item").set_index("item")["weight"].reindex(grid.columns)
         curves[key] = (grid, weights.to_numpy(dtype=float))
     return curves
 
 
-def emergence_table(results: pd.DataFrame, items: pd.DataFrame | None = None, fraction: float = 0.5,
-                    n_boot: int = 100) -> pd.DataFrame:
+def emergence_table(results: pd.DataFrame, item_results: Callable[[str], pd.DataFrame | None] | None = None,
+                    fraction: float = 0.5, n_boot: int = 100) -> pd.DataFrame:
     """One row per run × probe metric with its onset (steps, tokens, FLOPs) or the reason for
-    none. `items` (item_results) gives the curves that are item means an item bootstrap."""
-    item_curves = _item_curves(items)
+    none. `item_results(run)` (that run's rows of item_results) gives the curves that are item
+    means an item bootstrap; it is called once per run, so memory stays flat in the runs."""
     rows = []
-    for (run, probe, metric), curve in results.groupby(["run", "probe", "metric"], sort=True):
-        curve = curve.sort_values("step")
-        by_items = item_curves.get((run, probe, metric))
-        onset = detect_onset(curve["step"], oriented(probe, metric, curve["value"].to_numpy()), fraction,
-                             min_rise=min_rise(metric), n_boot=0 if by_items else n_boot)
-        if by_items and onset.has_onset:
-            grid, weights = by_items
-            onset = item_bootstrap(onset, grid.index.to_numpy(), oriented(probe, metric, grid.to_numpy()), weights,
-                                   n_boot, fraction=fraction, min_rise=min_rise(metric))
-        first = curve.iloc[0]
-        row = {"experiment": first["experiment"], "run": run, "model": first["model"], "seed": int(first["seed"]),
-               "n_params": int(first["n_params"]), "probe": probe, "metric": metric} | asdict(onset)
-        if onset.has_onset:
-            per_step = curve["tokens"].iloc[-1] / max(curve["step"].iloc[-1], 1)
-            row["onset_tokens"] = onset.onset_step * per_step
-            row["onset_flops"] = 6.0 * first["n_params_non_embedding"] * row["onset_tokens"]
-        row["start_value"], row["final_value"] = float(curve["value"].iloc[0]), float(curve["value"].iloc[-1])
-        rows.append(row)
+    for run, run_results in results.groupby("run", sort=True):
+        item_curves = _item_curves(item_results(run) if item_results else None)
+        for (probe, metric), curve in run_results.groupby(["probe", "metric"], sort=True):
+            rows.append(_onset_row(curve.sort_values("step"), item_curves.get((probe, metric)), fraction, n_boot))
     return pd.DataFrame(rows)
+
+
+def _onset_row(curve: pd.DataFrame, by_items: tuple | None, fraction: float, n_boot: int) -> dict:
+    """One curve's emergence row; `by_items`: its (steps × items grid, weights) if an item mean."""
+    first = curve.iloc[0]
+    probe, metric = first["probe"], first["metric"]
+    onset = detect_onset(curve["step"], oriented(probe, metric, curve["value"].to_numpy()), fraction,
+                         min_rise=min_rise(metric), n_boot=0 if by_items else n_boot)
+    if by_items and onset.has_onset:
+        grid, weights = by_items
+        onset = item_bootstrap(onset, grid.index.to_numpy(), oriented(probe, metric, grid.to_numpy()), weights,
+                               n_boot, fraction=fraction, min_rise=min_rise(metric))
+    row = {"experiment": first["experiment"], "run": first["run"], "model": first["model"], "seed": int(first["seed"]),
+           "n_params": int(first["n_params"]), "probe": probe, "metric": metric} | asdict(onset)
+    if onset.has_onset:
+        per_step = curve["tokens"].iloc[-1] / max(curve["step"].iloc[-1], 1)
+        row["onset_tokens"] = onset.onset_step * per_step
+        row["onset_flops"] = 6.0 * first["n_params_non_embedding"] * row["onset_tokens"]
+    row["start_value"], row["final_value"] = float(curve["value"].iloc[0]), float(curve["value"].iloc[-1])
+    return row
 
 
 def onsets_over_seeds(results: pd.DataFrame, fraction: float = 0.5, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:

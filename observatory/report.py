@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -179,7 +180,8 @@ def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5)
     results = pd.read_parquet(out / "results.parquet")
     if results.empty:
         raise ValueError(f"{out / 'results.parquet'} is empty: run python -m observatory first")
-    emergence = emergence_table(results, store.read_item_results(experiment_dir), fraction=fraction, n_boot=n_boot)
+    emergence = emergence_table(results, partial(store.read_item_results, experiment_dir), fraction=fraction,
+                                n_boot=n_boot)
     scale, mirage = scale_table(results, emergence), mirage_table(emergence)
     over_seeds = onsets_over_seeds(results, fraction=fraction, n_boot=n_boot)
     tables = {"emergence": emergence, "scale": scale, "mirage": mirage, "onsets_over_seeds": over_seeds}

@@ -80,7 +80,7 @@ def item_experiment(item_onsets: np.ndarray):
     results = items.groupby(["run", "step", "probe", "metric"], as_index=False)["value"].mean()
     results = results.assign(experiment="e", model="m", seed=0, n_params=10, n_params_non_embedding=5,
                              tokens=results["step"] * 100)
-    return emergence_table(results, items, n_boot=200).iloc[0]
+    return emergence_table(results, lambda run: items[items["run"] == run], n_boot=200).iloc[0]
 
 
 def test_item_bootstrap_interval_is_that_of_the_median_switch_and_narrows_with_more_items():

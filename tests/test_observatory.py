@@ -6,8 +6,10 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from conftest import REPO
 from hydra import compose, initialize_config_module
@@ -113,6 +115,22 @@ def test_item_scores_are_stored_and_average_to_each_capability_metric(experiment
     copy = items[(items["run"] == "13k-s0") & (items["step"] == 20) & (items["metric"] == "induction/exact_match")]
     assert {probe_items[i]["task"] for i in copy["item"]} == {"induction"}
     assert {probe_items[i].get("split") for i in copy["item"]} == {"heldout"}
+
+
+def test_the_report_reads_item_scores_one_run_at_a_time(experiment):
+    sweep(experiment, PROBES, progress=False)
+    path = experiment / "observatory" / "item_results.parquet"
+    items = pd.read_parquet(path)
+    assert items["run"].nunique() == 2
+    for run, rows in items.groupby("run"):
+        one = store.read_item_results(experiment, run)
+        expected = rows[["step", "probe", "metric", "item", "value", "weight"]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(one.astype({"probe": str, "metric": str}), expected)
+    assert store.read_item_results(experiment, "no-such-run").empty
+    # a row group per checkpoint: the reader skips the other runs' groups by their statistics
+    metadata = pq.ParquetFile(path).metadata
+    runs = [metadata.row_group(i).column(0).statistics for i in range(metadata.num_row_groups)]
+    assert metadata.num_row_groups == 16 and all(stats.min == stats.max for stats in runs)
 
 
 def test_rerun_skips_what_is_done_and_computes_only_what_is_new(experiment):
@@ -243,7 +261,7 @@ def test_adaptive_sweep_locates_onsets_as_the_full_sweep_does_from_fewer_checkpo
     # every onset the full sweep finds robustly (in >= 90% of its item resamples, or a curve
     # without items) comes out identical: the same two checkpoints around its last crossing
     # and the same start and final values give the same interpolated step
-    full_items = pd.read_parquet(full_dir / "observatory" / "item_results.parquet")
+    full_items = partial(store.read_item_results, full_dir)
     full_onsets = emergence_table(full.table, full_items, n_boot=100).set_index(["probe", "metric"])
     adaptive_onsets = emergence_table(adaptive.table, n_boot=0).set_index(["probe", "metric"])
     found_in = full_onsets["onset_found_in"]
