@@ -14,6 +14,8 @@ found such onsets in 22-40% of resamples) and only probing nearly every checkpoi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -68,3 +70,18 @@ def to_refine(steps: list[int], rows: pd.DataFrame, fraction: float = 0.5) -> se
             if middle is not None:
                 wanted.add(middle)
     return wanted
+
+
+def coarse_to_fine(steps: dict[str, list[int]], n: int, done: dict[str, set[int]],
+                   probe: Callable[[dict[str, set[int]]], dict[str, pd.DataFrame]]) -> dict[str, set[int]]:
+    """The steps of each run's saved `steps` worth probing: about `n` log-spaced ones and those
+    already `done`, then whatever `to_refine` asks for, until it asks for nothing new.
+    `probe(selected)` probes what it has not yet of `selected` and returns the rows so far of
+    each run that has any."""
+    selected = {run: log_spaced(saved, n) | done.get(run, set()) for run, saved in steps.items()}
+    while True:
+        more = {run: to_refine(steps[run], run_rows) for run, run_rows in probe(selected).items()}
+        if all(wanted <= selected[run] for run, wanted in more.items()):
+            return selected
+        for run, wanted in more.items():
+            selected[run] |= wanted

@@ -175,18 +175,14 @@ def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers
         done = store.done_probes(rows[ckpt], ckpt.sha256, hashes)
         return {n: c for n, c in probe_cfgs.items() if n not in done}
 
-    selected = {c for c in rows if not missing(c)}  # already done: always part of the picture
-    summary.skipped = len(selected)
-    if adaptive:
-        for run, by_step in checkpoints.items():
-            selected |= {by_step[s] for s in adaptive_selection.log_spaced(sorted(by_step), adaptive)}
-    else:
-        selected = set(rows)
+    done = {c for c in rows if not missing(c)}  # already done: always part of the picture
+    summary.skipped = len(done)
     probed = set()
     bar = tqdm(unit="probe", desc="probing checkpoints", disable=not progress)
-    while True:
+
+    def probe(selected: set[Checkpoint]) -> None:
         todo = {c: m for c in sorted(selected - probed, key=lambda c: (c.run, c.step)) if (m := missing(c))}
-        probed |= selected
+        probed.update(selected)
         bar.total = (bar.total or 0) + sum(map(len, todo.values()))
         for ckpt, results, error in _run(todo, workers, batch_size):  # workers return results; only we write
             redone = list(todo[ckpt])
@@ -196,18 +192,21 @@ def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers
                 continue
             rows[ckpt] = _store(experiment_dir, ckpt, infos[ckpt.run], results, hashes, rows[ckpt], redone)
             summary.probed += 1
-        if not adaptive:
-            break
-        more = set()
-        for run, by_step in checkpoints.items():
-            done = [rows[c] for c in by_step.values() if c in probed and len(rows[c])]
-            if done:
-                more |= {by_step[s] for s in adaptive_selection.to_refine(sorted(by_step), pd.concat(done))}
-        if more <= selected:
-            break
-        selected |= more
+
+    def probe_steps(selected: dict[str, set[int]]) -> dict[str, pd.DataFrame]:
+        probe({checkpoints[run][step] for run, steps in selected.items() for step in steps})
+        frames = {run: [rows[c] for c in by_step.values() if c in probed and len(rows[c])]
+                  for run, by_step in checkpoints.items()}
+        return {run: pd.concat(run_frames) for run, run_frames in frames.items() if run_frames}
+
+    if adaptive:
+        chosen = adaptive_selection.coarse_to_fine(
+            {run: sorted(by_step) for run, by_step in checkpoints.items()}, adaptive,
+            {run: {c.step for c in done if c.run == run} for run in checkpoints}, probe_steps)
+        summary.left_out = len(rows) - sum(map(len, chosen.values()))
+    else:
+        probe(set(rows))
     bar.close()
-    summary.left_out = len(rows) - len(selected)
     store.consolidate(experiment_dir, keep, "items")
     summary.table = pd.read_parquet(store.consolidate(experiment_dir, keep))
     return summary

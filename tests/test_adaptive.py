@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from observatory.adaptive import log_spaced, onset_intervals, to_refine
+from observatory.adaptive import coarse_to_fine, onset_intervals
 from observatory.emergence import detect_onset
 
 STEPS = list(range(0, 1001, 5))  # 201 dense checkpoints
@@ -38,15 +38,15 @@ def _curve(dip_at: int | None) -> pd.Series:
 
 def _adaptive_onset(curve: pd.Series, n: int = 8) -> tuple[float, int]:
     """The onset an adaptive sweep finds on `curve`, and how many checkpoints it probed."""
-    probed = log_spaced(STEPS, n)
-    while True:
-        rows = pd.DataFrame({"step": sorted(probed), "probe": "capability", "metric": "toy/exact_match",
-                             "value": curve.loc[sorted(probed)].to_numpy()})
-        more = to_refine(STEPS, rows)
-        if more <= probed:
-            break
-        probed |= more
-    return detect_onset(rows["step"], rows["value"], n_boot=0).onset_step, len(probed)
+
+    def probe(selected: dict[str, set[int]]) -> dict[str, pd.DataFrame]:
+        steps = sorted(selected["toy"])
+        return {"toy": pd.DataFrame({"step": steps, "probe": "capability", "metric": "toy/exact_match",
+                                     "value": curve.loc[steps].to_numpy()})}
+
+    chosen = coarse_to_fine({"toy": STEPS}, n, {}, probe)
+    rows = probe(chosen)["toy"]
+    return detect_onset(rows["step"], rows["value"], n_boot=0).onset_step, len(rows)
 
 
 @pytest.mark.parametrize("dip_at", [None, 235, 330, 395])
