@@ -29,6 +29,8 @@ MIN_NOISE = 0.01  # σ read from a few probed checkpoints can come out 0 (equal 
 def log_spaced(steps: list[int], n: int) -> set[int]:
     """About `n` of the sorted `steps`, even on log10(step + 1), with the first two and last two
     (where the onset detector reads a curve's start and final values)."""
+    if not steps:  # a run that has saved nothing yet
+        return set()
     x = np.log10(np.asarray(steps, dtype=float) + 1)
     picked = {steps[int(np.argmin(np.abs(x - t)))] for t in np.linspace(x[0], x[-1], n)}
     return picked | set(steps[:2]) | set(steps[-2:])

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from observatory.adaptive import coarse_to_fine, onset_intervals
+from observatory.adaptive import coarse_to_fine, log_spaced, onset_intervals
 from observatory.emergence import detect_onset
 
 STEPS = list(range(0, 1001, 5))  # 201 dense checkpoints
@@ -57,3 +57,17 @@ def test_a_dip_below_the_level_between_probed_checkpoints_is_found(dip_at):
     onset, probed = _adaptive_onset(curve)
     assert onset == pytest.approx(full.onset_step, rel=1e-12)
     assert probed < len(STEPS)
+
+
+def test_a_run_that_has_saved_nothing_yet_is_left_alone():
+    assert log_spaced([], 8) == set()
+    curve = _curve(None)
+
+    def probe(selected: dict[str, set[int]]) -> dict[str, pd.DataFrame]:
+        assert selected["empty"] == set()
+        steps = sorted(selected["toy"])
+        return {"toy": pd.DataFrame({"step": steps, "probe": "capability", "metric": "toy/exact_match",
+                                     "value": curve.loc[steps].to_numpy()})}
+
+    chosen = coarse_to_fine({"empty": [], "toy": STEPS}, 8, {}, probe)
+    assert chosen["empty"] == set() and len(chosen["toy"]) == _adaptive_onset(curve)[1]
