@@ -44,12 +44,13 @@ class TimedCheckpoints(ScheduledCheckpoints):
     def on_train_start(self, trainer, pl_module) -> None:
         started = time.perf_counter()
         super().on_train_start(trainer, pl_module)
-        self.seconds[0] = time.perf_counter() - started
+        self.seconds[0] = self.seconds.get(0, 0.0) + time.perf_counter() - started
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         started = time.perf_counter()
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        self.seconds[trainer.global_step] = time.perf_counter() - started
+        step = trainer.global_step  # called again at the same step while gradients accumulate
+        self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
 
 
 class StepEnds(L.Callback):
@@ -63,12 +64,15 @@ class StepEnds(L.Callback):
 
 
 def seconds_lost_after(ends: dict[int, float], in_callback: dict[int, float], written: list[int]) -> float:
-    """Seconds the AFTER steps following each written checkpoint took beyond the run's median
-    step (negative: faster); a step's duration leaves out the checkpoint callback run in it."""
+    """Seconds the AFTER steps following each written checkpoint (each step once, where
+    checkpoints are closer than that) took beyond the run's median step (negative: faster); a
+    step's duration leaves out the checkpoint callback run in it. The first steps of a run are
+    its slowest and follow the densest checkpoints (1, 2, 4, ...): an upper bound."""
     steps = sorted(ends)
     duration = {b: ends[b] - ends[a] - in_callback.get(a, 0.0) for a, b in zip(steps, steps[1:])}
+    after = {s + k for s in written for k in range(1, AFTER + 1)} & duration.keys()
     median = np.median(list(duration.values()))
-    return float(sum(duration[s + k] - median for s in written for k in range(1, AFTER + 1) if s + k in duration))
+    return float(sum(duration[step] - median for step in after))
 
 
 def timed_run(cfg, corpus, run_dir: Path, checkpoints: bool) -> tuple[float, float, int, float]:

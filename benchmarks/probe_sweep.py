@@ -71,20 +71,9 @@ def cost_ratio(run_dir: Path, probes: dict, repeats: int, batch_size: int = 256)
     print(f"bare forward {b * 1000:.1f} ms, all probes {p * 1000:.1f} ms, ratio {p / b:.2f} (target <= 1.5)")
 
 
-def own_peak_rss() -> float:
-    """This process's peak RSS in MiB. Linux's VmHWM, not getrusage's ru_maxrss: a process
-    started from this one inherits in ru_maxrss the RSS its parent had when it started it."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        return next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmHWM")) / 1024
-    import resource  # elsewhere (macOS: bytes), with the caveat above
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 def peak_rss(code: str, experiment: Path) -> float:
     """Peak RSS (MiB) of a fresh process running `code` on the experiment (sys.argv[1])."""
-    code += "; from benchmarks.probe_sweep import own_peak_rss; print(own_peak_rss())"
+    code += "; from benchmarks.memory import own_peak_rss; print(own_peak_rss())"
     out = subprocess.run([sys.executable, "-c", code, str(experiment)], cwd=REPO, capture_output=True, text=True,
                          check=True)
     return float(out.stdout.strip().splitlines()[-1])
