@@ -36,14 +36,20 @@ def _curve(dip_at: int | None) -> pd.Series:
     return pd.Series(value, index=STEPS)
 
 
-def _adaptive_onset(curve: pd.Series, n: int = 8) -> tuple[float, int]:
-    """The onset an adaptive sweep finds on `curve`, and how many checkpoints it probed."""
+def _probe(curve: pd.Series):
+    """A sweep's probe callback for run "toy", whose exact-match curve is `curve`."""
 
     def probe(selected: dict[str, set[int]]) -> dict[str, pd.DataFrame]:
         steps = sorted(selected["toy"])
         return {"toy": pd.DataFrame({"step": steps, "probe": "capability", "metric": "toy/exact_match",
                                      "value": curve.loc[steps].to_numpy()})}
 
+    return probe
+
+
+def _adaptive_onset(curve: pd.Series, n: int = 8) -> tuple[float, int]:
+    """The onset an adaptive sweep finds on `curve`, and how many checkpoints it probed."""
+    probe = _probe(curve)
     chosen = coarse_to_fine({"toy": STEPS}, n, {}, probe)
     rows = probe(chosen)["toy"]
     return detect_onset(rows["step"], rows["value"], n_boot=0).onset_step, len(rows)
@@ -62,12 +68,11 @@ def test_a_dip_below_the_level_between_probed_checkpoints_is_found(dip_at):
 def test_a_run_that_has_saved_nothing_yet_is_left_alone():
     assert log_spaced([], 8) == set()
     curve = _curve(None)
+    probe_toy = _probe(curve)
 
     def probe(selected: dict[str, set[int]]) -> dict[str, pd.DataFrame]:
         assert selected["empty"] == set()
-        steps = sorted(selected["toy"])
-        return {"toy": pd.DataFrame({"step": steps, "probe": "capability", "metric": "toy/exact_match",
-                                     "value": curve.loc[steps].to_numpy()})}
+        return probe_toy(selected)
 
     chosen = coarse_to_fine({"empty": [], "toy": STEPS}, 8, {}, probe)
     assert chosen["empty"] == set() and len(chosen["toy"]) == _adaptive_onset(curve)[1]
