@@ -63,7 +63,7 @@ class StepEnds(L.Callback):
         self.at[trainer.global_step] = time.perf_counter()
 
 
-def seconds_lost_after(ends: dict[int, float], in_callback: dict[int, float], written: list[int]) -> float:
+def seconds_lost_after(ends: dict[int, float], in_callback: dict[int, float], written: set[int]) -> float:
     """Seconds the AFTER steps following each written checkpoint (each step once, where
     checkpoints are closer than that) took beyond the run's median step (negative: faster); a
     step's duration leaves out the checkpoint callback run in it. The first steps of a run are
@@ -90,7 +90,7 @@ def timed_run(cfg, corpus, run_dir: Path, checkpoints: bool) -> tuple[float, flo
     started = time.perf_counter()
     trainer.fit(module, datamodule=data)
     seconds = time.perf_counter() - started
-    written = sorted(timed.steps & set(ends.at)) if checkpoints else []
+    written = timed.steps & ends.at.keys() if checkpoints else set()
     lost_after = seconds_lost_after(ends.at, timed.seconds, written)
     return seconds, sum(timed.seconds.values()), len(list(run_dir.glob("step_*.safetensors"))), lost_after
 
