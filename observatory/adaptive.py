@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from observatory.emergence import detect_onset, headline_metrics, min_rise, oriented, step_noise
+from observatory.emergence import curve_spec, detect_onset, headline_metrics, step_noise
 
 DIP_BAND = 2.0  # a dip is searched for between checkpoints whose lower end is within DIP_BAND σ of the level
 MAX_NOISE = 0.1  # σ as a share of the rise beyond which no dip is searched for
@@ -62,8 +62,9 @@ def to_refine(steps: list[int], rows: pd.DataFrame, fraction: float = 0.5) -> se
     wanted = set()
     for probe, metric in headline_metrics(rows):
         curve = rows[(rows["probe"] == probe) & (rows["metric"] == metric)].sort_values("step")
-        x, y = curve["step"].to_numpy(), oriented(probe, metric, curve["value"].to_numpy())
-        onset = detect_onset(x, y, fraction, min_rise=min_rise(metric), n_boot=0)
+        sign, rise = curve_spec(curve)
+        x, y = curve["step"].to_numpy(), sign * curve["value"].to_numpy()
+        onset = detect_onset(x, y, fraction, min_rise=rise, stderr=curve["stderr"].to_numpy(), n_boot=0)
         if not onset.has_onset:
             continue
         normalized = (y - onset.start_value) / (onset.final_value - onset.start_value)

@@ -18,12 +18,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-# metrics where lower is better: their curves are negated before looking for a rise
-LOWER_IS_BETTER = ("brier", "icl_score")
-LOWER_IS_BETTER_PROBES = ("loss",)
-# metrics on a 0..1 scale: a rise smaller than MIN_ACCURACY_RISE (a few items of a probe set) is no onset
-ACCURACY_LIKE = ("exact_match", "token_accuracy", "agreement", "induction/max", "prev_token/max", "best")
-MIN_ACCURACY_RISE = 0.05
+from observatory.metrics import min_rise
+
 CENTERS, WIDTHS = 60, 30  # sigmoid fit grid
 
 
@@ -49,25 +45,32 @@ class Onset:
 def headline_metrics(results: pd.DataFrame) -> list[tuple[str, str]]:
     """The curves worth a chart, and that an adaptive sweep locates: every task's exact match
     and per-token accuracy, agreement, the ICL score, the strongest induction head, the
-    weight norm, the best linear probe."""
+    weight norm, the best linear probe; the strongest previous-token head."""
+    single = {("loss", "icl_score"), ("loss", "all"), ("attention", "induction/max"), ("attention", "prev_token/max"),
+              ("weights", "norm/total")}
     keep = []
     for probe, metric in results[["probe", "metric"]].drop_duplicates().itertuples(index=False):
         if (probe == "capability" and metric.endswith(("exact_match", "token_accuracy", "agreement"))) or \
-                (probe, metric) in {("loss", "icl_score"), ("loss", "all"), ("attention", "induction/max"),
-                                    ("weights", "norm/total")} or (probe == "linear" and metric.endswith("best")):
+                (probe, metric) in single or (probe == "linear" and metric.endswith("best")):
             keep.append((probe, metric))
     return sorted(keep)
 
 
-def min_rise(metric: str) -> float:
-    """The smallest rise that counts as an onset: accuracies must gain MIN_ACCURACY_RISE."""
-    return MIN_ACCURACY_RISE if metric.endswith(ACCURACY_LIKE) else 0.0
+def curve_spec(curve: pd.DataFrame) -> tuple[float, float]:
+    """(the sign that turns the curve "better upwards", the smallest rise that counts as an
+    onset), from the spec its probe declared (observatory/metrics.py), never from its name."""
+    first = curve.iloc[0]
+    return (1.0 if first["higher_is_better"] else -1.0), min_rise(first["low"], first["high"])
 
 
-def oriented(probe: str, metric: str, values: np.ndarray) -> np.ndarray:
-    """The curve with "better" upwards."""
-    lower = probe in LOWER_IS_BETTER_PROBES or metric.endswith(LOWER_IS_BETTER)
-    return -values if lower else values
+def sampling_noise(stderr) -> float:
+    """The standard error of a curve's rise (final minus start, each the median of two
+    checkpoints) from the sampling errors of its values; 0 where they declare none."""
+    se = np.asarray(stderr, dtype=float) if stderr is not None else np.zeros(0)
+    if not len(se) or not np.isfinite(se).any():
+        return 0.0
+    se = np.nan_to_num(se)
+    return float(np.hypot(np.median(se[:2]), np.median(se[-2:])))
 
 
 def fit_sigmoid(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, float]:
@@ -106,8 +109,12 @@ def first_stays_above(x: np.ndarray, normalized: np.ndarray, level: float) -> fl
 
 
 def detect_onset(steps, values, fraction: float = 0.5, min_snr: float = 4.0, min_r2: float = 0.8,
-                 min_rise: float = 0.0, n_boot: int = 200, seed: int = 0) -> Onset:
-    """Onset of a rising curve, or the reason there is none (flat, noisy, decreasing)."""
+                 min_rise: float = 0.0, n_boot: int = 200, seed: int = 0, stderr=None) -> Onset:
+    """Onset of a rising curve, or the reason there is none (flat, noisy, decreasing). The
+    rise must exceed `min_rise` and `min_snr` times the noise: the larger of the curve's
+    checkpoint-to-checkpoint scatter and the sampling error of the rise (`stderr`: each
+    value's standard error, e.g. over probe items), so a stepwise curve of a few items is
+    not mistaken for a transition."""
     x = np.log10(np.asarray(steps, dtype=float) + 1)
     y = np.asarray(values, dtype=float)
     ok = np.isfinite(y)
@@ -116,7 +123,7 @@ def detect_onset(steps, values, fraction: float = 0.5, min_snr: float = 4.0, min
         return Onset(False, f"only {len(y)} checkpoints")
     start, final = float(np.median(y[:2])), float(np.median(y[-2:]))
     rise = final - start
-    noise = step_noise(y) + 1e-12
+    noise = max(step_noise(y), sampling_noise(None if stderr is None else np.asarray(stderr, dtype=float)[ok])) + 1e-12
     if rise <= 0:
         return Onset(False, "does not rise", start_value=start, final_value=final)
     if rise < min_rise:
@@ -210,14 +217,18 @@ def _onset_row(curve: pd.DataFrame, by_items: tuple | None, fraction: float, n_b
     """One curve's emergence row; `by_items`: its (steps × items grid, weights) if an item mean."""
     first = curve.iloc[0]
     probe, metric = first["probe"], first["metric"]
-    onset = detect_onset(curve["step"], oriented(probe, metric, curve["value"].to_numpy()), fraction,
-                         min_rise=min_rise(metric), n_boot=0 if by_items else n_boot)
+    sign, rise = curve_spec(curve)
+    stderr = curve["stderr"].to_numpy()
+    onset = detect_onset(curve["step"], sign * curve["value"].to_numpy(), fraction, min_rise=rise, stderr=stderr,
+                         n_boot=0 if by_items else n_boot)
     if by_items and onset.has_onset:
         grid, weights = by_items
-        onset = item_bootstrap(onset, grid.index.to_numpy(), oriented(probe, metric, grid.to_numpy()), weights,
-                               n_boot, fraction=fraction, min_rise=min_rise(metric))
+        stderr = curve.set_index("step")["stderr"].reindex(grid.index).to_numpy()
+        onset = item_bootstrap(onset, grid.index.to_numpy(), sign * grid.to_numpy(), weights, n_boot,
+                               fraction=fraction, min_rise=rise, stderr=stderr)
     row = {"experiment": first["experiment"], "run": first["run"], "model": first["model"], "seed": int(first["seed"]),
-           "n_params": int(first["n_params"]), "probe": probe, "metric": metric} | asdict(onset)
+           "n_params": int(first["n_params"]), "probe": probe, "metric": metric, "kind": first["kind"],
+           "chance": first["chance"]} | asdict(onset)
     if onset.has_onset:
         per_step = curve["tokens"].iloc[-1] / max(curve["step"].iloc[-1], 1)
         row["onset_tokens"] = onset.onset_step * per_step
@@ -234,10 +245,15 @@ def onsets_over_seeds(results: pd.DataFrame, fraction: float = 0.5, n_boot: int 
         grid = curves.pivot_table(index="step", columns="seed", values="value").dropna()
         if grid.shape[1] < 2:
             continue
-        steps, values = grid.index.to_numpy(), oriented(probe, metric, grid.to_numpy())  # (steps, seeds)
-        onset = detect_onset(steps, values.mean(1), fraction, min_rise=min_rise(metric), n_boot=0)
-        resampled = resampled_onsets(steps, values, np.ones(values.shape[1]), n_boot if onset.has_onset else 0,
-                                     seed, fraction=fraction, min_rise=min_rise(metric))[0]
+        sign, rise = curve_spec(curves)
+        steps, values = grid.index.to_numpy(), sign * grid.to_numpy()  # (steps, seeds)
+        k = values.shape[1]
+        within = curves.pivot_table(index="step", columns="seed", values="stderr", dropna=False).reindex(grid.index)
+        # the seed mean's error: the scatter between seeds, and never less than the items' own
+        stderr = np.maximum(values.std(1, ddof=1) / np.sqrt(k), np.sqrt(np.nansum(within.to_numpy() ** 2, 1)) / k)
+        onset = detect_onset(steps, values.mean(1), fraction, min_rise=rise, stderr=stderr, n_boot=0)
+        resampled = resampled_onsets(steps, values, np.ones(k), n_boot if onset.has_onset else 0,
+                                     seed, fraction=fraction, min_rise=rise, stderr=stderr)[0]
         low, high = interval(resampled)
         rows.append({"model": model, "n_params": int(curves["n_params"].iloc[0]), "probe": probe, "metric": metric,
                      "n_seeds": grid.shape[1], "has_onset": onset.has_onset, "reason": onset.reason,

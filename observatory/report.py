@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from observatory import store  # noqa: E402
-from observatory.emergence import ACCURACY_LIKE, emergence_table, headline_metrics, onsets_over_seeds  # noqa: E402
+from observatory.emergence import emergence_table, headline_metrics, onsets_over_seeds  # noqa: E402
 
 CONTINUOUS = ("token_accuracy", "answer_logprob", "brier")
 
@@ -34,9 +34,10 @@ def scale_table(results: pd.DataFrame, emergence: pd.DataFrame, threshold: float
     onsets = emergence.groupby(["probe", "metric", "model"], as_index=False)[["onset_step", "onset_tokens", "onset_flops"]].mean() \
         if "onset_tokens" in emergence else emergence[["probe", "metric", "model"]].drop_duplicates()
     table = finals.rename(columns={"value": "final_value"}).merge(onsets, on=["probe", "metric", "model"], how="left")
+    accuracies = set(map(tuple, results.loc[results["kind"] == "accuracy", ["probe", "metric"]].drop_duplicates().to_numpy()))
     smallest = {}
     for (probe, metric), rows in table.groupby(["probe", "metric"]):
-        if metric.endswith(ACCURACY_LIKE):
+        if (probe, metric) in accuracies:
             reached = rows[rows["final_value"] >= threshold].sort_values("n_params")
             smallest[(probe, metric)] = reached["model"].iloc[0] if len(reached) else None
     table["smallest_size_reaching_threshold"] = [smallest.get((p, m)) for p, m in zip(table["probe"], table["metric"])]
@@ -90,6 +91,9 @@ def plot_curves(results, emergence, probe, metric, path: Path) -> None:
                            & (emergence["metric"] == metric) & emergence["has_onset"]]
         for step in onsets["onset_step"]:
             ax.axvline(step, color=color, linestyle="--", linewidth=1)
+    chance = rows["chance"].dropna()
+    if len(chance):
+        ax.axhline(float(chance.mean()), color="grey", linestyle=":", linewidth=1, label="chance")
     _step_axis(ax)
     ax.set_ylabel(metric)
     ax.set_title(f"{probe}: {metric} (dashed: onset)")

@@ -15,12 +15,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from observatory.metrics import SPEC_COLUMNS
 from train.rundir import atomic_write, atomic_write_bytes
 
 COLUMNS = ["experiment", "run", "model", "seed", "n_params", "n_params_non_embedding", "step", "tokens", "flops",
-           "probe", "metric", "value", "checkpoint_sha256", "probe_hash"]
+           "probe", "metric", "value", *SPEC_COLUMNS, "checkpoint_sha256", "probe_hash"]
 ITEM_COLUMNS = ["run", "step", "probe", "metric", "item", "value", "weight", "checkpoint_sha256", "probe_hash"]
 TABLES = {"checkpoints": ("results.parquet", COLUMNS), "items": ("item_results.parquet", ITEM_COLUMNS)}
+
+
+def typed(table: pd.DataFrame) -> pd.DataFrame:
+    """The results columns with their types fixed (an unbounded metric's range is NaN, not a
+    column of None that Parquet would type as null)."""
+    return table.astype({"low": float, "high": float, "chance": float, "stderr": float, "higher_is_better": bool})
 
 
 def output_dir(experiment_dir: Path) -> Path:
@@ -87,6 +94,7 @@ def consolidate(experiment_dir: Path, keep: set[tuple[str, int, str]], table: st
             rows = rows[[(r, s, h) in keep for r, s, h in zip(rows["run"], rows["step"], rows["checkpoint_sha256"])]]
             if not len(rows):
                 continue
+            rows = rows.reindex(columns=columns)  # a file written before a column existed
             rows = rows.sort_values([c for c in ("probe", "metric", "item") if c in columns], ignore_index=True)
             arrow = pa.Table.from_pandas(rows[columns], schema=writer.schema if writer else None, preserve_index=False)
             writer = writer or pq.ParquetWriter(f, arrow.schema)

@@ -17,8 +17,10 @@ from tqdm import tqdm
 from observatory import adaptive as adaptive_selection
 from observatory import store
 from observatory.discovery import Checkpoint, Problem, find_runs, list_checkpoints
+from observatory.metrics import Metric
 from observatory.probes import PROBES, requested_hooks
-from observatory.probes.context import Context, Items, pack_blocks, repeated_random_tokens
+from observatory.probes.context import Context, Items, documents, pack_blocks, repeated_random_tokens
+from observatory.probes.linear import SPLIT as LINEAR_SPLIT
 from train import rundir
 
 
@@ -31,8 +33,10 @@ class RunInputs:
     """What every checkpoint of a run is probed on, built once per run."""
 
     items: Items
+    linear_items: Items | None
     blocks: torch.Tensor
     block_tasks: list[str]
+    documents: torch.Tensor
     repeated: torch.Tensor
     token_ids: dict[str, int]
 
@@ -41,18 +45,24 @@ class RunInputs:
         info = rundir.read_run_json(run_dir)
         n_ctx = info["model_config"]["n_ctx"]
         probe_items = rundir.read_probe_items(run_dir)
+        linear = [it for it in probe_items if it.get("split") == LINEAR_SPLIT]
+        probe_items = [it for it in probe_items if it.get("split") != LINEAR_SPLIT]
         token_ids = Tokenizer.from_file(str(run_dir / rundir.TOKENIZER)).get_vocab()
         blocks, block_tasks = pack_blocks(probe_items, n_ctx)
         attention = probe_cfgs.get("attention") or {}
         ordinary = sorted(i for t, i in token_ids.items() if t not in rundir.SPECIAL_TOKENS)
         repeated = repeated_random_tokens(attention.get("n_sequences", 32), (n_ctx - 1) // 2, ordinary,
                                           token_ids["[BOS]"], attention.get("seed", 0))
-        return cls(Items.from_probe_items(probe_items), blocks, block_tasks, repeated, token_ids)
+        return cls(Items.from_probe_items(probe_items), Items.from_probe_items(linear) if linear else None,
+                   blocks, block_tasks, documents(probe_items, n_ctx), repeated, token_ids)
 
     def context(self, model, probe_cfgs: dict, batch_size: int) -> Context:
-        inputs = {"items": self.items.tokens, "blocks": self.blocks, "repeated": self.repeated}
+        inputs = {"items": self.items.tokens, "blocks": self.blocks, "documents": self.documents,
+                  "repeated": self.repeated}
+        if self.linear_items is not None:
+            inputs["linear_items"] = self.linear_items.tokens
         return Context(model, inputs, requested_hooks(model.cfg, probe_cfgs), batch_size, self.items,
-                       self.block_tasks, self.token_ids)
+                       self.linear_items, self.block_tasks, self.token_ids)
 
 
 def probe_checkpoint(model, inputs: RunInputs, probe_cfgs: dict, batch_size: int = 256) -> tuple[dict, dict]:
@@ -63,6 +73,10 @@ def probe_checkpoint(model, inputs: RunInputs, probe_cfgs: dict, batch_size: int
     for name, cfg in probe_cfgs.items():
         ctx.item_scores = {}
         metrics[name] = PROBES[name].fn(ctx, cfg)
+        for metric, value in metrics[name].items():
+            if not isinstance(value, Metric):
+                raise TypeError(f"probe {name!r} returned {type(value).__name__} for {metric!r}: a probe returns "
+                                "observatory.metrics.Metric values (value, kind, range, chance, stderr)")
         item_scores[name] = ctx.item_scores
     return metrics, item_scores
 
@@ -73,9 +87,9 @@ def _rows(ckpt: Checkpoint, info: dict, results: dict[str, dict], hashes: dict[s
             "n_params": info["n_params"], "n_params_non_embedding": n, "step": ckpt.step, "tokens": ckpt.tokens,
             "flops": 6.0 * n * ckpt.tokens,  # training compute C = 6 N D (Kaplan et al. 2020)
             "checkpoint_sha256": ckpt.sha256}
-    rows = [base | {"probe": probe, "metric": metric, "value": float(value), "probe_hash": hashes[probe]}
-            for probe, metrics in results.items() for metric, value in metrics.items()]
-    return pd.DataFrame(rows, columns=store.COLUMNS)
+    rows = [base | {"probe": probe, "metric": name, **metric.columns(), "probe_hash": hashes[probe]}
+            for probe, metrics in results.items() for name, metric in metrics.items()]
+    return store.typed(pd.DataFrame(rows, columns=store.COLUMNS))
 
 
 def _item_rows(ckpt: Checkpoint, item_scores: dict[str, dict], hashes: dict[str, str]) -> pd.DataFrame:

@@ -42,7 +42,8 @@ def _probe(curve: pd.Series):
     def probe(selected: dict[str, set[int]]) -> dict[str, pd.DataFrame]:
         steps = sorted(selected["toy"])
         return {"toy": pd.DataFrame({"step": steps, "probe": "capability", "metric": "toy/exact_match",
-                                     "value": curve.loc[steps].to_numpy()})}
+                                     "value": curve.loc[steps].to_numpy(), "kind": "accuracy",
+                                     "higher_is_better": True, "low": 0.0, "high": 1.0, "stderr": np.nan})}
 
     return probe
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from observatory.emergence import detect_onset, emergence_table
+from observatory.emergence import detect_onset, emergence_table, step_noise
 from train.checkpointing import checkpoint_steps
 
 STEPS = np.array(checkpoint_steps(4000, None, 250))  # 0, powers of two, every 250, as training writes
@@ -51,16 +51,52 @@ def test_a_rise_of_a_few_items_is_no_onset_for_accuracies():
     assert not onset.has_onset and "below 0.05" in onset.reason
 
 
+def test_a_rise_by_one_item_in_128_is_within_its_sampling_error():
+    from observatory.metrics import ACCURACY, mean_with_error
+
+    one = np.where(STEPS > 100, 1, 0)  # item 0 right from step 128 on, the other 127 never
+    metrics = [mean_with_error(np.r_[k, np.zeros(127)], **ACCURACY) for k in one]
+    values, stderr = np.array([m.value for m in metrics]), np.array([m.stderr for m in metrics])
+    assert values[-1] == 1 / 128 and step_noise(values) == 0.0  # flat steps: the curve alone shows no noise
+    onset = detect_onset(STEPS, values, stderr=stderr, n_boot=0)  # no minimum rise: the sampling error decides
+    assert not onset.has_onset and "within noise" in onset.reason
+    table = emergence_table(pd.DataFrame(curve_rows(values, stderr=stderr, **ACCURACY)), n_boot=0)
+    assert not table["has_onset"].iloc[0]
+    real = [mean_with_error(np.r_[np.ones(k), np.zeros(128 - k)], **ACCURACY) for k in np.where(STEPS > 100, 40, 0)]
+    assert detect_onset(STEPS, [m.value for m in real], stderr=[m.stderr for m in real], n_boot=0).has_onset
+
+
+def test_identical_curves_under_two_names_get_identical_onsets():
+    curve = sigmoid_curve(300, 0.4, noise=0.01)
+    spec = dict(kind="score", low=0.0, high=1.0)
+    rows = curve_rows(curve, "attention", "prev_token/L0H0", **spec) + curve_rows(curve, "attention", "prev_token/max", **spec)
+    rows += curve_rows(0.02 * curve, "linear", "t/best", kind="accuracy", low=0.0, high=1.0)  # a rise of 0.018
+    rows += curve_rows(0.02 * curve, "other", "t/any_name", kind="accuracy", low=0.0, high=1.0)
+    table = emergence_table(pd.DataFrame(rows), n_boot=10).set_index("metric")
+    columns = ["has_onset", "reason", "onset_step", "center_step", "width_decades"]
+    assert table.loc["prev_token/L0H0", "has_onset"]
+    assert table.loc["prev_token/L0H0", columns].equals(table.loc["prev_token/max", columns])
+    assert not table.loc["t/best", "has_onset"] and table.loc["t/best", columns].equals(table.loc["t/any_name", columns])
+
+
 def test_no_false_onsets_on_many_noise_curves():
     false = sum(detect_onset(STEPS, 0.5 + 0.1 * np.random.default_rng(s).normal(size=len(STEPS)), n_boot=0).has_onset
                 for s in range(100))
     assert false <= 2
 
 
+def curve_rows(values, probe="p", metric="m", stderr=None, steps=STEPS, run="m-s0", **spec) -> list[dict]:
+    """Results rows of one curve, its spec as a probe declares it (observatory/metrics.py)."""
+    spec = dict(kind="score", higher_is_better=True, low=np.nan, high=np.nan, chance=np.nan) | spec
+    stderr = np.full(len(values), np.nan) if stderr is None else stderr
+    return [{"experiment": "e", "run": run, "model": "m", "seed": 0, "n_params": 10, "n_params_non_embedding": 5,
+             "step": s, "tokens": 100 * s, "probe": probe, "metric": metric, "value": v, "stderr": e, **spec}
+            for s, v, e in zip(steps, values, stderr)]
+
+
 def test_table_orients_lower_is_better_metrics():
     loss = 3 - 2 * sigmoid_curve(300, 0.4)  # a loss that drops at step 300
-    rows = [{"experiment": "e", "run": "m-s0", "model": "m", "seed": 0, "n_params": 10, "n_params_non_embedding": 5,
-             "step": s, "tokens": 100 * s, "probe": "loss", "metric": "all", "value": v} for s, v in zip(STEPS, loss)]
+    rows = curve_rows(loss, "loss", "all", kind="loss", higher_is_better=False, low=0.0)
     table = emergence_table(pd.DataFrame(rows), n_boot=10)
     row = table.iloc[0]
     assert row["has_onset"] and 240 < row["onset_step"] < 375
@@ -79,7 +115,8 @@ def item_experiment(item_onsets: np.ndarray):
                            "value": float(s >= t), "weight": 1.0} for s in DENSE for i, t in enumerate(item_onsets)])
     results = items.groupby(["run", "step", "probe", "metric"], as_index=False)["value"].mean()
     results = results.assign(experiment="e", model="m", seed=0, n_params=10, n_params_non_embedding=5,
-                             tokens=results["step"] * 100)
+                             tokens=results["step"] * 100, kind="accuracy", higher_is_better=True, low=0.0, high=1.0,
+                             chance=np.nan, stderr=np.nan)
     return emergence_table(results, lambda run: items[items["run"] == run], n_boot=200).iloc[0]
 
 

@@ -71,6 +71,63 @@ def test_hook_names_and_shapes():
                                + cache["blocks.1.hook_mlp_out"])
 
 
+def test_every_hook_holds_what_its_transformerlens_namesake_holds():
+    """Each hook recomputed by hand from the weights, by TransformerLens's definitions
+    (HookedTransformer with an unfolded LayerNorm: `ln_final.hook_normalized` is the LayerNorm's
+    output, (x - mean) / sqrt(var + eps) * w + b, what the unembedding reads)."""
+    model = tiny()
+    with torch.no_grad():  # non-trivial LayerNorm weights and biases, so that the affine part shows
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.normal_(1.0, 0.3), module.bias.normal_(0.0, 0.3)
+    tokens = torch.randint(0, 50, (2, 16))
+    logits, cache = model.run_with_cache(tokens)
+    d, H = model.cfg.d_model, model.cfg.n_head
+    D = d // H
+
+    def ln(x, module):
+        centred = x - x.mean(-1, keepdim=True)
+        return centred / (centred.pow(2).mean(-1, keepdim=True) + module.eps).sqrt() * module.weight + module.bias
+
+    def heads(x):  # (B, T, d) -> (B, T, H, D)
+        return x.view(2, 16, H, D)
+
+    close = lambda a, b: torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)  # noqa: E731
+    close(cache["hook_embed"], model.wte.weight[tokens])
+    close(cache["hook_pos_embed"], model.wpe.weight[:16])
+    resid = cache["hook_embed"] + cache["hook_pos_embed"]
+    for i, block in enumerate(model.blocks):
+        close(cache[f"blocks.{i}.hook_resid_pre"], resid)
+        w_q, w_k, w_v = block.attn.qkv.weight.split(d)
+        b_q, b_k, b_v = block.attn.qkv.bias.split(d)
+        x = ln(resid, block.ln1)
+        q, k, v = heads(x @ w_q.T + b_q), heads(x @ w_k.T + b_k), heads(x @ w_v.T + b_v)
+        for name, value in (("q", q), ("k", k), ("v", v)):
+            close(cache[f"blocks.{i}.attn.hook_{name}"], value)
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / D**0.5
+        scores = scores.masked_fill(torch.ones(16, 16, dtype=torch.bool).triu(1), float("-inf"))
+        close(cache[f"blocks.{i}.attn.hook_attn_scores"], scores)  # masked with -inf, before the softmax
+        pattern = scores.softmax(-1)
+        close(cache[f"blocks.{i}.attn.hook_pattern"], pattern)
+        z = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
+        close(cache[f"blocks.{i}.attn.hook_z"], z)
+        attn_out = z.reshape(2, 16, d) @ block.attn.out.weight.T + block.attn.out.bias
+        close(cache[f"blocks.{i}.hook_attn_out"], attn_out)
+        resid = resid + attn_out
+        close(cache[f"blocks.{i}.hook_resid_mid"], resid)
+        pre = ln(resid, block.ln2) @ block.mlp.fc_in.weight.T + block.mlp.fc_in.bias
+        close(cache[f"blocks.{i}.mlp.hook_pre"], pre)
+        post = torch.nn.functional.gelu(pre)
+        close(cache[f"blocks.{i}.mlp.hook_post"], post)
+        mlp_out = post @ block.mlp.fc_out.weight.T + block.mlp.fc_out.bias
+        close(cache[f"blocks.{i}.hook_mlp_out"], mlp_out)
+        resid = resid + mlp_out
+        close(cache[f"blocks.{i}.hook_resid_post"], resid)
+    normalized = ln(resid, model.ln_final)
+    close(cache["ln_final.hook_normalized"], normalized)
+    close(logits, normalized @ model.lm_head.weight.T)
+
+
 def test_names_filter_and_no_hook_left_behind():
     model = tiny()
     tokens = torch.randint(0, 50, (1, 16))

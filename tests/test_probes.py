@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from observatory.probes import PROBES, requested_hooks
-from observatory.probes.context import Context, Items, pack_blocks, repeated_random_tokens
-from observatory.probes.linear import ridge_probe_accuracy
+from observatory.metrics import Metric
+from observatory.probes.context import Context, Items, documents, pack_blocks, repeated_random_tokens
+from observatory.probes.linear import ridge_probe
 from observatory.probes.loss import icl_positions
 from train.model import GPT, GPTConfig
 
@@ -25,10 +26,21 @@ def context(m: GPT, items: list[dict] | None = None, probes=("capability", "loss
     hooks = requested_hooks(m.cfg, {name: {} for name in probes})
     blocks, block_tasks = pack_blocks(items, m.cfg.n_ctx) if items else (torch.zeros(0, 16, dtype=torch.long), [])
     repeated = repeated_random_tokens(16, HALF, list(range(4, V)), bos=1, seed=0)
+    linear = [it for it in items if it.get("split") == "linear"]
+    items = [it for it in items if it.get("split") != "linear"]
     parsed = Items.from_probe_items(items) if items else None
-    inputs = {"items": parsed.tokens if parsed else None, "blocks": blocks, "repeated": repeated}
+    inputs = {"items": parsed.tokens if parsed else None, "blocks": blocks, "repeated": repeated,
+              "documents": documents(items, m.cfg.n_ctx)}
+    if linear:
+        inputs["linear_items"] = Items.from_probe_items(linear).tokens
     # one batch of up to 1024 rows: the planting hooks below see every row at once
-    return Context(m, inputs, hooks, 1024, parsed, block_tasks, {f"w{i}": i for i in range(V)})
+    return Context(m, inputs, hooks, 1024, parsed, Items.from_probe_items(linear) if linear else None, block_tasks,
+                   {f"w{i}": i for i in range(V)})
+
+
+def values(metrics: dict[str, Metric]) -> dict[str, float]:
+    assert all(isinstance(m, Metric) for m in metrics.values())
+    return {name: m.value for name, m in metrics.items()}
 
 
 def items_of(task: str, n: int, answer_len: int, seed: int = 0, **meta) -> list[dict]:
@@ -63,7 +75,7 @@ def force(kind: str):
 def test_exact_induction_and_previous_token_heads_score_one():
     m = model()
     with m.hooks([("blocks.0.attn.hook_pattern", force("prev")), ("blocks.1.attn.hook_pattern", force("induction"))]):
-        metrics = PROBES["attention"].fn(context(m, probes=("attention",)), {})
+        metrics = values(PROBES["attention"].fn(context(m, probes=("attention",)), {}))
     assert metrics["prev_token/L0H0"] == pytest.approx(1.0)
     assert metrics["induction/L1H0"] == pytest.approx(1.0)
     assert metrics["induction/max"] == pytest.approx(1.0) and metrics["prev_token/max"] == pytest.approx(1.0)
@@ -83,8 +95,12 @@ def test_uniform_attention_scores_one_over_n():
     previous = sum(1 / (q + 1) for q in range(1, T)) / (T - 1)
     for layer in range(2):
         for head in range(2):
-            assert metrics[f"induction/L{layer}H{head}"] == pytest.approx(induction, rel=1e-5)
-            assert metrics[f"prev_token/L{layer}H{head}"] == pytest.approx(previous, rel=1e-5)
+            assert metrics[f"induction/L{layer}H{head}"].value == pytest.approx(induction, rel=1e-5)
+            assert metrics[f"prev_token/L{layer}H{head}"].value == pytest.approx(previous, rel=1e-5)
+            # uniform attention is the declared chance level, and every sequence scores the same
+            assert metrics[f"induction/L{layer}H{head}"].chance == pytest.approx(induction, rel=1e-6)
+            assert metrics[f"prev_token/L{layer}H{head}"].chance == pytest.approx(previous, rel=1e-6)
+            assert metrics[f"induction/L{layer}H{head}"].stderr < 1e-6
 
 
 # ---- capability ---------------------------------------------------------------------
@@ -115,15 +131,15 @@ def test_forced_answers_give_closed_form_metrics(logit):
     m, hooks = forced_model(ctx.inputs["items"], logit)
     ctx.model = m
     with m.hooks(hooks):
-        metrics = PROBES["capability"].fn(ctx, {})
+        metrics = values(PROBES["capability"].fn(ctx, {}))
     p = math.exp(logit) / (math.exp(logit) + V - 1)  # probability of the right token
     q = 1 / (math.exp(logit) + V - 1)  # of each other token
     assert metrics["copy/answer_logprob"] == pytest.approx(math.log(p), rel=1e-6)
     assert metrics["copy/brier"] == pytest.approx((1 - p) ** 2 + (V - 1) * q**2, rel=1e-5)  # float32 logits
-    right = 1.0 if logit > 0 else 0.0  # at logit 0 every token ties; argmax takes the first
-    assert metrics["copy/token_accuracy"] == right or logit == 0.0
     if logit > 0:
         assert metrics["copy/exact_match"] == 1.0 and metrics["copy/token_accuracy"] == 1.0
+    else:  # every token ties and argmax takes the lowest id, 0 ([PAD]): never an answer
+        assert metrics["copy/exact_match"] == 0.0 and metrics["copy/token_accuracy"] == 0.0
 
 
 def test_training_part_items_are_scored_separately():
@@ -132,7 +148,7 @@ def test_training_part_items_are_scored_separately():
     m, hooks = forced_model(ctx.inputs["items"], 5.0, wrong_positions=[3])  # every first answer token wrong
     ctx.model = m
     with m.hooks(hooks):
-        metrics = PROBES["capability"].fn(ctx, {})
+        metrics = values(PROBES["capability"].fn(ctx, {}))
     assert {"copy/exact_match", "copy/train_exact_match", "copy/train_brier"} <= set(metrics)
     assert metrics["copy/token_accuracy"] == metrics["copy/train_token_accuracy"] == 0.5
 
@@ -143,7 +159,7 @@ def test_one_wrong_answer_token_breaks_exact_match_only():
     m, hooks = forced_model(ctx.inputs["items"], 5.0, wrong_positions=[4])
     ctx.model = m
     with m.hooks(hooks):
-        metrics = PROBES["capability"].fn(ctx, {})
+        metrics = values(PROBES["capability"].fn(ctx, {}))
     assert metrics["copy/exact_match"] == 0.0
     assert metrics["copy/token_accuracy"] == pytest.approx(2 / 3)
 
@@ -156,18 +172,71 @@ def test_agreement_compares_the_right_and_wrong_forms():
     m, hooks = forced_model(ctx.inputs["items"], 3.0)
     ctx.model = m
     with m.hooks(hooks):
-        assert PROBES["capability"].fn(ctx, {})["grammar/agreement"] == 1.0
+        metrics = values(PROBES["capability"].fn(ctx, {}))
+    # a choice between two forms is scored by that choice alone: the verb's lemma is not the model's to know
+    assert metrics == {"grammar/agreement": 1.0, "grammar/agreement_prob": pytest.approx(1 / (1 + math.exp(-3.0)))}
 
 
 # ---- loss ---------------------------------------------------------------------------
-def test_position_independent_loss_has_zero_icl_score():
+def test_position_independent_loss_on_packed_blocks():
     m = model()
     with torch.no_grad():
         m.lm_head.weight.zero_()  # uniform predictions: loss log V at every position
-    metrics = PROBES["loss"].fn(context(m, items_of("copy", 40, 3) + items_of("add", 40, 2), ("loss",)), {})
-    assert metrics["icl_score"] == 0.0
+    metrics = values(PROBES["loss"].fn(context(m, items_of("copy", 40, 3) + items_of("add", 40, 2), ("loss",)), {}))
     assert metrics["all"] == pytest.approx(math.log(V)) and metrics["task/add"] == pytest.approx(math.log(V))
     assert metrics["position/0"] == pytest.approx(math.log(V)) and metrics["position/14"] == pytest.approx(math.log(V))
+    assert "icl_score" not in metrics  # no example fills the context: no document to score
+
+
+RULE_V = 64  # few collisions among 16 random symbols: a copy is mostly right
+
+
+class RuleModel:
+    """Not a GPT: logits by a rule whose in-context learning is known by construction."""
+
+    def __init__(self, rule, n_ctx: int):
+        self.rule, self.cfg = rule, GPTConfig(vocab_size=RULE_V, n_layer=1, n_ctx=n_ctx)
+
+    def run_with_cache(self, tokens, names_filter=None):
+        return self.rule(tokens), {}
+
+
+def ignores_context(tokens):  # the same prediction everywhere
+    return torch.zeros(*tokens.shape, RULE_V)
+
+
+def copies_from_context(tokens):
+    """After token x, predict what followed the previous occurrence of x (an induction head)."""
+    logits = torch.zeros(*tokens.shape, RULE_V)
+    for row, seq in enumerate(tokens.tolist()):
+        for t in range(len(seq)):
+            earlier = [j for j in range(t) if seq[j] == seq[t]]
+            if earlier:
+                logits[row, t, seq[earlier[-1] + 1]] = 10.0
+    return logits
+
+
+def repeated_documents(n: int, half: int, n_ctx: int, filler: int = 2) -> list[dict]:
+    """[BOS] r r [EOS]: whole examples longer than the context, each scored from position 0."""
+    r = repeated_random_tokens(n, half, list(range(4, RULE_V)), bos=1, seed=3)
+    return [{"task": "copy", "prompt_ids": seq[:2], "answer_ids": seq[2:], "suffix_ids": [2] * filler, "metadata": {}}
+            for seq in r.tolist()]
+
+
+@pytest.mark.parametrize("rule,expected", [(ignores_context, "zero"), (copies_from_context, "negative")])
+def test_icl_score_is_zero_without_context_use_and_negative_with_it(rule, expected):
+    n_ctx = 32
+    items = repeated_documents(64, 16, n_ctx)  # 33 + 2 tokens, cut to 32: position 30 sits in the copy
+    inputs = {"documents": documents(items, n_ctx), "blocks": torch.zeros(0, n_ctx, dtype=torch.long)}
+    assert inputs["documents"].shape == (64, n_ctx) and (inputs["documents"][:, 0] == 1).all()
+    early, late = icl_positions(n_ctx - 1)
+    assert (early, late) == (3, 30)
+    ctx = Context(RuleModel(rule, n_ctx), inputs, {}, 1024)
+    score = PROBES["loss"].fn(ctx, {})["icl_score"]
+    if expected == "zero":
+        assert score.value == 0.0
+    else:  # the late token is copied (up to collisions); the early one is mostly a uniform guess
+        assert score.value < -0.5 * math.log(RULE_V) and score.value + 4 * score.stderr < 0
 
 
 def test_icl_positions_scale_olssons_500_and_50_of_512():
@@ -180,7 +249,7 @@ def test_weight_norms_in_closed_form():
     with torch.no_grad():
         for p in m.parameters():
             p.fill_(0.5)
-    metrics = PROBES["weights"].fn(context(m, probes=()), {})
+    metrics = values(PROBES["weights"].fn(context(m, probes=()), {}))
     assert metrics["norm/total"] == pytest.approx(0.5 * math.sqrt(m.n_params()))
     block0 = sum(p.numel() for p in m.blocks[0].parameters())
     assert metrics["norm/blocks.0"] == pytest.approx(0.5 * math.sqrt(block0))
@@ -193,13 +262,22 @@ def test_linear_probe_decodes_a_planted_latent_and_not_noise():
     labels = torch.randint(0, 10, (400,), generator=g)
     directions = torch.randn(10, 24, generator=g)
     features = directions[labels] + 0.3 * torch.randn(400, 24, generator=g)
-    assert ridge_probe_accuracy(features, labels, 200, ridge=1e-3) > 0.95
-    noise = torch.randn(400, 24, generator=g)
-    assert ridge_probe_accuracy(noise, labels, 200, ridge=1e-3) < 0.25  # chance is 0.1
+    correct, chance = ridge_probe(features, labels, 300, ridge=1e-3)
+    assert correct.mean() > 0.95 and 0.05 < chance < 0.2  # ten classes
+    correct, chance = ridge_probe(torch.randn(400, 24, generator=g), labels, 300, ridge=1e-3)
+    assert correct.mean() < 0.25
 
 
-def test_linear_probe_reads_the_residual_stream_of_every_layer():
-    items = items_of("modular_addition", 200, answer_len=1)
+def test_linear_probe_answers_only_classes_it_was_fitted_on():
+    labels = torch.tensor([0, 1] * 50 + [2] * 20)  # class 2 only among the scored rows
+    features = torch.nn.functional.one_hot(labels, 3).double()  # a perfect representation
+    correct, chance = ridge_probe(features, labels, 100, ridge=1e-3)
+    assert correct.sum() == 0 and chance == 0.0  # never fitted: never answered, counted wrong
+
+
+def test_linear_probe_reads_the_residual_stream_of_every_layer_on_its_own_items():
+    items = [it | {"split": "linear"} for it in items_of("modular_addition", 200, answer_len=1)]
+    items += items_of("modular_addition", 5, answer_len=1)  # held-out items: not the probe's
     m = model()
 
     def plant(x, hook):  # write the answer token's one-hot into the embedding stream
@@ -208,8 +286,58 @@ def test_linear_probe_reads_the_residual_stream_of_every_layer():
         return planted
 
     ctx = context(m, items, probes=("linear",))
-    m.hook_embed.current_tokens = ctx.inputs["items"]
+    assert ctx.inputs["linear_items"].shape[0] == 200
+    m.hook_embed.current_tokens = ctx.inputs["linear_items"]
     with m.hooks([("hook_embed", plant)]):
         metrics = PROBES["linear"].fn(ctx, {"tasks": ["modular_addition"]})
-    assert metrics["modular_addition/layer0"] == 1.0 and metrics["modular_addition/best"] == 1.0
+    assert metrics["modular_addition/layer0"].value == 1.0 and metrics["modular_addition/best"].value == 1.0
     assert set(metrics) == {f"modular_addition/layer{i}" for i in range(3)} | {"modular_addition/best"}
+    assert 0.1 < metrics["modular_addition/layer0"].chance < 0.3  # the commonest of 8 answers, 50 scored items
+
+
+# ---- every capability metric is reachable ----------------------------------------------
+def oracle(items: list[dict], vocab_size: int):
+    """A model that always answers right, as far as the prompt decides: after any prompt
+    (+ answer so far) seen in `items` it puts a large logit on every next token that some
+    item with that prompt has. Where a prompt leaves the answer open (items that share it
+    differ), the right answers tie, as they would for any model that only knows the task."""
+    right: dict[tuple, set[int]] = {}
+    for it in items:
+        seq = it["prompt_ids"] + it["answer_ids"]
+        for t in range(len(it["prompt_ids"]) - 1, len(seq) - 1):
+            right.setdefault(tuple(seq[: t + 1]), set()).add(seq[t + 1])
+
+    def rule(tokens):
+        logits = torch.zeros(*tokens.shape, vocab_size)
+        for row, seq in enumerate(tokens.tolist()):
+            for t in range(len(seq)):
+                for token in right.get(tuple(seq[: t + 1]), ()):
+                    logits[row, t, token] = 50.0
+        return logits
+
+    return rule
+
+
+def test_a_model_that_always_answers_right_scores_the_top_of_every_bounded_metric():
+    from train.data import build_tokenizer, tokenize_item
+    from train.tasks import TASKS
+
+    import random
+
+    tasks = [cls() for cls in TASKS.values()]  # every task with its default parameters
+    tokenizer = build_tokenizer([s for task in tasks for s in task.symbols()])
+    items = [tokenize_item(item, tokenizer, split) for task in tasks
+             for split, found in (("heldout", task.held_out_items(40, 0)), ("train", task.items_anywhere(40, 0)))
+             for item in found]
+    rng = random.Random(0)  # the task's distribution, for the answers each prompt can have
+    population = [tokenize_item(task.sample(rng), tokenizer, "any") for task in tasks for _ in range(3000)]
+    parsed = Items.from_probe_items(items)
+    vocab = tokenizer.get_vocab()
+    rule_model = RuleModel(oracle(items + population, len(vocab)), parsed.tokens.shape[1])
+    ctx = Context(rule_model, {"items": parsed.tokens}, {}, 1024, parsed, token_ids=vocab)
+    metrics = PROBES["capability"].fn(ctx, {})
+    bounded = {name: m for name, m in metrics.items() if m.best is not None}
+    assert {f"{t.name}/{split}exact_match" for t in tasks if t.name != "grammar" for split in ("", "train_")} <= set(bounded)
+    assert {"grammar/agreement", "grammar/train_agreement_prob"} <= set(bounded)
+    for name, m in bounded.items():
+        assert m.value == pytest.approx(m.best, abs=1e-9), name

@@ -38,12 +38,18 @@ def results_table() -> pd.DataFrame:
                     rows.append({"experiment": "toy", "run": f"{model}-s{seed}", "model": model, "seed": seed,
                                  "n_params": n, "n_params_non_embedding": n, "step": step, "tokens": 64 * step,
                                  "flops": 6.0 * n * 64 * step, "probe": "capability", "metric": metric, "value": value,
-                                 "checkpoint_sha256": "x", "probe_hash": "h"})
+                                 "checkpoint_sha256": "x", "probe_hash": "h"} | SPECS[metric.split("/")[1]])
+            norm, loss = dict(kind="norm", low=0.0, high=np.nan), dict(kind="loss", higher_is_better=False, low=0.0, high=np.nan)
             for step in STEPS:
-                rows.append(rows[-1] | {"probe": "weights", "metric": "norm/total", "value": 30 - step / 100, "step": step})
+                rows.append(rows[-1] | {"probe": "weights", "metric": "norm/total", "value": 30 - step / 100, "step": step} | norm)
             for step in STEPS:
-                rows.append(rows[-1] | {"probe": "loss", "metric": "all", "value": 2.0, "step": step, "tokens": 64 * step})
-    return pd.DataFrame(rows, columns=store.COLUMNS)
+                rows.append(rows[-1] | {"probe": "loss", "metric": "all", "value": 2.0, "step": step, "tokens": 64 * step} | loss)
+    return store.typed(pd.DataFrame(rows, columns=store.COLUMNS))
+
+
+ACCURACY = dict(kind="accuracy", higher_is_better=True, low=0.0, high=1.0, chance=np.nan, stderr=0.005)
+SPECS = {"exact_match": ACCURACY, "token_accuracy": ACCURACY, "train_exact_match": ACCURACY,
+         "answer_logprob": dict(kind="logprob", higher_is_better=True, low=np.nan, high=0.0, chance=np.nan, stderr=0.005)}
 
 
 @pytest.fixture

@@ -1,11 +1,13 @@
 """Attention-head probes on repeated random tokens [BOS] r_1..r_L r_1..r_L: for every head,
 the induction score (mean attention from a token of the second copy to the token after its
-first occurrence) and the previous-token score (mean attention to the previous position)."""
+first occurrence) and the previous-token score (mean attention to the previous position).
+Chance is the score of uniform attention over the visible positions."""
 
 from __future__ import annotations
 
 import torch
 
+from observatory.metrics import Metric, mean_with_error
 from observatory.probes import probe
 
 
@@ -13,27 +15,39 @@ def _pattern_hooks(model_cfg, cfg):
     return {"repeated": [f"blocks.{layer}.attn.hook_pattern" for layer in range(model_cfg.n_layer)]}
 
 
-def head_scores(pattern: torch.Tensor, half: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """pattern (S, H, T, T) over [BOS] + 2 copies of `half` tokens -> (induction, prev) per head (H,)."""
-    T = pattern.shape[-1]
+def _positions(T: int, half: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """((queries, keys) of the induction score, (queries, keys) of the previous-token score)."""
     queries = torch.arange(half + 1, 2 * half)  # second copy, tokens 1..L-1 (each has a successor)
-    induction = pattern[:, :, queries, queries - half + 1].mean(dim=(0, 2))
     q = torch.arange(1, T)
-    previous = pattern[:, :, q, q - 1].mean(dim=(0, 2))
-    return induction, previous
+    return (queries, queries - half + 1), (q, q - 1)
 
 
-@probe("attention", inputs=("repeated",), hooks=_pattern_hooks)
-def attention(ctx, cfg) -> dict[str, float]:
+def head_scores(pattern: torch.Tensor, half: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """pattern (S, H, T, T) over [BOS] + 2 copies of `half` tokens -> per sequence and head
+    (S, H): the induction score and the previous-token score."""
+    (iq, ik), (pq, pk) = _positions(pattern.shape[-1], half)
+    return pattern[:, :, iq, ik].mean(-1), pattern[:, :, pq, pk].mean(-1)
+
+
+def uniform_scores(T: int, half: int) -> tuple[float, float]:
+    """The two scores of a head that attends uniformly to every visible position (query q sees q + 1)."""
+    (iq, _), (pq, _) = _positions(T, half)
+    return (1.0 / (iq + 1.0)).mean().item(), (1.0 / (pq + 1.0)).mean().item()
+
+
+@probe("attention", inputs=("repeated",), hooks=_pattern_hooks, version=2)
+def attention(ctx, cfg) -> dict:
     fwd = ctx.forward("repeated")
-    half = (fwd.tokens.shape[1] - 1) // 2
-    metrics = {}
+    T = fwd.tokens.shape[1]
+    half = (T - 1) // 2
+    chance = dict(zip(("induction", "prev_token"), uniform_scores(T, half)))
+    metrics: dict[str, Metric] = {}
     for name in sorted(fwd.cache):
         layer = int(name.split(".")[1])
-        induction, previous = head_scores(fwd.cache[name].float(), half)
-        for head in range(induction.shape[0]):
-            metrics[f"induction/L{layer}H{head}"] = induction[head].item()
-            metrics[f"prev_token/L{layer}H{head}"] = previous[head].item()
-    metrics["induction/max"] = max(v for k, v in metrics.items() if k.startswith("induction/"))
-    metrics["prev_token/max"] = max(v for k, v in metrics.items() if k.startswith("prev_token/"))
+        for score, per_sequence in zip(("induction", "prev_token"), head_scores(fwd.cache[name].float(), half)):
+            for head in range(per_sequence.shape[1]):
+                metrics[f"{score}/L{layer}H{head}"] = mean_with_error(
+                    per_sequence[:, head].double().numpy(), kind="score", low=0.0, high=1.0, chance=chance[score])
+    for score in ("induction", "prev_token"):  # the strongest head, with its own sampling error
+        metrics[f"{score}/max"] = max((m for k, m in metrics.items() if k.startswith(f"{score}/")), key=lambda m: m.value)
     return metrics

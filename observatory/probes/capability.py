@@ -1,28 +1,45 @@
 """Capability probes: every task's held-out items, scored by a discontinuous metric (exact
-match) and by continuous ones (answer log-probability, per-token accuracy, Brier score)."""
+match) and by continuous ones (answer log-probability, per-token accuracy, Brier score).
+
+Every metric is reachable: a model that always answers right scores the top of each. Items
+whose answer is one of several equally right continuations (the grammar task's verb: its
+lemma is drawn independently of the prompt) are scored by the choice they test alone:
+the right form against the wrong one (`agreement`, and the continuous `agreement_prob`)."""
 
 from __future__ import annotations
 
 import torch
 
+from observatory.metrics import ACCURACY
 from observatory.probes import probe
 
+SPECS = {
+    "exact_match": ACCURACY,
+    "token_accuracy": ACCURACY,
+    "answer_logprob": dict(kind="logprob", low=None, high=0.0),
+    "brier": dict(kind="score", higher_is_better=False, low=0.0, high=2.0),
+    "agreement": ACCURACY | dict(chance=0.5),
+    "agreement_prob": dict(kind="score", low=0.0, high=1.0, chance=0.5),
+}
 
-@probe("capability", inputs=("items",), version=3)
-def capability(ctx, cfg) -> dict[str, float]:
-    """Held-out items as `<task>/<metric>`; items from the training part as `<task>/train_<metric>`.
+
+@probe("capability", inputs=("items",), version=4)
+def capability(ctx, cfg) -> dict:
+    """Held-out items as `<task>/<metric>`; items from the training stream as `<task>/train_<metric>`.
     Each metric is the weighted mean of per-item scores, which are recorded for the
     item bootstrap of the emergence analysis."""
     items, metrics = ctx.items, {}
     for task, split in dict.fromkeys(zip(items.tasks, items.splits)):
         prefix = f"{task}/" if split == "heldout" else f"{task}/train_"
         for name, (rows, values, weights) in _item_scores(ctx, *items.answer_tokens(task, split)).items():
-            metrics[prefix + name] = ctx.record_items(prefix + name, rows, values, weights)
+            metrics[prefix + name] = ctx.record_items(prefix + name, rows, values, weights, **SPECS[name])
     return metrics
 
 
 def _item_scores(ctx, rows, positions, targets) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """{metric: (item rows, per-item value, per-item weight)} for one task's answer tokens."""
+    if all("wrong" in ctx.items.metadata[i] for i in rows.unique().tolist()):
+        return _choice_scores(ctx, rows, positions, targets)
     logprobs = ctx.forward("items").logprobs(rows, positions)  # (K answer tokens, V)
     target_logprob = logprobs.gather(1, targets[:, None]).squeeze(1).double()  # (K,)
     correct = (logprobs.argmax(-1) == targets).double()
@@ -34,24 +51,24 @@ def _item_scores(ctx, rows, positions, targets) -> dict[str, tuple[torch.Tensor,
 
     n_tokens, ones = item_sum(torch.ones_like(correct)), torch.ones(len(items), dtype=torch.double)
     n_correct = item_sum(correct)
-    scores = {
+    return {
         # teacher-forced all-correct is exactly greedy decoding's exact match
         "exact_match": (items, (n_correct == n_tokens).double(), ones),
         "token_accuracy": (items, n_correct / n_tokens, n_tokens),  # weighted by tokens: a mean over tokens
         "answer_logprob": (items, item_sum(target_logprob) / n_tokens, ones),
         "brier": (items, item_sum(brier) / n_tokens, n_tokens),
     }
-    if all("wrong" in ctx.items.metadata[i] for i in items.tolist()):
-        scores["agreement"] = (items, _agreement(ctx, rows, positions, targets), ones)
-    return scores
 
 
-def _agreement(ctx, rows, positions, targets) -> torch.Tensor:
-    """Per item: the right form outscores the wrong one at the first answer token (grammar)."""
+def _choice_scores(ctx, rows, positions, targets) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per item, at the first answer token: does the right form outscore the wrong one
+    (`agreement`), and its probability among the two (`agreement_prob`)."""
     first = torch.ones_like(rows, dtype=torch.bool)
     first[1:] = rows[1:] != rows[:-1]
     rows, positions, targets = rows[first], positions[first], targets[first]
     wrong = torch.tensor([ctx.token_ids[ctx.items.metadata[i]["wrong"]] for i in rows.tolist()])
-    logits = ctx.forward("items").logits[rows, positions]
-    right_score, wrong_score = logits.gather(1, targets[:, None]), logits.gather(1, wrong[:, None])
-    return (right_score > wrong_score).squeeze(1).double()
+    logits = ctx.forward("items").logits[rows, positions].double()
+    right_score, wrong_score = logits.gather(1, targets[:, None]).squeeze(1), logits.gather(1, wrong[:, None]).squeeze(1)
+    ones = torch.ones(len(rows), dtype=torch.double)
+    return {"agreement": (rows, (right_score > wrong_score).double(), ones),
+            "agreement_prob": (rows, torch.sigmoid(right_score - wrong_score), ones)}

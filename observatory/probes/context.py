@@ -8,6 +8,7 @@ import functools
 
 import torch
 
+from observatory.metrics import Metric, mean_with_error
 from train.model import GPT
 from train.rundir import SPECIAL_TOKENS
 
@@ -63,6 +64,16 @@ def pack_blocks(items: list[dict], block_len: int) -> tuple[torch.Tensor, list[s
     return torch.tensor(blocks, dtype=torch.long).reshape(-1, block_len), tasks
 
 
+def documents(items: list[dict], length: int) -> torch.Tensor:
+    """The held-out examples that are at least `length` tokens long, each alone from position
+    0 and cut to `length`: position t of a document has read exactly t + 1 tokens, as in
+    Olsson et al.'s in-context learning score (packed blocks mix positions within an example
+    with positions in the block)."""
+    rows = [seq[:length] for it in items if it.get("split", "heldout") == "heldout"
+            if len(seq := it["prompt_ids"] + it["answer_ids"] + it["suffix_ids"]) >= length]
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, length)
+
+
 def repeated_random_tokens(n_sequences: int, half: int, vocab: list[int], bos: int, seed: int) -> torch.Tensor:
     """[BOS] r_1..r_L r_1..r_L: the second copy is predictable only by induction."""
     g = torch.Generator().manual_seed(seed)
@@ -97,17 +108,19 @@ class Context:
     inputs: dict[str, torch.Tensor]  # input set name -> tokens (N, T)
     hooks: dict[str, set[str]]  # input set name -> hook names requested by the probes
     batch_size: int = 256
-    items: Items | None = None
+    items: Items | None = None  # held-out and training-stream items (capability)
+    linear_items: Items | None = None  # the linear probe's own items
     block_tasks: list[str] = field(default_factory=list)
     token_ids: dict[str, int] = field(default_factory=dict)  # the run's vocabulary
     item_scores: dict[str, ItemScores] = field(default_factory=dict)  # metric -> per-item scores
     _forwards: dict[str, Forward] = field(default_factory=dict)
 
-    def record_items(self, metric: str, items: torch.Tensor, values: torch.Tensor, weights: torch.Tensor) -> float:
+    def record_items(self, metric: str, items: torch.Tensor, values: torch.Tensor, weights: torch.Tensor,
+                     **spec) -> Metric:
         """Keep a metric's per-item scores (item = row of probe_items.jsonl); returns the
-        metric itself, their weighted mean."""
+        metric itself, their weighted mean with its standard error."""
         self.item_scores[metric] = ItemScores(items.tolist(), values.tolist(), weights.tolist())
-        return float((values * weights).sum() / weights.sum())
+        return mean_with_error(values.numpy(), weights.numpy(), **spec)
 
     @torch.no_grad()
     def forward(self, name: str) -> Forward:

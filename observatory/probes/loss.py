@@ -1,12 +1,16 @@
-"""Loss probes on the held-out examples packed as in training: loss per task, loss by
-context position, and the in-context learning score (Olsson et al. 2022: loss at token 500
-minus loss at token 50 of 512, here scaled to the context length)."""
+"""Loss probes. On the held-out examples packed as in training: the loss per task and by
+position in the block. On whole held-out examples that fill the context, each starting at
+position 0 (so that a position is the length of the context read): the in-context learning
+score of Olsson et al. 2022, the loss at token 500 minus the loss at token 50 of 512, here
+scaled to the context length. Runs whose examples are all shorter than the context (the
+task suite's short tasks) get no ICL score: on them it would not measure context use."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from observatory.metrics import LOSS, Metric, mean_with_error
 from observatory.probes import probe
 
 
@@ -15,21 +19,36 @@ def icl_positions(n_positions: int) -> tuple[int, int]:
     return round(n_positions * 50 / 512), min(n_positions - 1, round(n_positions * 500 / 512))
 
 
-@probe("loss", inputs=("blocks",))
-def loss(ctx, cfg) -> dict[str, float]:
-    fwd = ctx.forward("blocks")
-    tokens = fwd.tokens  # (M, T)
-    per_token = F.cross_entropy(fwd.logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none")
-    per_token = per_token.view(tokens.shape[0], -1)  # (M, T - 1): loss at position t predicts token t + 1
-    metrics = {"all": per_token.mean().item()}
+def per_token_loss(fwd) -> torch.Tensor:
+    """(N, T - 1): the loss at position t predicts token t + 1."""
+    tokens = fwd.tokens
+    loss = F.cross_entropy(fwd.logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none")
+    return loss.view(tokens.shape[0], -1).double()
+
+
+def icl_score(per_token: torch.Tensor) -> Metric:
+    """Olsson et al.'s score over documents (D, T - 1): per document, late minus early loss;
+    negative when later tokens are predicted better, i.e. when the context is used."""
+    early, late = icl_positions(per_token.shape[1])
+    return mean_with_error((per_token[:, late] - per_token[:, early]).numpy(), kind="score", higher_is_better=False)
+
+
+@probe("loss", inputs=("blocks", "documents"), version=2)
+def loss(ctx, cfg) -> dict:
+    metrics = _block_losses(ctx) if len(ctx.inputs.get("blocks", ())) else {}
+    if len(ctx.inputs.get("documents", ())):
+        metrics["icl_score"] = icl_score(per_token_loss(ctx.forward("documents")))
+    return metrics
+
+
+def _block_losses(ctx) -> dict:
+    per_token = per_token_loss(ctx.forward("blocks"))  # (M, T - 1)
+    metrics = {"all": mean_with_error(per_token.mean(1).numpy(), **LOSS)}
     tasks = ctx.block_tasks
     for task in dict.fromkeys(tasks):
         rows = torch.tensor([i for i, t in enumerate(tasks) if t == task])
-        metrics[f"task/{task}"] = per_token[rows].mean().item()
-    by_position = per_token.mean(0)  # (T - 1,)
-    n = by_position.shape[0]
+        metrics[f"task/{task}"] = mean_with_error(per_token[rows].mean(1).numpy(), **LOSS)
+    n = per_token.shape[1]
     for pos in sorted({2**k for k in range(n.bit_length()) if 2**k < n} | {0, n - 1}):
-        metrics[f"position/{pos}"] = by_position[pos].item()
-    early, late = icl_positions(n)
-    metrics["icl_score"] = (by_position[late] - by_position[early]).item()
+        metrics[f"position/{pos}"] = mean_with_error(per_token[:, pos].numpy(), **LOSS)
     return metrics
