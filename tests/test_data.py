@@ -32,7 +32,11 @@ def test_mixture_corpus_is_deterministic_and_keeps_held_out_items_out(compose_tr
     assert sum(not e.endswith("[EOS]") for e in examples) <= 3  # remainders cut at the 3 map batches
     # a held-out prompt followed by its answer never occurs in the training stream
     heldout = [item for item in a.probe_items if item["split"] == "heldout"]
-    assert len(heldout) == len(a.probe_items) // 2 == 7 * 32  # and as many from the training part
+    splits = [item["split"] for item in a.probe_items]
+    assert len(heldout) == splits.count("train") == 7 * 32  # and as many from the training stream
+    linear = [item for item in a.probe_items if item["split"] == "linear"]  # the linear probe's own items
+    assert len(linear) == 4096 and {item["task"] for item in linear} == {"modular_addition"}
+    assert len({item["answer"] for item in linear[:3072]}) == 113  # every sum among the items it fits on
     for item in heldout:
         if item["task"] != "grammar":  # grammar prompts are split by prefix; checked in test_tasks
             assert f"{item['prompt']} {item['answer']} " not in text
@@ -44,6 +48,24 @@ def test_mixture_corpus_is_deterministic_and_keeps_held_out_items_out(compose_tr
         full = item["prompt_ids"] + item["answer_ids"] + item["suffix_ids"]
         text = a.tokenizer.decode(full, skip_special_tokens=False)
         assert text.startswith(f"[BOS] {item['prompt']} {item['answer']}") and text.endswith("[EOS]")
+
+
+def test_training_split_probe_items_are_whole_examples_of_the_blocks_training_reads(compose_train, tmp_path):
+    steps, batch = 300, 16
+    cfg = compose_train("data.train_examples=3000", "data.probe_items=32", "data.seq_len=32", "model.n_ctx=32",
+                        f"data.cache_dir={tmp_path}", f"data.batch_size={batch}")
+    corpus = build_corpus(cfg.data)
+    blocks = corpus.train[:]["input_ids"]
+    sampler = StepBatchSampler(len(blocks), batch, cfg.seed)
+    read = {i for k in range(steps) for i in sampler.batch(k)}  # the blocks a run of `steps` steps reads
+    assert len(read) == len(blocks)
+    streams = [f" {' '.join(map(str, block.tolist()))} " for block in blocks]
+    trained = [item for item in corpus.probe_items if item["split"] == "train"]
+    assert {item["task"] for item in trained} == set(cfg.data.tasks) and len(trained) == 7 * 32
+    assert len({(item["task"], item["prompt"]) for item in trained}) == len(trained)  # distinct
+    for item in trained:  # the whole example, [BOS] to [EOS], inside one block
+        example = f" {' '.join(map(str, item['prompt_ids'] + item['answer_ids'] + item['suffix_ids']))} "
+        assert any(example in stream for stream in streams), item
 
 
 def test_weights_set_the_mixture(compose_train, tmp_path):

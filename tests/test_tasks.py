@@ -9,8 +9,10 @@ from train.tasks.grammar import NOUNS
 
 
 def check_induction(task, prompt, answer, meta):
-    segment, sep = prompt[:-1], prompt[-1]
-    return sep == "|" and answer == segment and task.min_length <= len(segment) <= task.length
+    """The prompt's last symbol occurs once before it; the answer continues what followed it there."""
+    earlier = [i for i, symbol in enumerate(prompt[:-1]) if symbol == prompt[-1]]
+    return (len(earlier) == 1 and answer == prompt[earlier[0] + 1 : earlier[0] + 1 + len(answer)]
+            and 1 <= len(answer) < task.spans[1] and all(s.startswith("r") for s in prompt))
 
 
 def check_associative_recall(task, prompt, answer, meta):
@@ -88,6 +90,15 @@ def test_modular_addition_trains_on_its_fraction_of_pairs():
     items = [task.item(f"{a} + {b} =", str((a + b) % 113)) for a in range(113) for b in range(113)]
     trained = sum(not task.is_held_out(i, seed=0) for i in items) / len(items)
     assert trained == pytest.approx(0.3, abs=0.02)
+
+
+def test_induction_spans_recur_at_random_offsets_without_a_cue():
+    task = make_task("induction")
+    items = task.held_out_items(300, seed=0)
+    assert all(len((i["prompt"] + " " + i["answer"] + " " + i["suffix"]).split()) == 1 + task.length for i in items)
+    offsets = {i["metadata"]["copy_start"] - (i["prompt"].split()[1:-1].index(i["prompt"].split()[-1])) for i in items}
+    assert len(offsets) > 20  # the distance back to the source varies: no fixed positional offset copies
+    assert set(task.symbols()) == {task.marker} | {f"r{k}" for k in range(64)}  # no separator symbol
 
 
 def test_grammar_has_attractors_in_both_directions():

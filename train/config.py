@@ -75,6 +75,9 @@ def check_tasks(data_cfg: DictConfig) -> None:
     for key in ("train_examples", "probe_items"):
         if data_cfg[key] <= 0:
             raise ConfigError(f"data.{key}={data_cfg[key]} must be positive")
+    for name, spec in data_cfg.tasks.items():
+        if spec.get("linear_items", 0) < 0:
+            raise ConfigError(f"data.tasks.{name}.linear_items={spec.linear_items} must be >= 0")
 
 
 def check_text_source(data_cfg: DictConfig) -> None:

@@ -7,6 +7,7 @@ step itself, so a resumed run reads exactly the batches an uninterrupted one wou
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from typing import Iterator
@@ -62,13 +63,40 @@ def render(item: dict) -> dict:
 
 def _training_texts(tasks: dict, n_examples: int, seed: int) -> Iterator[dict]:
     """Generator for `datasets.Dataset.from_generator` (its arguments form the cache key):
-    n examples, each from a task drawn with probability proportional to its weight."""
+    n examples, each from a task drawn with probability proportional to its weight; each
+    keeps its item (as JSON) so that probe items can be taken from what training reads."""
     weights, params = split_weights(tasks)
     names = list(weights)
     streams = {n: make_task(n, **params[n]).training_items(random.Random(f"{n}-train-{seed}"), seed) for n in names}
     rng = random.Random(f"mixture-{seed}")
     for name in rng.choices(names, weights=[weights[n] for n in names], k=n_examples):
-        yield render(next(streams[name]))
+        item = next(streams[name])
+        yield render(item) | {"item": json.dumps(item)}
+
+
+def trained_items(texts: datasets.Dataset, tokenizer: Tokenizer, block_len: int, n: int) -> list[dict]:
+    """Up to n distinct items per task from the start of the training stream, each one whose
+    whole example lies inside one packed block: training reads it with all of its context.
+    Follows the packing exactly (each PACK_BATCH of examples is concatenated and cut on its
+    own, its remainder dropped)."""
+    picked: dict[str, dict[str, dict]] = {}
+    for start in range(0, len(texts), PACK_BATCH):
+        chunk = texts[start : start + PACK_BATCH]
+        lengths = [len(enc.ids) for enc in tokenizer.encode_batch(chunk["text"])]
+        kept = sum(lengths) // block_len * block_len  # tokens of this chunk's whole blocks
+        offset = 0
+        for length, blob in zip(lengths, chunk["item"]):
+            first, last = offset, offset + length - 1
+            offset += length
+            if last >= kept or first // block_len != last // block_len:
+                continue
+            item = json.loads(blob)
+            by_key = picked.setdefault(item["task"], {})
+            if len(by_key) < n:
+                by_key.setdefault(item["prompt"], item)
+        if picked and all(len(by_key) >= n for by_key in picked.values()):
+            break
+    return [item for by_key in picked.values() for item in by_key.values()]
 
 
 def tokenize_and_pack(batch: dict, tokenizer: Tokenizer, block_len: int, answer_only: bool = False) -> dict:
@@ -98,9 +126,13 @@ def _from_first_example(labels: list[int], block: list[int], bos: int) -> list[i
     return [IGNORE_INDEX] * first + labels[first:]
 
 
+PACK_BATCH = 1000  # examples packed together: each batch is concatenated and cut into blocks on its own
+
+
 def pack(texts: datasets.Dataset, tokenizer: Tokenizer, seq_len: int, what: str, num_proc: int | None = None,
          answer_only: bool = False):
-    packed = texts.map(tokenize_and_pack, batched=True, remove_columns=texts.column_names, num_proc=num_proc,
+    packed = texts.map(tokenize_and_pack, batched=True, batch_size=PACK_BATCH, remove_columns=texts.column_names,
+                       num_proc=num_proc,
                        fn_kwargs={"tokenizer": tokenizer, "block_len": seq_len + 1, "answer_only": answer_only},
                        desc=f"packing {what}")
     if len(packed) == 0:
@@ -118,15 +150,18 @@ def build_task_corpus(data_cfg) -> Corpus:
     )
     answer_only = data_cfg.loss_on == "answer"
     train = pack(texts, tokenizer, data_cfg.seq_len, "the training mixture", answer_only=answer_only)
+    # items from the training stream, for train-vs-held-out curves (grokking)
+    trained = trained_items(texts, tokenizer, data_cfg.seq_len + 1, data_cfg.probe_items)
     probe_items, heldout = [], {}
     for name, task in tasks.items():
         items = task.held_out_items(data_cfg.probe_items, data_cfg.seed)
         probe_items += [tokenize_item(item, tokenizer, "heldout") for item in items]
-        # as many items from the training part, for train-vs-test curves (grokking)
-        trained = task.training_items(random.Random(f"{name}-probe-train-{data_cfg.seed}"), data_cfg.seed)
-        probe_items += [tokenize_item(next(trained), tokenizer, "train") for _ in items]
+        probe_items += [tokenize_item(item, tokenizer, "train") for item in trained if item["task"] == name]
         rendered = datasets.Dataset.from_list([render(item) for item in items])
         heldout[name] = pack(rendered, tokenizer, data_cfg.seq_len, f"held-out {name} items", answer_only=answer_only)
+    for name, spec in data_cfg.tasks.items():  # the linear probe's own items
+        n = int(spec.get("linear_items", 0))
+        probe_items += [tokenize_item(item, tokenizer, "linear") for item in tasks[name].items_anywhere(n, data_cfg.seed)]
     return Corpus(tokenizer, train, heldout, probe_items)
 
 
@@ -135,7 +170,7 @@ def tokenize_item(item: dict, tokenizer: Tokenizer, split: str) -> dict:
     prompt_ids + answer_ids + suffix_ids is the example exactly as training renders it."""
     return {
         "task": item["task"],
-        "split": split,  # "heldout": never trained on; "train": from the training part of the item space
+        "split": split,  # "heldout": never trained on; "train": read by training; "linear": the linear probe's
         "prompt_ids": tokenizer.encode(f"[BOS] {item['prompt']}").ids,
         "answer_ids": tokenizer.encode(item["answer"]).ids,
         "suffix_ids": tokenizer.encode(f"{item['suffix']} [EOS]").ids,  # the rest of the training example

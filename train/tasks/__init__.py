@@ -19,10 +19,13 @@ def make_task(name: str, **params) -> Task:
     return TASKS[name](**params)
 
 
+MIXTURE_KEYS = ("weight", "linear_items")  # what a mixture spec says about a task besides its parameters
+
+
 def split_weights(tasks: dict) -> tuple[dict, dict]:
-    """A mixture spec `{name: {weight, **params}}` -> ({name: weight}, {name: params})."""
+    """A mixture spec `{name: {weight, linear_items, **params}}` -> ({name: weight}, {name: params})."""
     weights = {name: float(spec.get("weight", 1.0)) for name, spec in tasks.items()}
-    params = {name: {k: v for k, v in spec.items() if k != "weight"} for name, spec in tasks.items()}
+    params = {name: {k: v for k, v in spec.items() if k not in MIXTURE_KEYS} for name, spec in tasks.items()}
     return weights, params
 
 

@@ -51,12 +51,20 @@ class Task:
             if not self.is_held_out(item, seed):
                 yield item
 
+    def items_anywhere(self, n: int, seed: int) -> list[Item]:
+        """Up to n distinct items from the whole item space, training part and held-out part
+        alike (the linear probe's: it asks what the model represents, not what it generalizes)."""
+        return self._distinct(random.Random(f"{self.name}-anywhere-{seed}"), n, lambda item: True)
+
     def held_out_items(self, n: int, seed: int) -> list[Item]:
         """Up to n distinct held-out items (fewer if the held-out part is smaller)."""
-        rng, items, seen, misses = random.Random(f"{self.name}-held-out-{seed}"), [], set(), 0
+        return self._distinct(random.Random(f"{self.name}-held-out-{seed}"), n, lambda item: self.is_held_out(item, seed))
+
+    def _distinct(self, rng: random.Random, n: int, keep) -> list[Item]:
+        items, seen, misses = [], set(), 0
         while len(items) < n and misses < 20 * n + 1000:  # stop once new items stop coming
             item = self.sample(rng)
-            if self.is_held_out(item, seed) and self.key(item) not in seen:
+            if keep(item) and self.key(item) not in seen:
                 seen.add(self.key(item))
                 items.append(item)
                 misses = 0

@@ -10,27 +10,80 @@ BRACKETS = ["()", "[]", "{}", "<>"]
 
 
 class Induction(Task):
-    """A random segment, a separator, then the segment again: the copy is predictable only
-    from context, by an induction head (Olsson et al. 2022). The segment length varies
-    (min_length..length), so that no fixed positional offset can do the copying."""
+    """Random symbols in which earlier spans recur at random offsets, with no marker and no
+    separator: a recurring span is predictable only by matching content, by an induction head
+    (Olsson et al. 2022). The body of `length` symbols is written left to right in segments:
+    with probability `p_copy` (once one fits) a copy of span_min..span_max symbols from a
+    random earlier position whose first symbol occurs once so far, else a fresh run of
+    fresh_min..fresh_max symbols. Fresh symbols follow a lag-2 Markov chain (each depends on
+    the one two back through a fixed random table, rows Dirichlet(lag2_alpha) mixed with
+    `lag2_uniform` of uniform), which makes a previous-token head useful on its own before an
+    induction head can use it. The answer is the rest of the last copy after its first symbol:
+    the prompt decides it (continue the copy of the unique earlier occurrence)."""
 
     name, marker = "induction", "[copy]"
 
-    def __init__(self, n_symbols: int = 64, length: int = 12, min_length: int | None = None, held_out: float = 0.1):
-        min_length = max(1, length // 2) if min_length is None else min_length
-        if n_symbols < 2 or not 1 <= min_length <= length:
-            raise ValueError(f"induction: need n_symbols >= 2 and 1 <= min_length <= length, got "
-                             f"{n_symbols}, {min_length}, {length}")
+    def __init__(self, n_symbols: int = 64, length: int = 62, span_min: int = 4, span_max: int = 10,
+                 fresh_min: int = 2, fresh_max: int = 8, p_copy: float = 0.5, lag2_alpha: float = 0.1,
+                 lag2_uniform: float = 0.5, held_out: float = 0.1):
+        if n_symbols < 2 or not 2 <= span_min <= span_max or not 1 <= fresh_min <= fresh_max or length < span_min + 2:
+            raise ValueError(f"induction: need n_symbols >= 2, 2 <= span_min <= span_max, 1 <= fresh_min <= fresh_max "
+                             f"and length >= span_min + 2, got {n_symbols}, {span_min}, {span_max}, {fresh_min}, "
+                             f"{fresh_max}, {length}")
+        if not 0 < p_copy <= 1 or lag2_alpha <= 0 or not 0 <= lag2_uniform <= 1:
+            raise ValueError(f"induction: need 0 < p_copy <= 1, lag2_alpha > 0, 0 <= lag2_uniform <= 1, got "
+                             f"{p_copy}, {lag2_alpha}, {lag2_uniform}")
         super().__init__(held_out)
-        self.n_symbols, self.length, self.min_length = n_symbols, length, min_length
+        self.n_symbols, self.length, self.p_copy = n_symbols, length, p_copy
+        self.spans, self.fresh = (span_min, span_max), (fresh_min, fresh_max)
+        self.lag2 = self._lag2_table(n_symbols, lag2_alpha, lag2_uniform)
+
+    @staticmethod
+    def _lag2_table(n: int, alpha: float, uniform: float) -> list[list[float]]:
+        """Cumulative transition weights, one row per symbol two back; fixed for the task."""
+        rng, table = random.Random(f"induction-lag2-{n}-{alpha}-{uniform}"), []
+        for _ in range(n):
+            row = [rng.gammavariate(alpha, 1.0) for _ in range(n)]
+            total, cumulative, rows = sum(row), 0.0, []
+            for weight in row:
+                cumulative += (1 - uniform) * weight / total + uniform / n
+                rows.append(cumulative)
+            table.append(rows)
+        return table
 
     def symbols(self) -> list[str]:
-        return [self.marker, "|"] + [f"r{i}" for i in range(self.n_symbols)]
+        return [self.marker] + [f"r{i}" for i in range(self.n_symbols)]
+
+    def _body(self, rng: random.Random) -> tuple[list[int], list[tuple[int, int]]]:
+        """`length` symbols and the (start, length) of every copied span in them."""
+        body, copies, counts = [], [], [0] * self.n_symbols
+        while len(body) < self.length:
+            m = rng.randint(*self.spans)
+            sources = [s for s in range(len(body) - m + 1) if counts[body[s]] == 1]  # a unique first symbol
+            if sources and rng.random() < self.p_copy:
+                s = rng.choice(sources)
+                copies.append((len(body), min(m, self.length - len(body))))
+                segment = body[s : s + m]
+            else:
+                segment = []
+                for _ in range(rng.randint(*self.fresh)):
+                    previous = (body + segment)[-2] if len(body) + len(segment) >= 2 else rng.randrange(self.n_symbols)
+                    segment.append(rng.choices(range(self.n_symbols), cum_weights=self.lag2[previous])[0])
+            for symbol in segment[: self.length - len(body)]:
+                counts[symbol] += 1
+                body.append(symbol)
+        return body, copies
 
     def sample(self, rng: random.Random) -> Item:
-        n = rng.randint(self.min_length, self.length)
-        segment = " ".join(f"r{rng.randrange(self.n_symbols)}" for _ in range(n))
-        return self.item(f"{segment} |", segment)
+        while True:
+            body, copies = self._body(rng)
+            copies = [(d, m) for d, m in copies if m >= 2]
+            if copies:
+                break
+        d, m = copies[-1]
+        words = [f"r{i}" for i in body]
+        return self.item(" ".join(words[: d + 1]), " ".join(words[d + 1 : d + m]), " ".join(words[d + m :]),
+                         copy_start=d, copy_length=m)
 
 
 class AssociativeRecall(Task):
