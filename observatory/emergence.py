@@ -29,6 +29,8 @@ class Onset:
     reason: str  # why there is no onset ("" when there is one)
     onset_step: float | None = None  # where the curve last crosses `fraction` of its rise (log-interpolated)
     width_decades: float | None = None  # from 10% to 90% of the rise, in decades of steps
+    rise_start_step: float | None = None  # where the curve last crosses 10% of its rise: the rise begins
+    rise_end_step: float | None = None  # and 90%: the rise is done
     center_step: float | None = None  # the sigmoid fit's midpoint
     ci_low_step: float | None = None  # 95% bootstrap interval of the midpoint
     ci_high_step: float | None = None
@@ -143,6 +145,7 @@ def detect_onset(steps, values, fraction: float = 0.5, min_snr: float = 4.0, min
     width = 2 * math.log(9) * w  # 10% to 90% of a logistic, in decades
     return Onset(
         True, "", onset_step=10**onset_x - 1, width_decades=(hi - lo) if lo is not None and hi is not None else None,
+        rise_start_step=10**lo - 1 if lo is not None else None, rise_end_step=10**hi - 1 if hi is not None else None,
         center_step=10**c - 1, ci_low_step=10 ** ci[0] - 1 if ci else None,
         ci_high_step=10 ** ci[1] - 1 if ci else None, ci_method="residuals" if ci else None, abruptness=1 / width,
         r2=r2, start_value=start, final_value=final,

@@ -48,21 +48,22 @@ class RunInputs:
         linear = [it for it in probe_items if it.get("split") == LINEAR_SPLIT]
         probe_items = [it for it in probe_items if it.get("split") != LINEAR_SPLIT]
         token_ids = Tokenizer.from_file(str(run_dir / rundir.TOKENIZER)).get_vocab()
-        blocks, block_tasks = pack_blocks(probe_items, n_ctx)
+        blocks, block_tasks = pack_blocks(probe_items, n_ctx + 1)  # as training cuts them
         attention = probe_cfgs.get("attention") or {}
         ordinary = sorted(i for t, i in token_ids.items() if t not in rundir.SPECIAL_TOKENS)
         repeated = repeated_random_tokens(attention.get("n_sequences", 32), (n_ctx - 1) // 2, ordinary,
                                           token_ids["[BOS]"], attention.get("seed", 0))
         return cls(Items.from_probe_items(probe_items), Items.from_probe_items(linear) if linear else None,
-                   blocks, block_tasks, documents(probe_items, n_ctx), repeated, token_ids)
+                   blocks, block_tasks, documents(probe_items, n_ctx + 1), repeated, token_ids)
 
     def context(self, model, probe_cfgs: dict, batch_size: int) -> Context:
-        inputs = {"items": self.items.tokens, "blocks": self.blocks, "documents": self.documents,
+        inputs = {"items": self.items.tokens, "blocks": self.blocks[:, :-1], "documents": self.documents[:, :-1],
                   "repeated": self.repeated}
+        targets = {"blocks": self.blocks[:, 1:], "documents": self.documents[:, 1:]}  # the next token of each position
         if self.linear_items is not None:
             inputs["linear_items"] = self.linear_items.tokens
         return Context(model, inputs, requested_hooks(model.cfg, probe_cfgs), batch_size, self.items,
-                       self.linear_items, self.block_tasks, self.token_ids)
+                       self.linear_items, self.block_tasks, self.token_ids, targets)
 
 
 def probe_checkpoint(model, inputs: RunInputs, probe_cfgs: dict, batch_size: int = 256) -> tuple[dict, dict]:

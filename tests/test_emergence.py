@@ -25,6 +25,9 @@ def test_known_onsets_are_recovered(center):
     assert center / 1.3 < onset.center_step < center * 1.3
     assert onset.ci_low_step <= onset.center_step <= onset.ci_high_step
     assert onset.abruptness == pytest.approx(1 / 0.4, rel=0.3)
+    # the rise begins (10%) and ends (90%) 0.2 decades either side of the midpoint
+    assert center * 10**-0.2 / 1.3 < onset.rise_start_step < center * 10**-0.2 * 1.3
+    assert center * 10**0.2 / 1.3 < onset.rise_end_step < center * 10**0.2 * 1.3
 
 
 def test_sharp_transitions_are_more_abrupt_than_smooth_ones():

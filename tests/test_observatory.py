@@ -25,7 +25,7 @@ from train import rundir
 from train.runner import run_training
 
 PROBES = {"capability": {}, "loss": {}, "attention": {"n_sequences": 8, "seed": 0}, "weights": {},
-          "linear": {"tasks": ["modular_addition"], "fit_fraction": 0.75, "ridge": 0.001}}
+          "linear": {"tasks": ["modular_addition"], "fit_fraction": 0.75, "shrinkage": 0.01}}
 KEY = ["run", "step", "probe", "metric"]
 
 
@@ -63,9 +63,9 @@ def test_tidy_rows_for_every_run_step_probe_metric(experiment):
     metrics = set(table["metric"])
     assert {"modular_addition/exact_match", "grammar/agreement", "induction/max", "norm/total",
             "modular_addition/best", "task/dyck"} <= metrics
-    # the ICL score needs whole examples that fill the context; this suite's are shorter than n_ctx=32
+    # the ICL score needs whole examples that fill the context (n_ctx + 1 = 33 tokens); this suite's are shorter
     items = rundir.read_probe_items(experiment / "13k-s1")
-    fills = any(len(i["prompt_ids"] + i["answer_ids"] + i["suffix_ids"]) >= 32 for i in items if i["split"] == "heldout")
+    fills = any(len(i["prompt_ids"] + i["answer_ids"] + i["suffix_ids"]) >= 33 for i in items if i["split"] == "heldout")
     assert ("icl_score" in metrics) == fills
     assert table.groupby(["probe", "metric"])["kind"].nunique().max() == 1  # each metric declares one kind
     assert pd.read_parquet(experiment / "observatory" / "results.parquet").equals(table)

@@ -9,7 +9,7 @@ import torch
 from observatory.probes import PROBES, requested_hooks
 from observatory.metrics import Metric
 from observatory.probes.context import Context, Items, documents, pack_blocks, repeated_random_tokens
-from observatory.probes.linear import ridge_probe
+from observatory.probes.linear import linear_probe
 from observatory.probes.loss import icl_positions
 from train.model import GPT, GPTConfig
 
@@ -24,18 +24,19 @@ def model(**kw) -> GPT:
 def context(m: GPT, items: list[dict] | None = None, probes=("capability", "loss", "attention", "linear")) -> Context:
     items = items or []
     hooks = requested_hooks(m.cfg, {name: {} for name in probes})
-    blocks, block_tasks = pack_blocks(items, m.cfg.n_ctx) if items else (torch.zeros(0, 16, dtype=torch.long), [])
+    blocks, block_tasks = pack_blocks(items, m.cfg.n_ctx + 1) if items else (torch.zeros(0, 17, dtype=torch.long), [])
     repeated = repeated_random_tokens(16, HALF, list(range(4, V)), bos=1, seed=0)
     linear = [it for it in items if it.get("split") == "linear"]
     items = [it for it in items if it.get("split") != "linear"]
     parsed = Items.from_probe_items(items) if items else None
-    inputs = {"items": parsed.tokens if parsed else None, "blocks": blocks, "repeated": repeated,
-              "documents": documents(items, m.cfg.n_ctx)}
+    docs = documents(items, m.cfg.n_ctx + 1)
+    inputs = {"items": parsed.tokens if parsed else None, "blocks": blocks[:, :-1], "repeated": repeated,
+              "documents": docs[:, :-1]}
     if linear:
         inputs["linear_items"] = Items.from_probe_items(linear).tokens
     # one batch of up to 1024 rows: the planting hooks below see every row at once
     return Context(m, inputs, hooks, 1024, parsed, Items.from_probe_items(linear) if linear else None, block_tasks,
-                   {f"w{i}": i for i in range(V)})
+                   {f"w{i}": i for i in range(V)}, {"blocks": blocks[:, 1:], "documents": docs[:, 1:]})
 
 
 def values(metrics: dict[str, Metric]) -> dict[str, float]:
@@ -184,11 +185,11 @@ def test_position_independent_loss_on_packed_blocks():
         m.lm_head.weight.zero_()  # uniform predictions: loss log V at every position
     metrics = values(PROBES["loss"].fn(context(m, items_of("copy", 40, 3) + items_of("add", 40, 2), ("loss",)), {}))
     assert metrics["all"] == pytest.approx(math.log(V)) and metrics["task/add"] == pytest.approx(math.log(V))
-    assert metrics["position/0"] == pytest.approx(math.log(V)) and metrics["position/14"] == pytest.approx(math.log(V))
+    assert metrics["position/0"] == pytest.approx(math.log(V)) and metrics["position/15"] == pytest.approx(math.log(V))
     assert "icl_score" not in metrics  # no example fills the context: no document to score
 
 
-RULE_V = 64  # few collisions among 16 random symbols: a copy is mostly right
+RULE_V = 64
 
 
 class RuleModel:
@@ -217,30 +218,33 @@ def copies_from_context(tokens):
 
 
 def repeated_documents(n: int, half: int, n_ctx: int, filler: int = 2) -> list[dict]:
-    """[BOS] r r [EOS]: whole examples longer than the context, each scored from position 0."""
-    r = repeated_random_tokens(n, half, list(range(4, RULE_V)), bos=1, seed=3)
+    """[BOS] r r [EOS]: whole examples longer than the context, each scored from position 0;
+    r has distinct symbols, so that a copy is exactly right."""
+    g = torch.Generator().manual_seed(3)
+    rows = [[1] + (r := (4 + torch.randperm(RULE_V - 4, generator=g)[:half]).tolist()) + r for _ in range(n)]
     return [{"task": "copy", "prompt_ids": seq[:2], "answer_ids": seq[2:], "suffix_ids": [2] * filler, "metadata": {}}
-            for seq in r.tolist()]
+            for seq in rows]
 
 
 @pytest.mark.parametrize("rule,expected", [(ignores_context, "zero"), (copies_from_context, "negative")])
 def test_icl_score_is_zero_without_context_use_and_negative_with_it(rule, expected):
     n_ctx = 32
-    items = repeated_documents(64, 16, n_ctx)  # 33 + 2 tokens, cut to 32: position 30 sits in the copy
-    inputs = {"documents": documents(items, n_ctx), "blocks": torch.zeros(0, n_ctx, dtype=torch.long)}
-    assert inputs["documents"].shape == (64, n_ctx) and (inputs["documents"][:, 0] == 1).all()
-    early, late = icl_positions(n_ctx - 1)
-    assert (early, late) == (3, 30)
-    ctx = Context(RuleModel(rule, n_ctx), inputs, {}, 1024)
+    items = repeated_documents(64, 16, n_ctx)  # 33 + 2 tokens, cut to 33: the late position sits in the copy
+    docs = documents(items, n_ctx + 1)
+    assert docs.shape == (64, n_ctx + 1) and (docs[:, 0] == 1).all()
+    early, late = icl_positions(n_ctx)
+    assert (early, late) == (3, 31)
+    inputs = {"documents": docs[:, :-1], "blocks": torch.zeros(0, n_ctx, dtype=torch.long)}
+    ctx = Context(RuleModel(rule, n_ctx), inputs, {}, 1024, targets={"documents": docs[:, 1:]})
     score = PROBES["loss"].fn(ctx, {})["icl_score"]
     if expected == "zero":
         assert score.value == 0.0
-    else:  # the late token is copied (up to collisions); the early one is mostly a uniform guess
-        assert score.value < -0.5 * math.log(RULE_V) and score.value + 4 * score.stderr < 0
+    else:  # the late token is copied (loss ~0), the early one is a uniform guess (log V)
+        assert score.value == pytest.approx(-math.log(RULE_V), abs=0.01)
 
 
 def test_icl_positions_scale_olssons_500_and_50_of_512():
-    assert icl_positions(511) == (50, 499) and icl_positions(63) == (6, 62)
+    assert icl_positions(512) == (50, 500) and icl_positions(64) == (6, 62)
 
 
 # ---- weights ------------------------------------------------------------------------
@@ -262,16 +266,16 @@ def test_linear_probe_decodes_a_planted_latent_and_not_noise():
     labels = torch.randint(0, 10, (400,), generator=g)
     directions = torch.randn(10, 24, generator=g)
     features = directions[labels] + 0.3 * torch.randn(400, 24, generator=g)
-    correct, chance = ridge_probe(features, labels, 300, ridge=1e-3)
+    correct, chance = linear_probe(features, labels, 300, shrinkage=0.01)
     assert correct.mean() > 0.95 and 0.05 < chance < 0.2  # ten classes
-    correct, chance = ridge_probe(torch.randn(400, 24, generator=g), labels, 300, ridge=1e-3)
+    correct, chance = linear_probe(torch.randn(400, 24, generator=g), labels, 300, shrinkage=0.01)
     assert correct.mean() < 0.25
 
 
 def test_linear_probe_answers_only_classes_it_was_fitted_on():
     labels = torch.tensor([0, 1] * 50 + [2] * 20)  # class 2 only among the scored rows
     features = torch.nn.functional.one_hot(labels, 3).double()  # a perfect representation
-    correct, chance = ridge_probe(features, labels, 100, ridge=1e-3)
+    correct, chance = linear_probe(features, labels, 100, shrinkage=0.01)
     assert correct.sum() == 0 and chance == 0.0  # never fitted: never answered, counted wrong
 
 

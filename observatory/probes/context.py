@@ -53,7 +53,8 @@ class Items:
 
 
 def pack_blocks(items: list[dict], block_len: int) -> tuple[torch.Tensor, list[str]]:
-    """Each task's full held-out examples, concatenated and cut into blocks (as training does)."""
+    """Each task's full held-out examples, concatenated and cut into blocks as training cuts
+    them (block_len = n_ctx + 1: the model reads the first n_ctx tokens, each predicting the next)."""
     items = [it for it in items if it.get("split", "heldout") == "heldout"]
     blocks, tasks = [], []
     for task in dict.fromkeys(it["task"] for it in items):
@@ -65,10 +66,10 @@ def pack_blocks(items: list[dict], block_len: int) -> tuple[torch.Tensor, list[s
 
 
 def documents(items: list[dict], length: int) -> torch.Tensor:
-    """The held-out examples that are at least `length` tokens long, each alone from position
-    0 and cut to `length`: position t of a document has read exactly t + 1 tokens, as in
-    Olsson et al.'s in-context learning score (packed blocks mix positions within an example
-    with positions in the block)."""
+    """The held-out examples that are at least `length` (n_ctx + 1) tokens long, each alone
+    from position 0 and cut to `length`: position t of a document has read exactly t + 1
+    tokens, as in Olsson et al.'s in-context learning score (packed blocks mix positions
+    within an example with positions in the block)."""
     rows = [seq[:length] for it in items if it.get("split", "heldout") == "heldout"
             if len(seq := it["prompt_ids"] + it["answer_ids"] + it["suffix_ids"]) >= length]
     return torch.tensor(rows, dtype=torch.long).reshape(-1, length)
@@ -112,6 +113,7 @@ class Context:
     linear_items: Items | None = None  # the linear probe's own items
     block_tasks: list[str] = field(default_factory=list)
     token_ids: dict[str, int] = field(default_factory=dict)  # the run's vocabulary
+    targets: dict[str, torch.Tensor] = field(default_factory=dict)  # input set -> next token of each position (N, T)
     item_scores: dict[str, ItemScores] = field(default_factory=dict)  # metric -> per-item scores
     _forwards: dict[str, Forward] = field(default_factory=dict)
 

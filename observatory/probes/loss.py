@@ -19,30 +19,29 @@ def icl_positions(n_positions: int) -> tuple[int, int]:
     return round(n_positions * 50 / 512), min(n_positions - 1, round(n_positions * 500 / 512))
 
 
-def per_token_loss(fwd) -> torch.Tensor:
-    """(N, T - 1): the loss at position t predicts token t + 1."""
-    tokens = fwd.tokens
-    loss = F.cross_entropy(fwd.logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none")
-    return loss.view(tokens.shape[0], -1).double()
+def per_token_loss(fwd, targets: torch.Tensor) -> torch.Tensor:
+    """(N, T): the loss at position t, which predicts targets[:, t] (the token after it)."""
+    loss = F.cross_entropy(fwd.logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+    return loss.view(targets.shape).double()
 
 
 def icl_score(per_token: torch.Tensor) -> Metric:
-    """Olsson et al.'s score over documents (D, T - 1): per document, late minus early loss;
+    """Olsson et al.'s score over documents (D, T): per document, late minus early loss;
     negative when later tokens are predicted better, i.e. when the context is used."""
     early, late = icl_positions(per_token.shape[1])
     return mean_with_error((per_token[:, late] - per_token[:, early]).numpy(), kind="score", higher_is_better=False)
 
 
-@probe("loss", inputs=("blocks", "documents"), version=2)
+@probe("loss", inputs=("blocks", "documents"), version=3)
 def loss(ctx, cfg) -> dict:
     metrics = _block_losses(ctx) if len(ctx.inputs.get("blocks", ())) else {}
     if len(ctx.inputs.get("documents", ())):
-        metrics["icl_score"] = icl_score(per_token_loss(ctx.forward("documents")))
+        metrics["icl_score"] = icl_score(per_token_loss(ctx.forward("documents"), ctx.targets["documents"]))
     return metrics
 
 
 def _block_losses(ctx) -> dict:
-    per_token = per_token_loss(ctx.forward("blocks"))  # (M, T - 1)
+    per_token = per_token_loss(ctx.forward("blocks"), ctx.targets["blocks"])  # (M, T)
     metrics = {"all": mean_with_error(per_token.mean(1).numpy(), **LOSS)}
     tasks = ctx.block_tasks
     for task in dict.fromkeys(tasks):

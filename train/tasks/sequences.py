@@ -14,12 +14,14 @@ class Induction(Task):
     separator: a recurring span is predictable only by matching content, by an induction head
     (Olsson et al. 2022). The body of `length` symbols is written left to right in segments:
     with probability `p_copy` (once one fits) a copy of span_min..span_max symbols from a
-    random earlier position whose first symbol occurs once so far, else a fresh run of
-    fresh_min..fresh_max symbols. Fresh symbols follow a lag-2 Markov chain (each depends on
+    random earlier position, else a fresh run of fresh_min..fresh_max symbols. Fresh symbols follow a lag-2 Markov chain (each depends on
     the one two back through a fixed random table, rows Dirichlet(lag2_alpha) mixed with
     `lag2_uniform` of uniform), which makes a previous-token head useful on its own before an
-    induction head can use it. The answer is the rest of the last copy after its first symbol:
-    the prompt decides it (continue the copy of the unique earlier occurrence)."""
+    induction head can use it. The answer is the rest of the last copy whose first symbol
+    occurs once before it, after that first symbol: the prompt decides it (continue what
+    followed the one earlier occurrence). Requiring that of every copy in the training data
+    instead stopped induction heads from forming: a previous-token head formed (0.9) and no
+    induction head within 800 steps, against one at step ~400 without it."""
 
     name, marker = "induction", "[copy]"
 
@@ -54,15 +56,15 @@ class Induction(Task):
     def symbols(self) -> list[str]:
         return [self.marker] + [f"r{i}" for i in range(self.n_symbols)]
 
-    def _body(self, rng: random.Random) -> tuple[list[int], list[tuple[int, int]]]:
-        """`length` symbols and the (start, length) of every copied span in them."""
+    def _body(self, rng: random.Random) -> tuple[list[int], list[tuple[int, int, bool]]]:
+        """`length` symbols and every copied span in them: (start, length, whether its first
+        symbol occurred exactly once before it)."""
         body, copies, counts = [], [], [0] * self.n_symbols
         while len(body) < self.length:
             m = rng.randint(*self.spans)
-            sources = [s for s in range(len(body) - m + 1) if counts[body[s]] == 1]  # a unique first symbol
-            if sources and rng.random() < self.p_copy:
-                s = rng.choice(sources)
-                copies.append((len(body), min(m, self.length - len(body))))
+            if len(body) >= m and rng.random() < self.p_copy:
+                s = rng.randrange(len(body) - m + 1)
+                copies.append((len(body), min(m, self.length - len(body)), counts[body[s]] == 1))
                 segment = body[s : s + m]
             else:
                 segment = []
@@ -77,7 +79,7 @@ class Induction(Task):
     def sample(self, rng: random.Random) -> Item:
         while True:
             body, copies = self._body(rng)
-            copies = [(d, m) for d, m in copies if m >= 2]
+            copies = [(d, m) for d, m, unique in copies if m >= 2 and unique]
             if copies:
                 break
         d, m = copies[-1]

@@ -1,0 +1,96 @@
+"""The figures of docs/induction.md, from a run of the induction experiment and its probe
+results: the curves of the transition on one step axis, and the attention pattern of the
+strongest induction head on one repeated random sequence [BOS] r r, before and after.
+
+    python docs/induction_figures.py checkpoints/induction/100k-s0 --steps 256 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+
+from observatory.probes.attention import head_scores  # noqa: E402
+from observatory.probes.context import repeated_random_tokens  # noqa: E402
+from train import rundir  # noqa: E402
+
+
+def patterns(run_dir: Path, step: int, tokens: torch.Tensor) -> torch.Tensor:
+    """(layers, heads, T, T) attention patterns of the checkpoint on one sequence."""
+    model = rundir.load_model(run_dir, step)
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layer)]
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    return torch.stack([cache[name][0] for name in names])
+
+
+CURVES = [("attention", "prev_token/max", "prev-token head"), ("attention", "induction/max", "induction head"),
+          ("capability", "induction/token_accuracy", "copy accuracy"), ("loss", "icl_score", "ICL score (nats)"),
+          ("loss", "all", "held-out loss (nats)")]
+
+
+def plot_curves(run_dir: Path, out: Path) -> None:
+    """The transition's curves, one panel each, on one step axis, with each curve's onset."""
+    observatory = run_dir.parent / "observatory"
+    results = pd.read_parquet(observatory / "results.parquet")
+    onsets = pd.read_parquet(observatory / "emergence.parquet")
+    results, onsets = results[results["run"] == run_dir.name], onsets[onsets["run"] == run_dir.name]
+    fig, axes = plt.subplots(len(CURVES), 1, figsize=(7, 9), sharex=True)
+    for ax, (probe, metric, label) in zip(axes, CURVES):
+        curve = results[(results["probe"] == probe) & (results["metric"] == metric)].sort_values("step")
+        ax.plot(curve["step"], curve["value"], marker=".", color="C0")
+        ax.fill_between(curve["step"], curve["value"] - 2 * curve["stderr"], curve["value"] + 2 * curve["stderr"],
+                        color="C0", alpha=0.2)
+        onset = onsets[(onsets["probe"] == probe) & (onsets["metric"] == metric) & onsets["has_onset"]]
+        for step in onset["onset_step"]:
+            ax.axvline(step, color="C3", linestyle="--", linewidth=1)
+            ax.text(step, ax.get_ylim()[1], f" onset {step:.0f}", color="C3", va="top", fontsize=8)
+        ax.set_ylabel(label, fontsize=8)
+    axes[-1].set_xscale("symlog", linthresh=10)
+    axes[-1].set_xlim(left=0)
+    axes[-1].set_xlabel("training step (band: 2 standard errors)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--steps", type=int, nargs=2, required=True, help="before and after")
+    parser.add_argument("--out", type=Path, default=Path("docs/figures"))
+    args = parser.parse_args()
+    plot_curves(args.run_dir, args.out / "induction-curves.png")
+    vocab = Tokenizer.from_file(str(args.run_dir / rundir.TOKENIZER)).get_vocab()
+    ordinary = sorted(i for t, i in vocab.items() if t not in rundir.SPECIAL_TOKENS)
+    n_ctx = rundir.read_run_json(args.run_dir)["model_config"]["n_ctx"]
+    half = (n_ctx - 1) // 2
+    tokens = repeated_random_tokens(1, half, ordinary, vocab["[BOS]"], seed=0)  # the probe's first sequence
+    before, after = (patterns(args.run_dir, step, tokens) for step in args.steps)
+    induction = torch.stack([head_scores(layer[None], half)[0][0] for layer in after])  # (layers, heads)
+    layer, head = divmod(int(induction.argmax()), induction.shape[1])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    for ax, step, pattern in zip(axes, args.steps, (before, after)):
+        score = head_scores(pattern[layer][None], half)[0][0, head]
+        ax.imshow(pattern[layer, head], cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(f"step {step}: L{layer}H{head}, induction score {score:.2f}")
+        ax.set_xlabel("key position")
+        ax.set_ylabel("query position")
+        ax.axvline(half + 0.5, color="w", linewidth=0.5)
+        ax.axhline(half + 0.5, color="w", linewidth=0.5)
+    fig.suptitle(f"[BOS] r_1..r_{half} r_1..r_{half}: an induction head attends from r_i of the second copy "
+                 "to r_(i+1) of the first (the off-diagonal stripe)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(args.out / "induction-pattern.png", dpi=90)
+    print(f"wrote {args.out}/induction-curves.png and induction-pattern.png (L{layer}H{head})")
+
+
+if __name__ == "__main__":
+    main()
