@@ -46,9 +46,9 @@ def train(root: Path, model: str, steps: int) -> Path:
     return run_training(cfg)
 
 
-def bare_forward(model, inputs: RunInputs, batch_size: int) -> None:
+def bare_forward(model, input_sets: dict[str, torch.Tensor], batch_size: int) -> None:
     with torch.no_grad():
-        for tokens in (inputs.items.tokens, inputs.blocks, inputs.repeated):
+        for tokens in input_sets.values():
             for batch in tokens.split(batch_size):
                 model(batch)
 
@@ -56,18 +56,19 @@ def bare_forward(model, inputs: RunInputs, batch_size: int) -> None:
 def cost_ratio(run_dir: Path, probes: dict, repeats: int, batch_size: int = 256) -> None:
     model = rundir.load_model(run_dir, rundir.read_manifest(run_dir)[-1]["step"])
     inputs = RunInputs.load(run_dir, probes)
-    n_seq = len(inputs.items.tokens) + len(inputs.blocks) + len(inputs.repeated)
+    input_sets = inputs.context(model, probes, batch_size).inputs  # exactly what the probes run on
+    n_seq = sum(map(len, input_sets.values()))
     bare, probed = [], []
     for _ in range(repeats + 1):  # the first round warms up and is dropped
         t = time.perf_counter()
-        bare_forward(model, inputs, batch_size)
+        bare_forward(model, input_sets, batch_size)
         bare.append(time.perf_counter() - t)
         t = time.perf_counter()
         probe_checkpoint(model, inputs, probes, batch_size)
         probed.append(time.perf_counter() - t)
     b, p = statistics.median(bare[1:]), statistics.median(probed[1:])
-    print(f"probe inputs: {len(inputs.items.tokens)} items, {len(inputs.blocks)} blocks, "
-          f"{len(inputs.repeated)} repeated sequences ({n_seq} sequences)")
+    print("probe inputs: " + ", ".join(f"{len(tokens)} {name}" for name, tokens in input_sets.items())
+          + f" ({n_seq} sequences)")
     print(f"bare forward {b * 1000:.1f} ms, all probes {p * 1000:.1f} ms, ratio {p / b:.2f} (target <= 1.5)")
 
 
