@@ -248,7 +248,7 @@ def dense_run(tmp_path_factory):
     with initialize_config_module(config_module="conf", version_base="1.3"):
         run_training(compose(config_name="train", overrides=[
             f"checkpoints_dir={root}", "experiment_name=dense", "trainer.max_steps=600", "schedule.every=5",
-            "data.train_examples=20000", "data.probe_items=64", "logger=none"]))
+            "data.train_examples=20000", "data.probe_items=256", "logger=none"]))
     return root / "dense"
 
 
