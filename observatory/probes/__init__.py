@@ -1,7 +1,8 @@
-"""The probe registry. A probe is a small function `fn(ctx, cfg) -> {metric: value}` over a
-checkpoint's shared forward passes (`Context.forward(input_set)`); it declares the input
-sets it reads and the hook points it needs, so that each input set runs through the model
-once per checkpoint with the union of every selected probe's hooks."""
+"""The probe registry. A probe is a small function `fn(ctx, cfg) -> {name: Metric}` over a
+checkpoint's shared forward passes (`Context.forward(input_set)`); each Metric carries its
+value and what it is (observatory/metrics.py: kind, range, chance, sampling error). A probe
+declares the input sets it reads and the hook points it needs, so that each input set runs
+through the model once per checkpoint with the union of every selected probe's hooks."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from observatory.probes.context import Context
 @dataclass(frozen=True)
 class Probe:
     name: str
-    fn: Callable[[Context, dict], dict[str, float]]
+    fn: Callable[[Context, dict], dict]  # -> {metric name: observatory.metrics.Metric}
     inputs: tuple[str, ...]  # input sets read: "items", "blocks", "repeated"
     hooks: Callable[[object, dict], dict[str, list[str]]]  # (model config, probe cfg) -> {input set: hooks}
     version: int  # bump when the probe's code changes its numbers: stored results are redone
