@@ -6,7 +6,7 @@ the same verdict whatever they are called."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,10 +32,6 @@ class Metric:
     def best(self) -> float | None:
         """The top of a bounded metric: what a perfect model scores."""
         return self.high if self.higher_is_better else self.low
-
-    def columns(self) -> dict:
-        return {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-                for k, v in asdict(self).items()}
 
 
 def mean_with_error(values, weights=None, **spec) -> Metric:

@@ -27,7 +27,8 @@ TABLES = {"checkpoints": ("results.parquet", COLUMNS), "items": ("item_results.p
 def typed(table: pd.DataFrame) -> pd.DataFrame:
     """The results columns with their types fixed (an unbounded metric's range is NaN, not a
     column of None that Parquet would type as null)."""
-    return table.astype({"low": float, "high": float, "chance": float, "stderr": float, "higher_is_better": bool})
+    return table.astype({"value": float, "low": float, "high": float, "chance": float, "stderr": float,
+                         "higher_is_better": bool})
 
 
 def output_dir(experiment_dir: Path) -> Path:

@@ -5,7 +5,7 @@ configuration is skipped, so a re-run computes only what is new."""
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -88,7 +88,7 @@ def _rows(ckpt: Checkpoint, info: dict, results: dict[str, dict], hashes: dict[s
             "n_params": info["n_params"], "n_params_non_embedding": n, "step": ckpt.step, "tokens": ckpt.tokens,
             "flops": 6.0 * n * ckpt.tokens,  # training compute C = 6 N D (Kaplan et al. 2020)
             "checkpoint_sha256": ckpt.sha256}
-    rows = [base | {"probe": probe, "metric": name, **metric.columns(), "probe_hash": hashes[probe]}
+    rows = [base | {"probe": probe, "metric": name, **asdict(metric), "probe_hash": hashes[probe]}
             for probe, metrics in results.items() for name, metric in metrics.items()]
     return store.typed(pd.DataFrame(rows, columns=store.COLUMNS))
 
