@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from observatory.metrics import min_rise
+from observatory.store import flops_6nd
 
 CENTERS, WIDTHS = 60, 30  # sigmoid fit grid
 
@@ -235,7 +236,7 @@ def _onset_row(curve: pd.DataFrame, by_items: tuple | None, fraction: float, n_b
     if onset.has_onset:
         per_step = curve["tokens"].iloc[-1] / max(curve["step"].iloc[-1], 1)
         row["onset_tokens"] = onset.onset_step * per_step
-        row["onset_flops"] = 6.0 * first["n_params_non_embedding"] * row["onset_tokens"]
+        row["onset_flops_6nd"] = flops_6nd(first["n_params_non_embedding"], row["onset_tokens"])
     row["start_value"], row["final_value"] = float(curve["value"].iloc[0]), float(curve["value"].iloc[-1])
     return row
 

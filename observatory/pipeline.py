@@ -5,9 +5,9 @@ write the emergence report.
     python -m observatory.pipeline experiment=grokking  # any experiment in conf/experiment/
 
 Training runs as `python -m train -m <overrides>` (a Hydra multirun over the experiment's
-sizes) in its own process: the observatory never imports the training machinery.
-Overrides for the observatory (workers, probes, wandb, checkpoints_dir, experiment_name)
-are passed on to it as well.
+sizes) in its own process: the observatory never imports the training machinery. Each
+override goes to the stage whose config owns its key (conf/__init__.py: split_overrides);
+experiment, experiment_name and checkpoints_dir go to both.
 """
 
 from __future__ import annotations
@@ -18,18 +18,16 @@ import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 
-SHARED = ("experiment=", "experiment_name=", "checkpoints_dir=")
-OBSERVATORY_ONLY = ("workers=", "batch_size=", "probes", "~probes", "wandb.", "progress=", "adaptive=")
+from conf import split_overrides
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(a.startswith("experiment=") for a in args):
         args.insert(0, "experiment=quickstart")
-    train_args = [a for a in args if not a.startswith(OBSERVATORY_ONLY)]
-    probe_args = [a for a in args if a.startswith(SHARED + OBSERVATORY_ONLY)]
+    split = split_overrides(args)
+    train_args, probe_args = split["train"], split["observatory"]
 
     started = time.perf_counter()
     print(f"[1/3] training: python -m train -m {' '.join(train_args)}", flush=True)
@@ -40,16 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from observatory.report import write_report
-    from observatory.sweep import sweep
+    from observatory.sweep import sweep_from_config
     from observatory.wandb_log import log_results
 
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose(config_name="observatory", overrides=probe_args)
     experiment_dir = Path(cfg.checkpoints_dir) / cfg.experiment_name
     print(f"[2/3] probing every checkpoint under {experiment_dir}", flush=True)
-    summary = sweep(experiment_dir, OmegaConf.to_container(cfg.probes, resolve=True), workers=cfg.workers,
-                    batch_size=cfg.batch_size, progress=sys.stderr.isatty() if cfg.progress is None else cfg.progress,
-                    adaptive=cfg.adaptive)
+    summary = sweep_from_config(cfg)
     print(summary, flush=True)
     print("[3/3] emergence analysis and report", flush=True)
     index = write_report(experiment_dir)

@@ -31,7 +31,7 @@ def scale_table(results: pd.DataFrame, emergence: pd.DataFrame, threshold: float
     metrics the smallest size whose final value reaches `threshold`."""
     last = results[results["step"] == results.groupby("run")["step"].transform("max")]
     finals = last.groupby(["probe", "metric", "model", "n_params"], as_index=False)["value"].mean()
-    onsets = emergence.groupby(["probe", "metric", "model"], as_index=False)[["onset_step", "onset_tokens", "onset_flops"]].mean() \
+    onsets = emergence.groupby(["probe", "metric", "model"], as_index=False)[["onset_step", "onset_tokens", "onset_flops_6nd"]].mean() \
         if "onset_tokens" in emergence else emergence[["probe", "metric", "model"]].drop_duplicates()
     table = finals.rename(columns={"value": "final_value"}).merge(onsets, on=["probe", "metric", "model"], how="left")
     accuracies = set(map(tuple, results.loc[results["kind"] == "accuracy", ["probe", "metric"]].drop_duplicates().to_numpy()))
@@ -122,7 +122,7 @@ def plot_onset_vs_compute(emergence, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     onsets = emergence[emergence["has_onset"] & (emergence["probe"] == "capability")] if len(emergence) else emergence
     for i, (metric, rows) in enumerate(onsets.groupby("metric") if len(onsets) else []):
-        ax.plot(rows["n_params"], rows["onset_flops"], marker="o", linestyle="-", color=f"C{i % 10}", label=metric)
+        ax.plot(rows["n_params"], rows["onset_flops_6nd"], marker="o", linestyle="-", color=f"C{i % 10}", label=metric)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("parameters")
@@ -241,7 +241,7 @@ log-step axis; no onset for flat, noisy or falling curves. Intervals are 95% boo
 of the onset over resampled probe items (onset_ci_*), of the sigmoid midpoint center_step (ci_*,
 over items or over the fit's residuals: ci_method). Tables: emergence.csv, scale.csv, mirage.csv.</p>
 <h2>Onsets</h2>
-{_table_html(onsets, ["run", "probe", "metric", "onset_step", "onset_ci_low_step", "onset_ci_high_step", "onset_tokens", "onset_flops", "center_step", "ci_low_step", "ci_high_step", "ci_method", "width_decades", "abruptness", "final_value"])}
+{_table_html(onsets, ["run", "probe", "metric", "onset_step", "onset_ci_low_step", "onset_ci_high_step", "onset_tokens", "onset_flops_6nd", "center_step", "ci_low_step", "ci_high_step", "ci_method", "width_decades", "abruptness", "final_value"])}
 <h2>Onsets of the seed-mean curves, with intervals from resampling seeds</h2>
 {_table_html(over_seeds[over_seeds["has_onset"]] if len(over_seeds) else over_seeds, ["model", "probe", "metric", "n_seeds", "onset_step", "ci_low_step", "ci_high_step", "onset_found_in"])}
 <h2>Exact match vs continuous metrics</h2>

@@ -9,19 +9,29 @@ import fcntl
 import io
 import os
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from observatory.discovery import Checkpoint
+
 from observatory.metrics import SPEC_COLUMNS
 from train.rundir import atomic_write, atomic_write_bytes
 
-COLUMNS = ["experiment", "run", "model", "seed", "n_params", "n_params_non_embedding", "step", "tokens", "flops",
+COLUMNS = ["experiment", "run", "model", "seed", "n_params", "n_params_non_embedding", "step", "tokens", "flops_6nd",
            "probe", "metric", "value", *SPEC_COLUMNS, "checkpoint_sha256", "probe_hash"]
 ITEM_COLUMNS = ["run", "step", "probe", "metric", "item", "value", "weight", "checkpoint_sha256", "probe_hash"]
 TABLES = {"checkpoints": ("results.parquet", COLUMNS), "items": ("item_results.parquet", ITEM_COLUMNS)}
+RENAMED = {"flops": "flops_6nd"}  # columns of files written before the rename
+
+
+def flops_6nd(n_params_non_embedding: int, tokens: float) -> float:
+    """Training compute C = 6·N·D (Kaplan et al. 2020), N non-embedding parameters, D tokens.
+    Not the FLOPs behind MFU (GPT.palm_flops_per_token), which also count attention."""
+    return 6.0 * n_params_non_embedding * tokens
 
 
 def typed(table: pd.DataFrame) -> pd.DataFrame:
@@ -71,8 +81,56 @@ def write_parquet(path: Path, table: pd.DataFrame) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def read_checkpoint_rows(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
-    return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=columns)
+def read_checkpoint(experiment_dir: Path, ckpt: Checkpoint, table: str = "checkpoints") -> pd.DataFrame:
+    """One checkpoint's stored rows of `table` (none yet: an empty table)."""
+    path = checkpoint_file(experiment_dir, ckpt.run, ckpt.step, table)
+    return pd.read_parquet(path).rename(columns=RENAMED) if path.exists() else pd.DataFrame(columns=TABLES[table][1])
+
+
+def write_checkpoint(experiment_dir: Path, ckpt: Checkpoint, info: dict, metrics: dict, item_scores: dict,
+                     hashes: dict[str, str], stored: pd.DataFrame, redone: list[str]) -> pd.DataFrame:
+    """Write one checkpoint's new results beside what is kept of its stored ones (the rows of
+    the probes not redone); returns its rows. The per-item scores go first: the metrics file
+    is what marks the checkpoint as done."""
+    items = _merge(read_checkpoint(experiment_dir, ckpt, "items"), _item_rows(ckpt, item_scores, hashes), redone,
+                   ckpt.sha256)
+    write_parquet(checkpoint_file(experiment_dir, ckpt.run, ckpt.step, "items"), items)
+    table = _merge(stored, _metric_rows(ckpt, info, metrics, hashes), redone, ckpt.sha256)
+    write_parquet(checkpoint_file(experiment_dir, ckpt.run, ckpt.step), table)
+    return table
+
+
+def _metric_rows(ckpt: Checkpoint, info: dict, metrics: dict[str, dict], hashes: dict[str, str]) -> pd.DataFrame:
+    """One row per probe × metric: {probe: {name: observatory.metrics.Metric}}."""
+    n = info["n_params_non_embedding"]
+    base = {"experiment": info["experiment"], "run": ckpt.run, "model": info["model"], "seed": info["seed"],
+            "n_params": info["n_params"], "n_params_non_embedding": n, "step": ckpt.step, "tokens": ckpt.tokens,
+            "flops_6nd": flops_6nd(n, ckpt.tokens), "checkpoint_sha256": ckpt.sha256}
+    rows = [base | {"probe": probe, "metric": name, **asdict(metric), "probe_hash": hashes[probe]}
+            for probe, by_name in metrics.items() for name, metric in by_name.items()]
+    return typed(pd.DataFrame(rows, columns=COLUMNS))
+
+
+def _item_rows(ckpt: Checkpoint, item_scores: dict[str, dict], hashes: dict[str, str]) -> pd.DataFrame:
+    """One row per probe × metric × item: {probe: {metric: ItemScores}}."""
+    columns = {c: [] for c in ITEM_COLUMNS}
+    for probe, scores in item_scores.items():
+        for metric, s in scores.items():
+            n = len(s.items)
+            for name, value in (("run", ckpt.run), ("step", ckpt.step), ("probe", probe), ("metric", metric),
+                                ("checkpoint_sha256", ckpt.sha256), ("probe_hash", hashes[probe])):
+                columns[name] += [value] * n
+            columns["item"] += s.items
+            columns["value"] += s.values
+            columns["weight"] += s.weights
+    return pd.DataFrame(columns)
+
+
+def _merge(stored: pd.DataFrame, new: pd.DataFrame, redone: list[str], sha256: str) -> pd.DataFrame:
+    """Stored rows of the probes not redone (and of this very file), plus the new rows."""
+    stale = stored["probe"].isin(redone) | (stored["checkpoint_sha256"] != sha256)
+    parts = [t for t in (stored[~stale], new) if len(t)]
+    return pd.concat(parts, ignore_index=True) if parts else new
 
 
 def done_probes(rows: pd.DataFrame, sha256: str, hashes: dict[str, str]) -> set[str]:
@@ -91,7 +149,7 @@ def consolidate(experiment_dir: Path, keep: set[tuple[str, int, str]], table: st
     with atomic_write(path) as f:
         writer = None
         for file in files:
-            rows = pd.read_parquet(file)
+            rows = pd.read_parquet(file).rename(columns=RENAMED)
             rows = rows[[(r, s, h) in keep for r, s, h in zip(rows["run"], rows["step"], rows["checkpoint_sha256"])]]
             if not len(rows):
                 continue

@@ -4,16 +4,19 @@ configuration is skipped, so a re-run computes only what is new."""
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
 import pandas as pd
 import torch
+from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from conf import own_keys
 from observatory import adaptive as adaptive_selection
 from observatory import store
 from observatory.discovery import Checkpoint, Problem, find_runs, list_checkpoints
@@ -82,38 +85,6 @@ def probe_checkpoint(model, inputs: RunInputs, probe_cfgs: dict, batch_size: int
     return metrics, item_scores
 
 
-def _rows(ckpt: Checkpoint, info: dict, results: dict[str, dict], hashes: dict[str, str]) -> pd.DataFrame:
-    n = info["n_params_non_embedding"]
-    base = {"experiment": info["experiment"], "run": ckpt.run, "model": info["model"], "seed": info["seed"],
-            "n_params": info["n_params"], "n_params_non_embedding": n, "step": ckpt.step, "tokens": ckpt.tokens,
-            "flops": 6.0 * n * ckpt.tokens,  # training compute C = 6 N D (Kaplan et al. 2020)
-            "checkpoint_sha256": ckpt.sha256}
-    rows = [base | {"probe": probe, "metric": name, **asdict(metric), "probe_hash": hashes[probe]}
-            for probe, metrics in results.items() for name, metric in metrics.items()]
-    return store.typed(pd.DataFrame(rows, columns=store.COLUMNS))
-
-
-def _item_rows(ckpt: Checkpoint, item_scores: dict[str, dict], hashes: dict[str, str]) -> pd.DataFrame:
-    columns = {c: [] for c in store.ITEM_COLUMNS}
-    for probe, scores in item_scores.items():
-        for metric, s in scores.items():
-            n = len(s.items)
-            for name, value in (("run", ckpt.run), ("step", ckpt.step), ("probe", probe), ("metric", metric),
-                                ("checkpoint_sha256", ckpt.sha256), ("probe_hash", hashes[probe])):
-                columns[name] += [value] * n
-            columns["item"] += s.items
-            columns["value"] += s.values
-            columns["weight"] += s.weights
-    return pd.DataFrame(columns)
-
-
-def _merge(stored: pd.DataFrame, new: pd.DataFrame, redone: list[str], sha256: str) -> pd.DataFrame:
-    """Stored rows of the probes not redone (and of this very file), plus the new rows."""
-    stale = stored["probe"].isin(redone) | (stored["checkpoint_sha256"] != sha256)
-    parts = [t for t in (stored[~stale], new) if len(t)]
-    return pd.concat(parts, ignore_index=True) if parts else new
-
-
 # ---- one checkpoint, in this process or a worker --------------------------------------
 _RUN_INPUTS: dict[Path, RunInputs] = {}  # per process: built once per run
 
@@ -143,6 +114,7 @@ class Summary:
     probes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     table: pd.DataFrame | None = None
+    experiment_dir: Path | None = None
 
     def __str__(self) -> str:
         lines = [f"{self.runs} runs, {self.checkpoints} checkpoints: {self.probed} probed, {self.skipped} already "
@@ -153,6 +125,15 @@ class Summary:
                          f"({evaluated / self.checkpoints:.0%}); {self.left_out} not needed to locate the onsets")
         lines += [f"  failed: {p.run} step {p.step}: {p.reason}" for p in self.problems]
         return "\n".join(lines)
+
+
+def sweep_from_config(cfg: DictConfig) -> Summary:
+    """The sweep that a composed observatory config (conf/observatory.yaml) asks for; the
+    training keys an experiment file also sets are not read."""
+    cfg = own_keys(cfg, "observatory")
+    return sweep(Path(cfg.checkpoints_dir) / cfg.experiment_name, OmegaConf.to_container(cfg.probes, resolve=True),
+                 workers=cfg.workers, batch_size=cfg.batch_size,
+                 progress=sys.stderr.isatty() if cfg.progress is None else cfg.progress, adaptive=cfg.adaptive)
 
 
 def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: int = 256,
@@ -176,14 +157,14 @@ def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: 
 def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers: int, batch_size: int,
            progress: bool, adaptive: int | None) -> Summary:
     hashes = {name: PROBES[name].config_hash(cfg) for name, cfg in probe_cfgs.items()}
-    summary = Summary(runs=len(run_dirs), probes=list(probe_cfgs))
+    summary = Summary(runs=len(run_dirs), probes=list(probe_cfgs), experiment_dir=Path(experiment_dir))
     infos, checkpoints, rows, keep = {}, {}, {}, set()  # rows: checkpoint -> its stored rows
     for run_dir in run_dirs:
         infos[run_dir.name] = rundir.read_run_json(run_dir)
         checkpoints[run_dir.name] = {c.step: c for c in list_checkpoints(run_dir)}
         for ckpt in checkpoints[run_dir.name].values():
             keep.add((ckpt.run, ckpt.step, ckpt.sha256))
-            rows[ckpt] = store.read_checkpoint_rows(store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step))
+            rows[ckpt] = store.read_checkpoint(experiment_dir, ckpt)
     summary.checkpoints = len(rows)
 
     def missing(ckpt) -> dict:
@@ -205,7 +186,8 @@ def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers
             if error is not None:
                 summary.problems.append(Problem(ckpt.run, ckpt.step, error))
                 continue
-            rows[ckpt] = _store(experiment_dir, ckpt, infos[ckpt.run], results, hashes, rows[ckpt], redone)
+            rows[ckpt] = store.write_checkpoint(experiment_dir, ckpt, infos[ckpt.run], *results, hashes, rows[ckpt],
+                                                redone)
             summary.probed += 1
 
     def probe_steps(selected: dict[str, set[int]]) -> dict[str, pd.DataFrame]:
@@ -225,19 +207,6 @@ def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers
     store.consolidate(experiment_dir, keep, "items")
     summary.table = pd.read_parquet(store.consolidate(experiment_dir, keep))
     return summary
-
-
-def _store(experiment_dir: Path, ckpt: Checkpoint, info: dict, results, hashes: dict, stored: pd.DataFrame,
-           redone: list[str]) -> pd.DataFrame:
-    """Write one checkpoint's new results beside what is kept of its stored ones; returns its rows."""
-    metrics, item_scores = results
-    # per-item scores first: the metrics file is what marks the checkpoint as done
-    items_path = store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step, "items")
-    stored_items = store.read_checkpoint_rows(items_path, store.ITEM_COLUMNS)
-    store.write_parquet(items_path, _merge(stored_items, _item_rows(ckpt, item_scores, hashes), redone, ckpt.sha256))
-    table = _merge(stored, _rows(ckpt, info, metrics, hashes), redone, ckpt.sha256)
-    store.write_parquet(store.checkpoint_file(experiment_dir, ckpt.run, ckpt.step), table)
-    return table
 
 
 def _run(todo: dict, workers: int, batch_size: int):

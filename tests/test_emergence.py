@@ -104,7 +104,7 @@ def test_table_orients_lower_is_better_metrics():
     row = table.iloc[0]
     assert row["has_onset"] and 240 < row["onset_step"] < 375
     assert row["onset_tokens"] == pytest.approx(100 * row["onset_step"])
-    assert row["onset_flops"] == pytest.approx(6 * 5 * row["onset_tokens"])
+    assert row["onset_flops_6nd"] == pytest.approx(6 * 5 * row["onset_tokens"])
     assert row["final_value"] == pytest.approx(loss[-1])
 
 

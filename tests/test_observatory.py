@@ -59,7 +59,7 @@ def test_tidy_rows_for_every_run_step_probe_metric(experiment):
     info = rundir.read_run_json(experiment / "13k-s1")
     row = table[(table["run"] == "13k-s1") & (table["step"] == 20)].iloc[0]
     assert (row["n_params"], row["seed"], row["tokens"]) == (info["n_params"], 1, 20 * info["tokens_per_step"])
-    assert row["flops"] == 6 * info["n_params_non_embedding"] * row["tokens"]
+    assert row["flops_6nd"] == 6 * info["n_params_non_embedding"] * row["tokens"]
     metrics = set(table["metric"])
     assert {"modular_addition/exact_match", "grammar/agreement", "induction/max", "norm/total",
             "modular_addition/best", "task/dyck"} <= metrics

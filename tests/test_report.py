@@ -37,7 +37,7 @@ def results_table() -> pd.DataFrame:
                 for step, value in zip(STEPS, values + 0.005 * rng.normal(size=len(STEPS))):
                     rows.append({"experiment": "toy", "run": f"{model}-s{seed}", "model": model, "seed": seed,
                                  "n_params": n, "n_params_non_embedding": n, "step": step, "tokens": 64 * step,
-                                 "flops": 6.0 * n * 64 * step, "probe": "capability", "metric": metric, "value": value,
+                                 "flops_6nd": 6.0 * n * 64 * step, "probe": "capability", "metric": metric, "value": value,
                                  "checkpoint_sha256": "x", "probe_hash": "h"} | SPECS[metric.split("/")[1]])
             norm, loss = dict(kind="norm", low=0.0, high=np.nan), dict(kind="loss", higher_is_better=False, low=0.0, high=np.nan)
             for step in STEPS:

@@ -12,6 +12,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from conf import stage_keys
+
 from train.model import GPTConfig
 from train.tasks import make_task, split_weights
 from train.text import TEXT_FORMATS
@@ -145,7 +147,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
-    """`key: old -> new` for every key that changes what the run computes."""
-    a, b = _flatten(old), _flatten(new)
+    """`key: old -> new` for every training key that changes what the run computes (a run
+    recorded before the observatory's keys were dropped may still carry them: not compared)."""
+    training = stage_keys("train")
+    a, b = (_flatten({k: v for k, v in c.items() if k in training}) for c in (old, new))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 

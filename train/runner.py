@@ -17,6 +17,8 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from conf import own_keys
+
 from train import rundir
 from train.checkpointing import AtomicCheckpointIO, Preempted, Preemption, ScheduledCheckpoints, checkpoint_steps
 from train.config import ConfigError, config_differences, package_versions, plain_config, validate
@@ -36,7 +38,10 @@ def _quiet_libraries() -> None:
 
 
 def run_training(cfg: DictConfig) -> Path:
-    """Train (or resume, or recognise as finished) the run that `cfg` names."""
+    """Train (or resume, or recognise as finished) the run that `cfg` names. Keys that an
+    experiment file sets for the observatory (probes, ...) are dropped first: they never
+    reach the run record, the run's identity or the logger."""
+    cfg = own_keys(cfg, "train")
     validate(cfg)
     run_dir, config = Path(cfg.run_dir), plain_config(cfg)
     if _already_completed(run_dir, config):

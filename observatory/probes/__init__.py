@@ -1,8 +1,8 @@
 """The probe registry. A probe is a small function `fn(ctx, cfg) -> {name: Metric}` over a
 checkpoint's shared forward passes (`Context.forward(input_set)`); each Metric carries its
 value and what it is (observatory/metrics.py: kind, range, chance, sampling error). A probe
-declares the input sets it reads and the hook points it needs, so that each input set runs
-through the model once per checkpoint with the union of every selected probe's hooks."""
+declares the hook points it needs on each input set, so that each input set runs through the
+model once per checkpoint (on first use) with the union of every selected probe's hooks."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from observatory.probes.context import Context
 class Probe:
     name: str
     fn: Callable[[Context, dict], dict]  # -> {metric name: observatory.metrics.Metric}
-    inputs: tuple[str, ...]  # input sets read: "items", "blocks", "repeated"
     hooks: Callable[[object, dict], dict[str, list[str]]]  # (model config, probe cfg) -> {input set: hooks}
     version: int  # bump when the probe's code changes its numbers: stored results are redone
 
@@ -39,9 +38,9 @@ def requested_hooks(model_cfg, probe_cfgs: dict) -> dict[str, set[str]]:
     return hooks
 
 
-def probe(name: str, inputs: tuple[str, ...] = (), hooks=None, version: int = 1):
+def probe(name: str, hooks=None, version: int = 1):
     def register(fn):
-        PROBES[name] = Probe(name, fn, inputs, hooks or (lambda model_cfg, cfg: {}), version)
+        PROBES[name] = Probe(name, fn, hooks or (lambda model_cfg, cfg: {}), version)
         return fn
 
     return register

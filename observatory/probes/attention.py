@@ -35,7 +35,7 @@ def uniform_scores(T: int, half: int) -> tuple[float, float]:
     return (1.0 / (iq + 1.0)).mean().item(), (1.0 / (pq + 1.0)).mean().item()
 
 
-@probe("attention", inputs=("repeated",), hooks=_pattern_hooks, version=2)
+@probe("attention", hooks=_pattern_hooks, version=2)
 def attention(ctx, cfg) -> dict:
     fwd = ctx.forward("repeated")
     T = fwd.tokens.shape[1]

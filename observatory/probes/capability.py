@@ -23,7 +23,7 @@ SPECS = {
 }
 
 
-@probe("capability", inputs=("items",), version=4)
+@probe("capability", version=4)
 def capability(ctx, cfg) -> dict:
     """Held-out items as `<task>/<metric>`; items from the training stream as `<task>/train_<metric>`.
     Each metric is the weighted mean of per-item scores, which are recorded for the

@@ -45,7 +45,7 @@ def linear_probe(features: torch.Tensor, labels: torch.Tensor, n_fit: int, shrin
     return (predicted == labels[n_fit:]).double(), chance
 
 
-@probe("linear", inputs=("linear_items",), hooks=_resid_hooks, version=3)
+@probe("linear", hooks=_resid_hooks, version=3)
 def linear(ctx, cfg) -> dict:
     items = ctx.linear_items
     if items is None:
