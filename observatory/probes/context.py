@@ -4,7 +4,6 @@ passes run once per input set with every hook any selected probe asked for."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import functools
 
 import torch
 
@@ -15,7 +14,7 @@ from train.rundir import SPECIAL_TOKENS
 PAD = SPECIAL_TOKENS.index("[PAD]")  # right padding never changes earlier positions of a causal model
 
 
-@dataclass(eq=False)  # hashed by identity, so that answer_tokens can be cached
+@dataclass(eq=False)  # compared by identity: tensor fields have no single truth value
 class Items:
     """Probe items as right-padded sequences prompt + answer, and where the answers are."""
 
@@ -26,6 +25,7 @@ class Items:
     answer_len: torch.Tensor  # (N,)
     metadata: list[dict]
     answer_ids: list[list[int]]
+    _answer_tokens: dict = field(default_factory=dict, repr=False)  # (task, split) -> answer_tokens(...)
 
     @classmethod
     def from_probe_items(cls, items: list[dict]) -> "Items":
@@ -40,16 +40,18 @@ class Items:
     def rows(self, task: str, split: str = "heldout") -> list[int]:
         return [i for i, (t, s) in enumerate(zip(self.tasks, self.splits)) if t == task and s == split]
 
-    @functools.cache
     def answer_tokens(self, task: str, split: str = "heldout") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(row, position, target) for every answer token of the task's items of one split:
-        the logits at `position` of `row` predict `target`. Computed once per run."""
-        r, p, t = [], [], []
-        for i in self.rows(task, split):
-            start = int(self.prompt_len[i]) - 1
-            for k, target in enumerate(self.answer_ids[i]):
-                r.append(i), p.append(start + k), t.append(target)
-        return torch.tensor(r, dtype=torch.long), torch.tensor(p, dtype=torch.long), torch.tensor(t, dtype=torch.long)
+        the logits at `position` of `row` predict `target`. Computed once per run (kept on
+        the instance, so it goes when the run's items go)."""
+        if (task, split) not in self._answer_tokens:
+            r, p, t = [], [], []
+            for i in self.rows(task, split):
+                start = int(self.prompt_len[i]) - 1
+                for k, target in enumerate(self.answer_ids[i]):
+                    r.append(i), p.append(start + k), t.append(target)
+            self._answer_tokens[task, split] = tuple(torch.tensor(x, dtype=torch.long) for x in (r, p, t))
+        return self._answer_tokens[task, split]
 
 
 def pack_blocks(items: list[dict], block_len: int) -> tuple[torch.Tensor, list[str]]:
