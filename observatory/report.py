@@ -253,3 +253,32 @@ over items or over the fit's residuals: ci_method). Tables: emergence.csv, scale
     index = out / "index.html"
     index.write_text(page)
     return index
+
+
+def main(cfg) -> int:
+    """`python -m observatory.report [experiment=<name> | experiment_name=<name>] [checkpoints_dir=…]`:
+    rebuild the report from an experiment's stored results, without probing anything."""
+    import sys
+
+    experiment_dir = Path(cfg.checkpoints_dir) / cfg.experiment_name
+    results = store.output_dir(experiment_dir) / "results.parquet"
+    if not results.exists():
+        print(f"error: {results} does not exist; probe the checkpoints first: python -m observatory "
+              f"checkpoints_dir={cfg.checkpoints_dir} experiment_name={cfg.experiment_name}", file=sys.stderr)
+        return 2
+    try:
+        index = write_report(experiment_dir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="conf", version_base="1.3"):  # no run dir: only reads
+        sys.exit(main(compose(config_name="observatory", overrides=sys.argv[1:])))
