@@ -49,9 +49,7 @@ def split_overrides(overrides: list[str]) -> dict[str, list[str]]:
     split = {stage: [] for stage in STAGES}
     for override in overrides:
         key = override_key(override)
-        stages = [s for s in STAGES if key in owners[s]] or ["train"]
-        if key == "experiment":
-            stages = list(STAGES)
+        stages = STAGES if key == "experiment" else [s for s in STAGES if key in owners[s]] or ["train"]
         for stage in stages:
             split[stage].append(override)
     return split

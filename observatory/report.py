@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -13,7 +14,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from observatory import store  # noqa: E402
@@ -258,8 +258,6 @@ over items or over the fit's residuals: ci_method). Tables: emergence.csv, scale
 def main(cfg) -> int:
     """`python -m observatory.report [experiment=<name> | experiment_name=<name>] [checkpoints_dir=…]`:
     rebuild the report from an experiment's stored results, without probing anything."""
-    import sys
-
     experiment_dir = Path(cfg.checkpoints_dir) / cfg.experiment_name
     results = store.output_dir(experiment_dir) / "results.parquet"
     if not results.exists():
@@ -276,8 +274,6 @@ def main(cfg) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module="conf", version_base="1.3"):  # no run dir: only reads

@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from observatory.discovery import Checkpoint
-
 from observatory.metrics import SPEC_COLUMNS
 from train.rundir import atomic_write, atomic_write_bytes
 

@@ -13,7 +13,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from conf import stage_keys
-
 from train.model import GPTConfig
 from train.tasks import make_task, split_weights
 from train.text import TEXT_FORMATS

@@ -18,7 +18,6 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from conf import own_keys
-
 from train import rundir
 from train.checkpointing import AtomicCheckpointIO, Preempted, Preemption, ScheduledCheckpoints, checkpoint_steps
 from train.config import ConfigError, config_differences, package_versions, plain_config, validate
