@@ -4,7 +4,8 @@ import pytest
 import torch
 import yaml
 
-from train.model import ASPECT_RATIO, GPT, HEAD_SIZE, IGNORE_INDEX, GPTConfig, lm_loss
+from train.model import GPT, IGNORE_INDEX, lm_loss
+from train.model_config import ASPECT_RATIO, HEAD_SIZE, GPTConfig
 
 SIZES = sorted(Path(__file__).resolve().parents[1].glob("conf/model/*.yaml"))
 

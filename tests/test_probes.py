@@ -11,7 +11,8 @@ from observatory.metrics import Metric
 from observatory.probes.context import Context, Items, documents, pack_blocks, repeated_random_tokens
 from observatory.probes.linear import linear_probe
 from observatory.probes.loss import icl_positions
-from train.model import GPT, GPTConfig
+from train.model import GPT
+from train.model_config import GPTConfig
 
 V, HALF = 12, 7  # vocabulary; repeated sequences are [BOS] + 2 x 7 tokens
 

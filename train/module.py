@@ -12,7 +12,8 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from train.model import GPT, GPTConfig, IGNORE_INDEX, lm_loss
+from train.model import GPT, IGNORE_INDEX, lm_loss
+from train.model_config import GPTConfig
 
 
 def warmup_cosine(warmup_steps: int, max_steps: int, min_lr_ratio: float):

@@ -25,7 +25,8 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from train.model import GPT, GPTConfig
+from train.model import GPT
+from train.model_config import GPTConfig
 
 RUN_JSON = "run.json"
 MANIFEST = "manifest.jsonl"

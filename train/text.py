@@ -11,9 +11,8 @@ from pathlib import Path
 import datasets
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from train.config import TEXT_FORMATS
 from train.rundir import SPECIAL_TOKENS
-
-TEXT_FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
 def load_documents(data_cfg) -> datasets.Dataset:
