@@ -4,6 +4,7 @@ import pytest
 import torch
 import yaml
 
+from train.hooks import act_name, hook_layer
 from train.model import GPT, IGNORE_INDEX, lm_loss
 from train.model_config import ASPECT_RATIO, HEAD_SIZE, GPTConfig
 
@@ -141,6 +142,28 @@ def test_names_filter_and_no_hook_left_behind():
     with pytest.raises(RuntimeError, match="boom"), model.hooks([("hook_embed", lambda x, hook: x)]):
         raise RuntimeError("boom")
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_act_name_gives_transformerlens_names():
+    assert act_name("pattern", 1) == "blocks.1.attn.hook_pattern"
+    assert act_name("resid_pre", 0) == "blocks.0.hook_resid_pre"
+    assert act_name("post", 1) == "blocks.1.mlp.hook_post"
+    assert act_name("embed") == "hook_embed" and act_name("pos_embed") == "hook_pos_embed"
+    assert act_name("normalized") == "ln_final.hook_normalized"
+    assert act_name("blocks.0.attn.hook_q") == "blocks.0.attn.hook_q"  # a full name passes through
+    for bad in [("pattern", None), ("embed", 0), ("normalized", 0), ("patern", 1)]:
+        with pytest.raises(ValueError):
+            act_name(*bad)
+
+
+@pytest.mark.parametrize("attn_only", [False, True])
+def test_every_hook_point_round_trips_through_act_name_and_hook_layer(attn_only):
+    model = tiny(attn_only=attn_only)
+    for name in model.hook_points:
+        short = name.rsplit("hook_", 1)[1]  # "blocks.1.attn.hook_pattern" -> "pattern"
+        assert act_name(short, hook_layer(name)) == name
+        assert act_name(name) == name
+    assert [hook_layer(n) for n in ("blocks.1.mlp.hook_pre", "hook_embed", "ln_final.hook_normalized")] == [1, None, None]
 
 
 def test_hooks_can_edit_activations():

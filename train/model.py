@@ -3,9 +3,9 @@
 Pre-LayerNorm blocks, causal attention through `scaled_dot_product_attention`, GELU MLP,
 learned positions, optional tied embeddings, an attention-only variant and, for grokking
 studies, a variant without LayerNorm and a configurable initial weight scale. Every
-intermediate activation passes through an identity `HookPoint` named as in TransformerLens
-(`blocks.0.attn.hook_pattern`, `blocks.1.hook_resid_post`, ...), so probes written against
-one library read the other.
+intermediate activation passes through an identity `HookPoint` (train/hooks.py) named as in
+TransformerLens (`blocks.0.attn.hook_pattern`, `blocks.1.hook_resid_post`, ...), so probes
+written against one library read the other.
 
 The config and the shape rule of the size family live in train/model_config.py (no torch).
 """
@@ -20,22 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from train.hooks import HookPoint
 from train.model_config import GPTConfig
-
-
-class HookPoint(nn.Module):
-    """Identity module that forward hooks attach to; `name` is its path in the model."""
-
-    def __init__(self):
-        super().__init__()
-        self.name = ""
-
-    @property
-    def active(self) -> bool:
-        return bool(self._forward_hooks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
 
 
 class Attention(nn.Module):
