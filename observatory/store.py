@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from observatory.metrics import SPEC_COLUMNS
-from train.rundir import atomic_write, atomic_write_bytes
+from train.durable import atomic_write, atomic_write_bytes
 
 COLUMNS = ["experiment", "run", "model", "seed", "n_params", "n_params_non_embedding", "step", "tokens", "flops",
            "probe", "metric", "value", *SPEC_COLUMNS, "checkpoint_sha256", "probe_hash"]

@@ -13,6 +13,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from train import rundir
+from train.durable import atomic_write_bytes
 
 
 def checkpoint_steps(max_steps: int, log2_max: int | None = None, every: int | None = None, extra=()) -> list[int]:
@@ -35,7 +36,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        rundir.atomic_write_bytes(Path(path), buffer.getvalue())
+        atomic_write_bytes(Path(path), buffer.getvalue())
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         return rundir.load_resume_state(path)

@@ -16,14 +16,11 @@ import datasets
 import lightning as L
 import torch
 from tokenizers import Tokenizer
-from tokenizers.models import WordLevel
-from tokenizers.pre_tokenizers import WhitespaceSplit
 from torch.utils.data import BatchSampler, DataLoader
 
 from train.model import IGNORE_INDEX
-from train.rundir import SPECIAL_TOKENS
 from train.tasks import make_task, split_weights
-
+from train.tokenizer import build_tokenizer
 
 
 class DataError(ValueError):
@@ -47,13 +44,6 @@ def build_corpus(data_cfg) -> Corpus:
 
 
 # ---- the task suite ------------------------------------------------------------------
-def build_tokenizer(symbols: list[str]) -> Tokenizer:
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + sorted(set(symbols) - set(SPECIAL_TOKENS)))}
-    tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = WhitespaceSplit()
-    return tokenizer
-
-
 def render(item: dict) -> dict:
     """An item as training text, with the character span of its answer (for answer-only loss)."""
     before = f"[BOS] {item['prompt']} "

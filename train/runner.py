@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from train import rundir
+from train.durable import remove_temp_files, write_json
 from train.checkpointing import AtomicCheckpointIO, Preempted, Preemption, ScheduledCheckpoints, checkpoint_steps
 from train.config import ConfigError, config_differences, package_versions, plain_config, validate
 from train.data import BlocksDataModule, DataError, build_corpus
@@ -61,7 +62,7 @@ def run_training(cfg: DictConfig) -> Path:
     writer = is_rank_zero()  # the other ranks of a data-parallel run only train
     if writer:
         _write_run_record(cfg, config, run_dir, corpus, module.model, tokens_per_step)
-        rundir.remove_temp_files(run_dir)  # left by a write that a kill interrupted
+        remove_temp_files(run_dir)  # left by a write that a kill interrupted
         print(f"{cfg.run_name}: {module.model.n_params():,} parameters ({module.model.n_params_non_embedding():,} "
               f"non-embedding), {tokens_per_step:,} tokens/step, {cfg.trainer.max_steps:,} steps"
               + (f" — resuming from {resume_path}" if resuming else ""), flush=True)
@@ -124,7 +125,7 @@ def _write_run_record(cfg, config: dict, run_dir: Path, corpus, model, tokens_pe
     run_dir.mkdir(parents=True, exist_ok=True)
     corpus.tokenizer.save(str(run_dir / rundir.TOKENIZER))
     rundir.write_probe_items(run_dir, corpus.probe_items)
-    rundir.write_json(run_dir / rundir.RUN_JSON, {
+    write_json(run_dir / rundir.RUN_JSON, {
         "experiment": cfg.experiment_name, "run": cfg.run_name, "model": cfg.model.name, "seed": cfg.seed,
         "n_params": model.n_params(), "n_params_non_embedding": model.n_params_non_embedding(),
         "tokens_per_step": tokens_per_step, "max_steps": cfg.trainer.max_steps,

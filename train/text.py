@@ -12,7 +12,7 @@ import datasets
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from train.config import TEXT_FORMATS
-from train.rundir import SPECIAL_TOKENS
+from train.tokenizer import SPECIAL_TOKENS
 
 
 def load_documents(data_cfg) -> datasets.Dataset:
