@@ -12,8 +12,9 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from train.config import plain_config
-from train.data import BlocksDataModule, Corpus
+from train.data import BlocksDataModule
 from train.module import LitGPT
+from train.packing import Corpus
 
 
 def train_config(*overrides: str):

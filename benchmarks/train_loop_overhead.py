@@ -18,8 +18,9 @@ import time
 import torch
 
 from common import fit_tokens_per_s, interleaved, make, train_config
-from train.data import Corpus, InMemoryBlocks, StepBatchSampler, batch_loader, build_corpus
+from train.data import InMemoryBlocks, StepBatchSampler, batch_loader, build_corpus
 from train.model import lm_loss
+from train.packing import Corpus
 
 
 def bare_tokens_per_s(cfg, corpus: Corpus, steps: int, warmup: int) -> float:

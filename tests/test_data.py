@@ -2,8 +2,9 @@ import datasets
 import pytest
 import torch
 
-from train.data import InMemoryBlocks, StepBatchSampler, build_corpus, pack
+from train.data import InMemoryBlocks, StepBatchSampler, build_corpus
 from train.model import IGNORE_INDEX
+from train.packing import pack
 from train.tasks import make_task
 from train.tokenizer import SPECIAL_TOKENS, build_tokenizer
 

@@ -18,12 +18,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from train import rundir
-from train.durable import remove_temp_files, write_json
 from train.checkpointing import AtomicCheckpointIO, Preempted, Preemption, ScheduledCheckpoints, checkpoint_steps
 from train.config import ConfigError, config_differences, package_versions, plain_config, validate
-from train.data import BlocksDataModule, DataError, build_corpus
+from train.data import BlocksDataModule, build_corpus
+from train.durable import remove_temp_files, write_json
 from train.module import LitGPT, NonFiniteLoss
 from train.multirun import is_rank_zero, one_job_of_many
+from train.packing import DataError
 
 
 def _quiet_libraries() -> None:
