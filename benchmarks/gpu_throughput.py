@@ -3,7 +3,7 @@ one size under fp32, bf16-mixed, + fused AdamW, + torch.compile, side by side in
 
     python benchmarks/gpu_throughput.py [--size 98m] [--batch-size 512] [--steps 80] [--warmup 20]
 
-MFU = tokens/s × FLOPs per token (train/model.py: flops_per_token) / the GPU's bf16 peak
+MFU = tokens/s × FLOPs per token (train/model.py: palm_flops_per_token) / the GPU's bf16 peak
 (train/module.py: PEAK_BF16_FLOPS). Also prints the `train/mfu` the module itself logged, and
 checks that attention runs on the fused flash kernel under bf16.
 """
@@ -64,7 +64,7 @@ def main():
         tokens_per_s = fit_tokens_per_s(cfg, module, data, args.warmup, accelerator="gpu", precision=precision,
                                         logger=rows)
         assert bool(module.trainer.optimizers[0].defaults.get("fused")) == fused, "fused AdamW not as asked"
-        mfu = tokens_per_s * module.model.flops_per_token() / peak if peak else float("nan")
+        mfu = tokens_per_s * module.model.palm_flops_per_token() / peak if peak else float("nan")
         logged_mfu = [row["train/mfu"] for step, row in rows.rows if step >= args.warmup and "train/mfu" in row]
         logged = statistics.median(logged_mfu) if logged_mfu else float("nan")
         first = first or tokens_per_s

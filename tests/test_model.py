@@ -233,7 +233,7 @@ def test_family_spans_four_orders_of_magnitude():
 
 
 @pytest.mark.parametrize("attn_only", [False, True])
-def test_flops_per_token_matches_pytorchs_flop_counter(attn_only):
+def test_palm_flops_per_token_matches_pytorchs_flop_counter(attn_only):
     """The MFU numerator against an independent count: PyTorch's FlopCounterMode over one
     forward and backward pass. A hook on each attention pattern makes attention plain matrix
     products the counter sees; biases and LayerNorm weights are in N (PaLM's and nanoGPT's
@@ -248,7 +248,7 @@ def test_flops_per_token_matches_pytorchs_flop_counter(attn_only):
     not_in_matmuls = sum(p.numel() for name, p in model.named_parameters()
                          if p.dim() < 2 and not name.startswith(("wte", "wpe")))
     counted_per_token = counter.get_total_flops() / tokens.numel()
-    assert model.flops_per_token() == pytest.approx(counted_per_token + 6 * not_in_matmuls, rel=1e-12)
+    assert model.palm_flops_per_token() == pytest.approx(counted_per_token + 6 * not_in_matmuls, rel=1e-12)
 
 
 def test_lm_loss_averages_over_the_targets_that_are_not_ignored():

@@ -229,14 +229,14 @@ def test_compiled_training_writes_the_same_checkpoints(compose_train):
         assert torch.allclose(weight, b.state_dict()[name], atol=1e-4), name
 
 
-def test_mfu_is_the_logged_throughput_times_flops_per_token_over_the_peak(compose_train, monkeypatch):
+def test_mfu_is_the_logged_throughput_times_palm_flops_per_token_over_the_peak(compose_train, monkeypatch):
     # the GPU path on this CPU: as if it were a GPU whose bf16 peak is 1 GFLOP/s
     monkeypatch.setattr("train.module.peak_flops", lambda device: 1e9)
     run_dir = run_training(compose_train(*TINY, "logger=csv"))
     metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
     logged = metrics.dropna(subset=["train/tokens_per_s"])
     assert list(logged["step"]) == [19, 29, 39] and logged["train/mfu"].notna().all()
-    flops_per_token = rundir.load_model(run_dir, 40).flops_per_token()
+    flops_per_token = rundir.load_model(run_dir, 40).palm_flops_per_token()
     expected = logged["train/tokens_per_s"] * flops_per_token / 1e9
     assert (logged["train/mfu"] - expected).abs().max() < 1e-9 * expected.max()
 

@@ -142,10 +142,11 @@ class GPT(nn.Module):
             embedding += self.lm_head.weight.numel()
         return self.n_params() - embedding
 
-    def flops_per_token(self) -> float:
+    def palm_flops_per_token(self) -> float:
         """Training FLOPs per token, forward and backward (PaLM, appendix B): 6 per weight of
         every matrix multiply (non-embedding weights and the unembedding; embedding lookups
-        cost none) plus 12·L·d·T for attention scores and their weighted sum."""
+        cost none) plus 12·L·d·T for attention scores and their weighted sum. The MFU count;
+        the observatory's `flops` column is the coarser 6·N·D."""
         cfg = self.cfg
         matmul_weights = self.n_params_non_embedding() + cfg.d_model * cfg.vocab_size
         return 6.0 * matmul_weights + 12.0 * cfg.n_layer * cfg.d_model * cfg.n_ctx

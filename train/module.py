@@ -111,7 +111,7 @@ class LitGPT(L.LightningModule):
             then, then_step = self._last_logged
             metrics["train/tokens_per_s"] = (step - then_step) * self.hparams.tokens_per_step / (now - then)
             if self._peak_flops:  # model FLOPs utilization, per GPU
-                achieved = metrics["train/tokens_per_s"] * self.model.flops_per_token() / self.trainer.world_size
+                achieved = metrics["train/tokens_per_s"] * self.model.palm_flops_per_token() / self.trainer.world_size
                 metrics["train/mfu"] = achieved / self._peak_flops
         self._last_logged = (now, step)
         # One row straight to the loggers, as Lightning's LearningRateMonitor writes it: a self.log
