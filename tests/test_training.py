@@ -11,6 +11,7 @@ from conftest import REPO, TINY
 from wandb_offline import history, run_files
 
 from train import rundir
+from train.build import tokens_per_step
 from train.checkpointing import ScheduledCheckpoints, checkpoint_steps
 from train.config import ConfigError
 from train.data import build_corpus
@@ -128,6 +129,17 @@ def test_resume_after_interruption_is_bitwise_identical(compose_train, monkeypat
     assert rundir.read_run_json(run_dir)["status"] == "completed"
     first, second = run_files(run_dir)  # the resumed run continues the same W&B run id
     assert first.name == second.name == "run-interrupted-13k-s0-train.wandb"
+
+
+def test_callbacks_none_trains_without_writing_checkpoints(compose_train):
+    run_dir = run_training(compose_train(*TINY, "callbacks=none"))
+    assert rundir.read_run_json(run_dir)["status"] == "completed"
+    assert rundir.read_manifest(run_dir) == [] and not list(run_dir.glob("step_*"))
+
+
+def test_tokens_per_step_is_the_global_batch_of_one_optimizer_step(compose_train):
+    cfg = compose_train("data.batch_size=8", "model.n_ctx=32", "trainer.devices=2", "trainer.accumulate_grad_batches=3")
+    assert tokens_per_step(cfg) == 8 * 32 * 2 * 3
 
 
 def test_changed_config_on_an_existing_run_is_refused(compose_train):

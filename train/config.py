@@ -20,7 +20,7 @@ from train.tasks import make_task, split_weights
 
 # Keys that change how a run is displayed or stored, never what it computes: a resumed
 # run may differ from the original in these and only these.
-COSMETIC_KEYS = {"logger", "checkpoints_dir", "run_dir", "data.num_workers", "data.cache_dir",
+COSMETIC_KEYS = {"logger", "callbacks", "checkpoints_dir", "run_dir", "data.num_workers", "data.cache_dir",
                  "trainer.enable_progress_bar", "trainer.log_every_n_steps",
                  "compile", "optim.fused_on_gpu"}  # speed knobs: the same computation, other kernels
 LOSS_ON = ("all", "answer")  # data.loss_on: train on every next token, or on answer tokens alone
