@@ -20,7 +20,7 @@ from train.checkpointing import Preempted, Preemption
 from train.config import ConfigError, config_differences, package_versions, plain_config, validate
 from train.durable import remove_temp_files, write_json
 from train.module import NonFiniteLoss
-from train.multirun import is_rank_zero, one_job_of_many
+from train.multirun import is_rank_zero, one_job_of_many, share_cores
 from train.packing import DataError
 
 
@@ -40,6 +40,7 @@ def run_training(cfg: DictConfig) -> Path:
     run_dir, config = Path(cfg.run_dir), plain_config(cfg)
     if _already_completed(run_dir, config):
         return run_dir
+    share_cores()
     _quiet_libraries()
     try:
         training = build(cfg)
