@@ -110,8 +110,8 @@ class ScheduledCheckpoints(L.Callback):
     every listed checkpoint durable and resumable. Resume state also every `resume_every` steps.
     Configured by conf/callbacks/default.yaml from conf/schedule/."""
 
-    def __init__(self, run_dir: Path, max_steps: int, every: int | None = None, log2_max: int | None = None,
-                 extra=(), resume_every: int = 250):
+    def __init__(self, run_dir: Path, max_steps: int, resume_every: int, log2_max: int | None = None,
+                 every: int | None = None, extra=()):
         self.run_dir, self.resume_every = Path(run_dir), resume_every
         self.steps = set(checkpoint_steps(max_steps, log2_max, every, extra))
         self._written: set[int] = set()
@@ -149,7 +149,8 @@ class ScheduledCheckpoints(L.Callback):
             file = rundir.weights_file(step)
             sha256 = rundir.save_weights(self.run_dir / file, pl_module.model, step)
             rundir.append_manifest(self.run_dir, {
-                "step": step, "tokens": step * pl_module.hparams.tokens_per_step, "file": file, "sha256": sha256,
+                "step": step, "tokens": step * pl_module.hparams.tokens_per_step,  # as train/tokens counts
+                "file": file, "sha256": sha256,
                 "train_loss": train_loss, "val_loss": val_loss, "val_loss_by_task": losses, "wall_time": time.time(),
             })
         self._written.add(step)
