@@ -1,11 +1,11 @@
 """What checkpoints cost: the training run of `python -m train` (default Pythia-style
 schedule: weights, held-out losses, manifest row and resume state at every scheduled step)
-vs the same run with no checkpoint callback, side by side in one process.
+vs the same run with `callbacks=none`, side by side in one process.
 
     python benchmarks/checkpoint_cost.py [--sizes 13k 100k] [--steps 2000] [--repeats 2]
 
 Prints, per size, the wall time of each, the share of the run the checkpoints add
-((with - without) / with), the share measured directly inside the callback (target <= 3%),
+((with - without) / with), the share measured directly inside the callbacks (target <= 3%),
 and, within the runs with checkpoints, how much longer than the run's median step the AFTER
 steps following each checkpoint took, as a share of the run: a checkpoint that slowed the
 steps after it (which the time inside the callback does not see) would show there, free of
@@ -24,50 +24,48 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 
-from common import interleaved, make, train_config
-from train.checkpointing import ScheduledCheckpoints
-from train.config import plain_config
+from common import interleaved, train_config
+from train import rundir
+from train.build import build
 from train.data import build_corpus
-from train.runner import _trainer
-
 
 AFTER = 10  # steps after each checkpoint compared with the run's median step
 
 
-class TimedCheckpoints(ScheduledCheckpoints):
-    """The real callback, with the seconds spent in it after each step (0: at train start)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seconds: dict[int, float] = {}
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        started = time.perf_counter()
-        super().on_train_start(trainer, pl_module)
-        self.seconds[0] = self.seconds.get(0, 0.0) + time.perf_counter() - started
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        started = time.perf_counter()
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        step = trainer.global_step  # called again at the same step while gradients accumulate
-        self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
-
-
 class StepEnds(L.Callback):
-    """When each step ended, before any later callback (the checkpoint's) runs."""
+    """First of the run's callbacks: when training started and when each step ended, before
+    any later callback (the checkpoint's) runs."""
 
     def __init__(self):
-        self.at: dict[int, float] = {}
+        self.started, self.at = None, {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.at[trainer.global_step] = time.perf_counter()
 
 
+class InCallbacks(L.Callback):
+    """Last of the run's callbacks: the seconds spent in the callbacks between `ends` and this
+    one after each step (0: at train start), summed while gradients accumulate."""
+
+    def __init__(self, ends: StepEnds):
+        self.ends, self.seconds = ends, {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.seconds[0] = time.perf_counter() - self.ends.started
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - self.ends.at[step]
+
+
 def seconds_lost_after(ends: dict[int, float], in_callback: dict[int, float], written: set[int]) -> float:
     """Seconds the AFTER steps following each written checkpoint (each step once, where
     checkpoints are closer than that) took beyond the run's median step (negative: faster); a
-    step's duration leaves out the checkpoint callback run in it. The first steps of a run are
-    its slowest and follow the densest checkpoints (1, 2, 4, ...): an upper bound."""
+    step's duration leaves out the callbacks run in it. The first steps of a run are its
+    slowest and follow the densest checkpoints (1, 2, 4, ...): an upper bound."""
     steps = sorted(ends)
     duration = {b: ends[b] - ends[a] - in_callback.get(a, 0.0) for a, b in zip(steps, steps[1:])}
     after = {s + k for s in written for k in range(1, AFTER + 1)} & duration.keys()
@@ -75,24 +73,22 @@ def seconds_lost_after(ends: dict[int, float], in_callback: dict[int, float], wr
     return float(sum(duration[step] - median for step in after))
 
 
-def timed_run(cfg, corpus, run_dir: Path, checkpoints: bool) -> tuple[float, float, int, float]:
-    """(wall seconds of fit, seconds inside the checkpoint callback, checkpoints written,
-    seconds lost in the steps after them)."""
+def timed_run(overrides: list[str], corpus, run_dir: Path, checkpoints: bool) -> tuple[float, float, int, float]:
+    """(wall seconds of fit, seconds inside the run's callbacks, checkpoints written, seconds
+    lost in the steps after them) of the training `python -m train` builds, with its default
+    callbacks or with callbacks=none."""
+    cfg = train_config(*overrides, f"run_dir={run_dir}", f"callbacks={'default' if checkpoints else 'none'}")
     run_dir.mkdir(parents=True)
-    module, data = make(cfg, corpus)
-    trainer, _, _ = _trainer(cfg, plain_config(cfg), run_dir, module.hparams.tokens_per_step)
-    [real] = [c for c in trainer.callbacks if isinstance(c, ScheduledCheckpoints)]
-    trainer.callbacks.remove(real)
-    timed, ends = TimedCheckpoints(run_dir, sorted(real.steps), real.resume_every, real.tokens_per_step), StepEnds()
-    trainer.callbacks.insert(0, ends)
-    if checkpoints:
-        trainer.callbacks.append(timed)
+    training = build(cfg, corpus)
+    ends = StepEnds()
+    in_callbacks = InCallbacks(ends)
+    training.trainer.callbacks = [ends, *training.trainer.callbacks, in_callbacks]
     started = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    training.trainer.fit(training.module, datamodule=training.data)
     seconds = time.perf_counter() - started
-    written = timed.steps & ends.at.keys() if checkpoints else set()
-    lost_after = seconds_lost_after(ends.at, timed.seconds, written)
-    return seconds, sum(timed.seconds.values()), len(list(run_dir.glob("step_*.safetensors"))), lost_after
+    written = {row["step"] for row in rundir.read_manifest(run_dir)}
+    lost_after = seconds_lost_after(ends.at, in_callbacks.seconds, written)
+    return seconds, sum(in_callbacks.seconds.values()), len(written), lost_after
 
 
 def main():
@@ -106,11 +102,12 @@ def main():
           f"{f'{AFTER} steps after':>15}")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
-            cfg = train_config(f"model={size}", f"trainer.max_steps={args.steps}", "trainer.enable_progress_bar=false")
-            corpus = build_corpus(cfg.data)
+            overrides = [f"model={size}", f"trainer.max_steps={args.steps}"]
+            corpus = build_corpus(train_config(*overrides).data)
             runs = itertools.count()  # a fresh run directory for every run
-            with_, without = interleaved(args.repeats, lambda: timed_run(cfg, corpus, Path(tmp) / f"{size}-{next(runs)}", True),
-                                         lambda: timed_run(cfg, corpus, Path(tmp) / f"{size}-{next(runs)}", False))
+            with_, without = interleaved(
+                args.repeats, lambda: timed_run(overrides, corpus, Path(tmp) / f"{size}-{next(runs)}", True),
+                lambda: timed_run(overrides, corpus, Path(tmp) / f"{size}-{next(runs)}", False))
             n = with_[0][2]
             inside = [in_callback / seconds for seconds, in_callback, _, _ in with_]
             after = statistics.median(lost_after / seconds for seconds, _, _, lost_after in with_)

@@ -1,38 +1,27 @@
-"""What the training benchmarks share: a composed config, the real module and data, and a
-Lightning fit timed from the end of its warm-up steps."""
+"""What the training benchmarks share: a composed config, the training `python -m train`
+builds from it (train/build.py), and a fit timed from the end of its warm-up steps."""
 
 from __future__ import annotations
 
 import time
 
 import lightning as L
-from lightning.pytorch.loggers import Logger
 import torch
 from hydra import compose, initialize_config_module
+from lightning.pytorch.loggers import Logger
 from omegaconf import OmegaConf
 
-from train.config import plain_config
-from train.data import BlocksDataModule, Corpus
-from train.module import LitGPT
+from train.build import Training, tokens_per_step
 
 
 def train_config(*overrides: str):
+    """conf/train.yaml as the benchmarks run it: no logger, no progress bar and no checkpoints
+    (callbacks=none) unless the overrides ask for them."""
+    defaults = ["logger=none", "callbacks=none", "trainer.enable_progress_bar=false"]
     with initialize_config_module(config_module="conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["logger=none", *overrides])
+        cfg = compose(config_name="train", overrides=[*defaults, *overrides])
     OmegaConf.resolve(cfg)
     return cfg
-
-
-def make(cfg, corpus: Corpus, **optim) -> tuple[LitGPT, BlocksDataModule]:
-    """The module and data module that `python -m train` builds, seeded the same way."""
-    L.seed_everything(cfg.seed, verbose=False)
-    data = BlocksDataModule(corpus, batch_size=cfg.data.batch_size, seed=cfg.seed, val_batches=1)
-    config = plain_config(cfg)
-    tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
-    vocab_size = corpus.tokenizer.get_vocab_size()
-    module = LitGPT(config["model"] | {"vocab_size": vocab_size}, config["optim"] | optim, cfg.trainer.max_steps,
-                    tokens_per_step)
-    return module, data
 
 
 class StepTimer(L.Callback):
@@ -73,18 +62,13 @@ class MetricRows(Logger):
         self.rows.append((step, dict(metrics)))
 
 
-def fit_tokens_per_s(cfg, module, data, warmup: int, **trainer_kwargs) -> float:
-    """Tokens/s of `trainer.fit` after `warmup` untimed steps (no checkpoints, no logger
-    unless one is passed)."""
+def fit_tokens_per_s(cfg, training: Training, warmup: int, data: L.LightningDataModule | None = None) -> float:
+    """Tokens/s of `trainer.fit` after `warmup` untimed steps, on the training's own data
+    or on `data`."""
     timer = StepTimer(warmup)
-    kwargs = dict(accelerator="cpu", devices=1, precision="32-true", logger=False, enable_checkpointing=False,
-                  enable_progress_bar=False, enable_model_summary=False,
-                  log_every_n_steps=cfg.trainer.log_every_n_steps) | trainer_kwargs
-    trainer = L.Trainer(max_steps=cfg.trainer.max_steps, max_epochs=-1, gradient_clip_val=cfg.trainer.gradient_clip_val,
-                        callbacks=[timer], use_distributed_sampler=False, **kwargs)
-    trainer.fit(module, datamodule=data)
-    steps = cfg.trainer.max_steps - warmup
-    return steps * cfg.data.batch_size * cfg.data.seq_len / timer.seconds
+    training.trainer.callbacks.append(timer)
+    training.trainer.fit(training.module, datamodule=data or training.data)
+    return (cfg.trainer.max_steps - warmup) * tokens_per_step(cfg) / timer.seconds
 
 
 def interleaved(repeats: int, *measures) -> list[list]:

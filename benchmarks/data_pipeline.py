@@ -18,7 +18,8 @@ import time
 import lightning as L
 import torch
 
-from common import fit_tokens_per_s, interleaved, make, train_config
+from common import fit_tokens_per_s, interleaved, train_config
+from train.build import build, tokens_per_step
 from train.data import InMemoryBlocks, StepBatchSampler, batch_loader, build_corpus
 
 
@@ -59,22 +60,22 @@ def main():
     print(f"torch {torch.__version__}, {args.accelerator}, {args.precision}, batch {args.batch_size}, "
           f"{args.steps} steps ({args.warmup} untimed), {args.repeats} interleaved repeats")
     print(f"{'size':>6} {'in memory tok/s':>16} {'loader tok/s':>13} {'ratio':>7} {'loader alone':>13} {'of a step':>10}")
-    trainer_kwargs = dict(accelerator=args.accelerator, precision=args.precision)
     for size in args.sizes:
         cfg = train_config(f"model={size}", f"trainer.max_steps={args.steps}", f"data.batch_size={args.batch_size}",
-                           "data.train_examples=50000")
+                           "data.train_examples=50000", f"trainer.accelerator={args.accelerator}",
+                           f"trainer.precision={args.precision}")
         corpus = build_corpus(cfg.data)
         blocks = InMemoryBlocks(corpus.train)
 
         def in_memory_run():
             preloaded = BatchesInMemory(blocks, cfg.data.batch_size, cfg.seed, args.steps, device)
-            return fit_tokens_per_s(cfg, make(cfg, corpus)[0], preloaded, args.warmup, **trainer_kwargs)
+            return fit_tokens_per_s(cfg, build(cfg, corpus), args.warmup, data=preloaded)
 
         in_memory, loader = interleaved(args.repeats, in_memory_run,
-                                        lambda: fit_tokens_per_s(cfg, *make(cfg, corpus), args.warmup, **trainer_kwargs))
+                                        lambda: fit_tokens_per_s(cfg, build(cfg, corpus), args.warmup))
         m, l_ = statistics.median(in_memory), statistics.median(loader)
         alone = loader_seconds_per_batch(blocks, cfg.data.batch_size, cfg.seed)
-        step = cfg.data.batch_size * cfg.data.seq_len / l_
+        step = tokens_per_step(cfg) / l_
         print(f"{size:>6} {m:>16,.0f} {l_:>13,.0f} {l_ / m:>7.3f} {alone * 1e3:>10.3f} ms {alone / step:>10.2%}",
               flush=True)
 

@@ -3,7 +3,7 @@ one size under fp32, bf16-mixed, + fused AdamW, + torch.compile, side by side in
 
     python benchmarks/gpu_throughput.py [--size 98m] [--batch-size 512] [--steps 80] [--warmup 20]
 
-MFU = tokens/s × FLOPs per token (train/model.py: flops_per_token) / the GPU's bf16 peak
+MFU = tokens/s × FLOPs per token (train/model.py: palm_flops_per_token) / the GPU's bf16 peak
 (train/module.py: PEAK_BF16_FLOPS). Also prints the `train/mfu` the module itself logged, and
 checks that attention runs on the fused flash kernel under bf16.
 """
@@ -16,7 +16,8 @@ import statistics
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from common import MetricRows, fit_tokens_per_s, make, train_config
+from common import MetricRows, fit_tokens_per_s, train_config
+from train.build import build
 from train.data import build_corpus
 from train.module import peak_flops
 
@@ -46,30 +47,31 @@ def main():
         raise SystemExit("no CUDA GPU: this benchmark measures the GPU path")
     device = torch.device("cuda")
     peak = peak_flops(device)
-    cfg = train_config(f"model={args.size}", f"trainer.max_steps={args.steps}", f"data.batch_size={args.batch_size}",
-                       "data.train_examples=50000", "trainer.log_every_n_steps=10")
+    base = [f"model={args.size}", f"trainer.max_steps={args.steps}", f"data.batch_size={args.batch_size}",
+            "data.train_examples=50000", "trainer.log_every_n_steps=10", "trainer=gpu"]
+    cfg = train_config(*base)
     corpus = build_corpus(cfg.data)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, bf16 peak "
           f"{peak / 1e12 if peak else float('nan'):.0f} TFLOP/s; {args.size}, batch {args.batch_size} × "
           f"{cfg.data.seq_len} tokens, {args.steps} steps ({args.warmup} untimed)")
-    check_flash_attention(make(cfg, corpus)[0], args.batch_size, cfg.data.seq_len)
+    check_flash_attention(build(cfg, corpus).module, args.batch_size, cfg.data.seq_len)
     print("attention under bf16: the fused flash kernel (forced with sdpa_kernel(FLASH_ATTENTION)) runs")
     print(f"{'variant':>16} {'tokens/s':>12} {'MFU':>7} {'logged train/mfu':>17} {'speed-up':>9}")
     first = None
     for name, precision, fused, compiled in VARIANTS:
-        module, data = make(cfg, corpus, fused_on_gpu=fused)
-        if compiled:
-            module.model.compile()
-        rows = MetricRows()
-        tokens_per_s = fit_tokens_per_s(cfg, module, data, args.warmup, accelerator="gpu", precision=precision,
-                                        logger=rows)
+        variant = train_config(*base, f"trainer.precision={precision}", f"optim.fused_on_gpu={fused}",
+                               f"compile={compiled}")
+        training, rows = build(variant, corpus), MetricRows()
+        training.trainer.loggers = [rows]
+        module = training.module
+        tokens_per_s = fit_tokens_per_s(variant, training, args.warmup)
         assert bool(module.trainer.optimizers[0].defaults.get("fused")) == fused, "fused AdamW not as asked"
-        mfu = tokens_per_s * module.model.flops_per_token() / peak if peak else float("nan")
+        mfu = tokens_per_s * module.model.palm_flops_per_token() / peak if peak else float("nan")
         logged_mfu = [row["train/mfu"] for step, row in rows.rows if step >= args.warmup and "train/mfu" in row]
         logged = statistics.median(logged_mfu) if logged_mfu else float("nan")
         first = first or tokens_per_s
         print(f"{name:>16} {tokens_per_s:>12,.0f} {mfu:>7.1%} {logged:>17.1%} {tokens_per_s / first:>8.2f}x", flush=True)
-        del module, data
+        del module, training
         torch.cuda.empty_cache()
 
 

@@ -17,13 +17,15 @@ import time
 
 import torch
 
-from common import fit_tokens_per_s, interleaved, make, train_config
-from train.data import Corpus, InMemoryBlocks, StepBatchSampler, batch_loader, build_corpus
+from common import fit_tokens_per_s, interleaved, train_config
+from train.build import build, tokens_per_step
+from train.data import InMemoryBlocks, StepBatchSampler, batch_loader, build_corpus
 from train.model import lm_loss
+from train.packing import Corpus
 
 
 def bare_tokens_per_s(cfg, corpus: Corpus, steps: int, warmup: int) -> float:
-    module, _ = make(cfg, corpus)
+    module = build(cfg, corpus).module
     optimizers = module.configure_optimizers()
     optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
     model = module.model.train()
@@ -41,7 +43,7 @@ def bare_tokens_per_s(cfg, corpus: Corpus, steps: int, warmup: int) -> float:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - started
-    return (steps - warmup) * cfg.data.batch_size * cfg.data.seq_len / seconds
+    return (steps - warmup) * tokens_per_step(cfg) / seconds
 
 
 def main():
@@ -56,11 +58,13 @@ def main():
     print(f"{'size':>6} {'bare tok/s':>12} {'lightning tok/s':>16} {'ratio':>7} {'barebones tok/s':>16} {'ratio':>7}")
     for size in args.sizes:
         cfg = train_config(f"model={size}", f"trainer.max_steps={args.steps}")
+        barebones = train_config(f"model={size}", f"trainer.max_steps={args.steps}", "+trainer.barebones=true",
+                                 "trainer.log_every_n_steps=0")
         corpus = build_corpus(cfg.data)
         measured = interleaved(
             args.repeats, lambda: bare_tokens_per_s(cfg, corpus, args.steps, args.warmup),
-            lambda: fit_tokens_per_s(cfg, *make(cfg, corpus), args.warmup),
-            lambda: fit_tokens_per_s(cfg, *make(cfg, corpus), args.warmup, barebones=True, log_every_n_steps=0))
+            lambda: fit_tokens_per_s(cfg, build(cfg, corpus), args.warmup),
+            lambda: fit_tokens_per_s(barebones, build(barebones, corpus), args.warmup))
         bare, lit, barebones = map(statistics.median, measured)
         print(f"{size:>6} {bare:>12,.0f} {lit:>16,.0f} {lit / bare:>7.3f} {barebones:>16,.0f} {barebones / bare:>7.3f}",
               flush=True)

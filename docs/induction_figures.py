@@ -21,6 +21,7 @@ from tokenizers import Tokenizer  # noqa: E402
 from observatory.probes.attention import head_scores  # noqa: E402
 from observatory.probes.context import repeated_random_tokens  # noqa: E402
 from train import rundir  # noqa: E402
+from train.tokenizer import SPECIAL_TOKENS  # noqa: E402
 
 
 def patterns(run_dir: Path, step: int, tokens: torch.Tensor) -> torch.Tensor:
@@ -69,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     plot_curves(args.run_dir, args.out / "induction-curves.png")
     vocab = Tokenizer.from_file(str(args.run_dir / rundir.TOKENIZER)).get_vocab()
-    ordinary = sorted(i for t, i in vocab.items() if t not in rundir.SPECIAL_TOKENS)
+    ordinary = sorted(i for t, i in vocab.items() if t not in SPECIAL_TOKENS)
     n_ctx = rundir.read_run_json(args.run_dir)["model_config"]["n_ctx"]
     half = (n_ctx - 1) // 2
     tokens = repeated_random_tokens(1, half, ordinary, vocab["[BOS]"], seed=0)  # the probe's first sequence

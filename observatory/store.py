@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from observatory.discovery import Checkpoint
 from observatory.metrics import SPEC_COLUMNS
-from train.rundir import atomic_write, atomic_write_bytes
+from train.durable import atomic_write, atomic_write_bytes
 
 COLUMNS = ["experiment", "run", "model", "seed", "n_params", "n_params_non_embedding", "step", "tokens", "flops_6nd",
            "probe", "metric", "value", *SPEC_COLUMNS, "checkpoint_sha256", "probe_hash"]

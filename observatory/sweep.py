@@ -25,6 +25,7 @@ from observatory.probes import PROBES, requested_hooks
 from observatory.probes.context import Context, Items, documents, pack_blocks, repeated_random_tokens
 from observatory.probes.linear import SPLIT as LINEAR_SPLIT
 from train import rundir
+from train.tokenizer import SPECIAL_TOKENS
 
 
 class SweepError(ValueError):
@@ -53,7 +54,7 @@ class RunInputs:
         token_ids = Tokenizer.from_file(str(run_dir / rundir.TOKENIZER)).get_vocab()
         blocks, block_tasks = pack_blocks(probe_items, n_ctx + 1)  # as training cuts them
         attention = probe_cfgs.get("attention") or {}
-        ordinary = sorted(i for t, i in token_ids.items() if t not in rundir.SPECIAL_TOKENS)
+        ordinary = sorted(i for t, i in token_ids.items() if t not in SPECIAL_TOKENS)
         repeated = repeated_random_tokens(attention.get("n_sequences", 32), (n_ctx - 1) // 2, ordinary,
                                           token_ids["[BOS]"], attention.get("seed", 0))
         return cls(Items.from_probe_items(probe_items), Items.from_probe_items(linear) if linear else None,

@@ -12,7 +12,7 @@ import runpy
 import signal
 import sys
 
-from train import rundir
+from train import durable
 
 mode, match = sys.argv[1], sys.argv[2]
 
@@ -43,6 +43,6 @@ def faulty_open(path, mode_="r", *args, **kwargs):
     return HalfWrite(f) if match in str(path) and "w" in mode_ else f
 
 
-rundir.open = faulty_open  # the module's writes (atomic_write_bytes) look `open` up here first
+durable.open = faulty_open  # the module's writes (atomic_write_bytes) look `open` up here first
 sys.argv = ["train", *sys.argv[3:]]
 runpy.run_module("train", run_name="__main__", alter_sys=True)

@@ -2,9 +2,11 @@ import datasets
 import pytest
 import torch
 
-from train.data import SPECIAL_TOKENS, InMemoryBlocks, StepBatchSampler, build_corpus, build_tokenizer, pack
+from train.data import InMemoryBlocks, StepBatchSampler, build_corpus
 from train.model import IGNORE_INDEX
+from train.packing import pack
 from train.tasks import make_task
+from train.tokenizer import SPECIAL_TOKENS, build_tokenizer
 
 
 def test_tokenizer_round_trip():

@@ -4,7 +4,9 @@ import pytest
 import torch
 import yaml
 
-from train.model import ASPECT_RATIO, GPT, HEAD_SIZE, IGNORE_INDEX, GPTConfig, lm_loss
+from train.hooks import act_name, hook_layer
+from train.model import GPT, IGNORE_INDEX, lm_loss
+from train.model_config import ASPECT_RATIO, HEAD_SIZE, GPTConfig
 
 SIZES = sorted(Path(__file__).resolve().parents[1].glob("conf/model/*.yaml"))
 
@@ -142,6 +144,28 @@ def test_names_filter_and_no_hook_left_behind():
     assert all(not m._forward_hooks for m in model.modules())
 
 
+def test_act_name_gives_transformerlens_names():
+    assert act_name("pattern", 1) == "blocks.1.attn.hook_pattern"
+    assert act_name("resid_pre", 0) == "blocks.0.hook_resid_pre"
+    assert act_name("post", 1) == "blocks.1.mlp.hook_post"
+    assert act_name("embed") == "hook_embed" and act_name("pos_embed") == "hook_pos_embed"
+    assert act_name("normalized") == "ln_final.hook_normalized"
+    assert act_name("blocks.0.attn.hook_q") == "blocks.0.attn.hook_q"  # a full name passes through
+    for bad in [("pattern", None), ("embed", 0), ("normalized", 0), ("patern", 1)]:
+        with pytest.raises(ValueError):
+            act_name(*bad)
+
+
+@pytest.mark.parametrize("attn_only", [False, True])
+def test_every_hook_point_round_trips_through_act_name_and_hook_layer(attn_only):
+    model = tiny(attn_only=attn_only)
+    for name in model.hook_points:
+        short = name.rsplit("hook_", 1)[1]  # "blocks.1.attn.hook_pattern" -> "pattern"
+        assert act_name(short, hook_layer(name)) == name
+        assert act_name(name) == name
+    assert [hook_layer(n) for n in ("blocks.1.mlp.hook_pre", "hook_embed", "ln_final.hook_normalized")] == [1, None, None]
+
+
 def test_hooks_can_edit_activations():
     model = tiny()
     tokens = torch.randint(0, 50, (1, 16))
@@ -209,7 +233,7 @@ def test_family_spans_four_orders_of_magnitude():
 
 
 @pytest.mark.parametrize("attn_only", [False, True])
-def test_flops_per_token_matches_pytorchs_flop_counter(attn_only):
+def test_palm_flops_per_token_matches_pytorchs_flop_counter(attn_only):
     """The MFU numerator against an independent count: PyTorch's FlopCounterMode over one
     forward and backward pass. A hook on each attention pattern makes attention plain matrix
     products the counter sees; biases and LayerNorm weights are in N (PaLM's and nanoGPT's
@@ -224,7 +248,7 @@ def test_flops_per_token_matches_pytorchs_flop_counter(attn_only):
     not_in_matmuls = sum(p.numel() for name, p in model.named_parameters()
                          if p.dim() < 2 and not name.startswith(("wte", "wpe")))
     counted_per_token = counter.get_total_flops() / tokens.numel()
-    assert model.flops_per_token() == pytest.approx(counted_per_token + 6 * not_in_matmuls, rel=1e-12)
+    assert model.palm_flops_per_token() == pytest.approx(counted_per_token + 6 * not_in_matmuls, rel=1e-12)
 
 
 def test_lm_loss_averages_over_the_targets_that_are_not_ignored():

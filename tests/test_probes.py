@@ -11,7 +11,8 @@ from observatory.metrics import Metric
 from observatory.probes.context import Context, Items, documents, pack_blocks, repeated_random_tokens
 from observatory.probes.linear import linear_probe
 from observatory.probes.loss import icl_positions
-from train.model import GPT, GPTConfig
+from train.model import GPT
+from train.model_config import GPTConfig
 
 V, HALF = 12, 7  # vocabulary; repeated sequences are [BOS] + 2 x 7 tokens
 
@@ -323,8 +324,9 @@ def oracle(items: list[dict], vocab_size: int):
 
 
 def test_a_model_that_always_answers_right_scores_the_top_of_every_bounded_metric():
-    from train.data import build_tokenizer, tokenize_item
+    from train.data import tokenize_item
     from train.tasks import TASKS
+    from train.tokenizer import build_tokenizer
 
     import random
 

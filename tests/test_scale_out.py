@@ -4,10 +4,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import joblib
 import pytest
 from conftest import REPO, TINY
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from train import rundir
+from train.multirun import cores_per_job
 
 SHORT = [o for o in TINY if not o.startswith("data.batch_size")] + ["trainer.max_steps=20"]
 
@@ -31,6 +37,24 @@ def test_ddp_cpu_writes_what_one_process_writes_for_the_same_global_batch(tmp_pa
         wa, wb = rundir.load_model(a, ra["step"]).state_dict(), rundir.load_model(b, rb["step"]).state_dict()
         assert all((wa[k] - wb[k]).abs().max() < 1e-4 for k in wa), f"step {ra['step']}"
     assert rundir.read_run_json(b)["tokens_per_step"] == rundir.read_run_json(a)["tokens_per_step"]
+
+
+@pytest.mark.parametrize("overrides,mode,share", [
+    (["hydra/launcher=parallel"], RunMode.MULTIRUN, max(1, joblib.cpu_count() // 2)),  # n_jobs: 2
+    (["hydra/launcher=parallel", "hydra.launcher.n_jobs=-1"], RunMode.MULTIRUN, 1),  # a job per core
+    (["hydra/launcher=parallel"], RunMode.RUN, None),  # a single run has the machine to itself
+    (["hydra/launcher=basic"], RunMode.MULTIRUN, None),  # one job at a time
+])
+def test_jobs_run_in_parallel_take_their_share_of_the_cores(overrides, mode, share):
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    cfg.hydra.mode = mode
+    HydraConfig.instance().set_config(cfg)  # what the launcher sets in each job
+    try:
+        assert cores_per_job() == share
+    finally:
+        HydraConfig.instance().cfg = None
 
 
 def test_ddp_cpu_under_multirun_makes_no_duplicate_sweep_dirs(tmp_path):

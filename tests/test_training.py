@@ -11,6 +11,7 @@ from conftest import REPO, TINY
 from wandb_offline import history, run_files
 
 from train import rundir
+from train.build import tokens_per_step
 from train.checkpointing import ScheduledCheckpoints, checkpoint_steps
 from train.config import ConfigError
 from train.data import build_corpus
@@ -130,6 +131,17 @@ def test_resume_after_interruption_is_bitwise_identical(compose_train, monkeypat
     assert first.name == second.name == "run-interrupted-13k-s0-train.wandb"
 
 
+def test_callbacks_none_trains_without_writing_checkpoints(compose_train):
+    run_dir = run_training(compose_train(*TINY, "callbacks=none"))
+    assert rundir.read_run_json(run_dir)["status"] == "completed"
+    assert rundir.read_manifest(run_dir) == [] and not list(run_dir.glob("step_*"))
+
+
+def test_tokens_per_step_is_the_global_batch_of_one_optimizer_step(compose_train):
+    cfg = compose_train("data.batch_size=8", "model.n_ctx=32", "trainer.devices=2", "trainer.accumulate_grad_batches=3")
+    assert tokens_per_step(cfg) == 8 * 32 * 2 * 3
+
+
 def test_changed_config_on_an_existing_run_is_refused(compose_train):
     run_training(compose_train(*TINY))
     with pytest.raises(ConfigError, match=r"different config \(optim.optimizer.lr: 0.001 -> 0.002\)"):
@@ -229,14 +241,14 @@ def test_compiled_training_writes_the_same_checkpoints(compose_train):
         assert torch.allclose(weight, b.state_dict()[name], atol=1e-4), name
 
 
-def test_mfu_is_the_logged_throughput_times_flops_per_token_over_the_peak(compose_train, monkeypatch):
+def test_mfu_is_the_logged_throughput_times_palm_flops_per_token_over_the_peak(compose_train, monkeypatch):
     # the GPU path on this CPU: as if it were a GPU whose bf16 peak is 1 GFLOP/s
     monkeypatch.setattr("train.module.peak_flops", lambda device: 1e9)
     run_dir = run_training(compose_train(*TINY, "logger=csv"))
     metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
     logged = metrics.dropna(subset=["train/tokens_per_s"])
     assert list(logged["step"]) == [19, 29, 39] and logged["train/mfu"].notna().all()
-    flops_per_token = rundir.load_model(run_dir, 40).flops_per_token()
+    flops_per_token = rundir.load_model(run_dir, 40).palm_flops_per_token()
     expected = logged["train/tokens_per_s"] * flops_per_token / 1e9
     assert (logged["train/mfu"] - expected).abs().max() < 1e-9 * expected.max()
 

@@ -1,3 +1,4 @@
 """Training stage: the GPT family, tasks, Lightning loop and checkpoint writer.
 
-Only `train.model` and `train.rundir` are imported by the observatory; neither needs Lightning."""
+The observatory imports only the model (`train.model`, `train.model_config`, `train.hooks`),
+`train.rundir`, `train.durable` and `train.tokenizer`; none needs Lightning."""

@@ -13,6 +13,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from train import rundir
+from train.durable import atomic_write_bytes
 
 
 def checkpoint_steps(max_steps: int, log2_max: int | None = None, every: int | None = None, extra=()) -> list[int]:
@@ -35,7 +36,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        rundir.atomic_write_bytes(Path(path), buffer.getvalue())
+        atomic_write_bytes(Path(path), buffer.getvalue())
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         return rundir.load_resume_state(path)
@@ -104,12 +105,15 @@ class Preemption(L.Callback):
 
 
 class ScheduledCheckpoints(L.Callback):
-    """At each scheduled step: weights (safetensors) → manifest row → resume state, in that
-    order, so a crash anywhere leaves every listed checkpoint durable and resumable."""
+    """At each step of checkpoint_steps(max_steps, log2_max, every, extra): weights
+    (safetensors) → manifest row → resume state, in that order, so a crash anywhere leaves
+    every listed checkpoint durable and resumable. Resume state also every `resume_every` steps.
+    Configured by conf/callbacks/default.yaml from conf/schedule/."""
 
-    def __init__(self, run_dir: Path, steps: list[int], resume_every: int, tokens_per_step: int):
-        self.run_dir, self.steps, self.resume_every = Path(run_dir), set(steps), resume_every
-        self.tokens_per_step = tokens_per_step
+    def __init__(self, run_dir: Path, max_steps: int, resume_every: int, log2_max: int | None = None,
+                 every: int | None = None, extra=()):
+        self.run_dir, self.resume_every = Path(run_dir), resume_every
+        self.steps = set(checkpoint_steps(max_steps, log2_max, every, extra))
         self._written: set[int] = set()
         self._last_step = -1
 
@@ -145,7 +149,8 @@ class ScheduledCheckpoints(L.Callback):
             file = rundir.weights_file(step)
             sha256 = rundir.save_weights(self.run_dir / file, pl_module.model, step)
             rundir.append_manifest(self.run_dir, {
-                "step": step, "tokens": step * self.tokens_per_step, "file": file, "sha256": sha256,
+                "step": step, "tokens": step * pl_module.hparams.tokens_per_step,  # as train/tokens counts
+                "file": file, "sha256": sha256,
                 "train_loss": train_loss, "val_loss": val_loss, "val_loss_by_task": losses, "wall_time": time.time(),
             })
         self._written.add(step)

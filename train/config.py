@@ -1,4 +1,7 @@
-"""Config checks that run before any work, and the plain-JSON record of a run."""
+"""Config checks that run before any work, and the plain-JSON record of a run.
+
+Hydra runs these checks before it creates a directory, so this module imports neither torch
+nor datasets: a bad config is refused in a fraction of a second."""
 
 from __future__ import annotations
 
@@ -13,16 +16,16 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from conf import stage_keys
-from train.model import GPTConfig
+from train.model_config import GPTConfig
 from train.tasks import make_task, split_weights
-from train.text import TEXT_FORMATS
 
 # Keys that change how a run is displayed or stored, never what it computes: a resumed
 # run may differ from the original in these and only these.
-COSMETIC_KEYS = {"logger", "checkpoints_dir", "run_dir", "data.num_workers", "data.cache_dir",
+COSMETIC_KEYS = {"logger", "callbacks", "checkpoints_dir", "run_dir", "data.num_workers", "data.cache_dir",
                  "trainer.enable_progress_bar", "trainer.log_every_n_steps",
                  "compile", "optim.fused_on_gpu"}  # speed knobs: the same computation, other kernels
 LOSS_ON = ("all", "answer")  # data.loss_on: train on every next token, or on answer tokens alone
+TEXT_FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}  # data.files suffix: datasets builder
 PACKAGES = ["torch", "lightning", "hydra-core", "datasets", "tokenizers", "safetensors", "wandb", "numpy"]
 
 

@@ -9,51 +9,27 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 from typing import Iterator
 
 import datasets
 import lightning as L
 import torch
 from tokenizers import Tokenizer
-from tokenizers.models import WordLevel
-from tokenizers.pre_tokenizers import WhitespaceSplit
 from torch.utils.data import BatchSampler, DataLoader
 
-from train.model import IGNORE_INDEX
-from train.rundir import SPECIAL_TOKENS
+from train.packing import PACK_BATCH, Corpus, pack
 from train.tasks import make_task, split_weights
-
-
-
-class DataError(ValueError):
-    """The data cannot make a training set (an empty corpus, too little text for one block)."""
-
-
-@dataclass
-class Corpus:
-    tokenizer: Tokenizer
-    train: datasets.Dataset  # packed blocks of seq_len + 1 tokens ("input_ids"; "labels" for answer-only loss)
-    heldout: dict[str, datasets.Dataset]  # packed held-out blocks per task ("text" for real text)
-    probe_items: list[dict]  # held-out and training-part items with token ids (empty for real text)
+from train.text import build_text_corpus
+from train.tokenizer import build_tokenizer
 
 
 def build_corpus(data_cfg) -> Corpus:
     if data_cfg.kind == "text":
-        from train.text import build_text_corpus  # only text users pay for the BPE machinery
-
         return build_text_corpus(data_cfg)
     return build_task_corpus(data_cfg)
 
 
 # ---- the task suite ------------------------------------------------------------------
-def build_tokenizer(symbols: list[str]) -> Tokenizer:
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + sorted(set(symbols) - set(SPECIAL_TOKENS)))}
-    tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = WhitespaceSplit()
-    return tokenizer
-
-
 def render(item: dict) -> dict:
     """An item as training text, with the character span of its answer (for answer-only loss)."""
     before = f"[BOS] {item['prompt']} "
@@ -97,47 +73,6 @@ def trained_items(texts: datasets.Dataset, tokenizer: Tokenizer, block_len: int,
         if picked and all(len(by_key) >= n for by_key in picked.values()):
             break
     return [item for by_key in picked.values() for item in by_key.values()]
-
-
-def tokenize_and_pack(batch: dict, tokenizer: Tokenizer, block_len: int, answer_only: bool = False) -> dict:
-    """Concatenate the batch's texts and cut the token stream into blocks of block_len.
-    answer_only: also "labels", the same tokens with every one outside an answer span set
-    to IGNORE_INDEX (the Hugging Face convention), so only answers are trained on."""
-    encodings = tokenizer.encode_batch(batch["text"])
-    blocks = {"input_ids": _cut([tok for enc in encodings for tok in enc.ids], block_len)}
-    if answer_only:
-        spans = zip(encodings, batch["answer_start"], batch["answer_end"])
-        labels = [tok if start <= first_char < end else IGNORE_INDEX
-                  for enc, start, end in spans for tok, (first_char, _) in zip(enc.ids, enc.offsets)]
-        bos = tokenizer.token_to_id("[BOS]")
-        blocks["labels"] = [_from_first_example(block_labels, block, bos)
-                            for block_labels, block in zip(_cut(labels, block_len), blocks["input_ids"])]
-    return blocks
-
-
-def _cut(stream: list[int], block_len: int) -> list[list[int]]:
-    """Whole blocks of block_len; the remainder is dropped."""
-    return [stream[i : i + block_len] for i in range(0, len(stream) - block_len + 1, block_len)]
-
-
-def _from_first_example(labels: list[int], block: list[int], bos: int) -> list[int]:
-    """Ignore the answer of an example cut by the block's start: its prompt is in another block."""
-    first = block.index(bos) if bos in block else len(block)
-    return [IGNORE_INDEX] * first + labels[first:]
-
-
-PACK_BATCH = 1000  # examples packed together: each batch is concatenated and cut into blocks on its own
-
-
-def pack(texts: datasets.Dataset, tokenizer: Tokenizer, seq_len: int, what: str, num_proc: int | None = None,
-         answer_only: bool = False):
-    packed = texts.map(tokenize_and_pack, batched=True, batch_size=PACK_BATCH, remove_columns=texts.column_names,
-                       num_proc=num_proc,
-                       fn_kwargs={"tokenizer": tokenizer, "block_len": seq_len + 1, "answer_only": answer_only},
-                       desc=f"packing {what}")
-    if len(packed) == 0:
-        raise DataError(f"{what} packs into no block of {seq_len + 1} tokens; lower data.seq_len or add data")
-    return packed.with_format("torch")
 
 
 def build_task_corpus(data_cfg) -> Corpus:

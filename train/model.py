@@ -1,78 +1,27 @@
-"""The GPT family: one config dataclass, one decoder, TransformerLens-style hook points.
+"""The GPT family: one decoder, TransformerLens-style hook points.
 
 Pre-LayerNorm blocks, causal attention through `scaled_dot_product_attention`, GELU MLP,
 learned positions, optional tied embeddings, an attention-only variant and, for grokking
 studies, a variant without LayerNorm and a configurable initial weight scale. Every
-intermediate activation passes through an identity `HookPoint` named as in TransformerLens
-(`blocks.0.attn.hook_pattern`, `blocks.1.hook_resid_post`, ...), so probes written against
-one library read the other.
+intermediate activation passes through an identity `HookPoint` (train/hooks.py) named as in
+TransformerLens (`blocks.0.attn.hook_pattern`, `blocks.1.hook_resid_post`, ...), so probes
+written against one library read the other.
 
-The size family follows one shape rule: d_model = ASPECT_RATIO * n_layer and a fixed head
-size, so a size is named by n_layer alone (conf/model/*.yaml).
+The config and the shape rule of the size family live in train/model_config.py (no torch).
 """
 
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ASPECT_RATIO = 32  # d_model / n_layer
-HEAD_SIZE = 32  # d_model / n_head
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int
-    n_layer: int
-    n_ctx: int = 64
-    d_model: int | None = None  # default: ASPECT_RATIO * n_layer
-    n_head: int | None = None  # default: d_model // HEAD_SIZE
-    d_mlp: int | None = None  # default: 4 * d_model
-    attn_only: bool = False
-    tied_embeddings: bool = False
-    layer_norm: bool = True  # False: no LayerNorm anywhere (Nanda et al.'s grokking model)
-    init_std: float = 0.02  # std of every weight matrix at init (GPT-2); Nanda et al.: 1/sqrt(d_model)
-    name: str = ""
-
-    def __post_init__(self):
-        if self.d_model is None:
-            self.d_model = ASPECT_RATIO * self.n_layer
-        if self.n_head is None:
-            self.n_head = max(1, self.d_model // HEAD_SIZE)
-        if self.d_mlp is None:
-            self.d_mlp = 4 * self.d_model
-        if self.init_std <= 0:
-            raise ValueError(f"init_std={self.init_std} must be positive")
-        if self.d_model % self.n_head:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
-
-    @property
-    def d_head(self) -> int:
-        return self.d_model // self.n_head
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class HookPoint(nn.Module):
-    """Identity module that forward hooks attach to; `name` is its path in the model."""
-
-    def __init__(self):
-        super().__init__()
-        self.name = ""
-
-    @property
-    def active(self) -> bool:
-        return bool(self._forward_hooks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+from train.hooks import HookPoint
+from train.model_config import GPTConfig
 
 
 class Attention(nn.Module):
@@ -193,10 +142,11 @@ class GPT(nn.Module):
             embedding += self.lm_head.weight.numel()
         return self.n_params() - embedding
 
-    def flops_per_token(self) -> float:
+    def palm_flops_per_token(self) -> float:
         """Training FLOPs per token, forward and backward (PaLM, appendix B): 6 per weight of
         every matrix multiply (non-embedding weights and the unembedding; embedding lookups
-        cost none) plus 12·L·d·T for attention scores and their weighted sum."""
+        cost none) plus 12·L·d·T for attention scores and their weighted sum. The MFU count;
+        the observatory's `flops` column is the coarser 6·N·D."""
         cfg = self.cfg
         matmul_weights = self.n_params_non_embedding() + cfg.d_model * cfg.vocab_size
         return 6.0 * matmul_weights + 12.0 * cfg.n_layer * cfg.d_model * cfg.n_ctx

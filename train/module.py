@@ -12,7 +12,8 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from train.model import GPT, GPTConfig, IGNORE_INDEX, lm_loss
+from train.model import GPT, IGNORE_INDEX, lm_loss
+from train.model_config import GPTConfig
 
 
 def warmup_cosine(warmup_steps: int, max_steps: int, min_lr_ratio: float):
@@ -110,7 +111,7 @@ class LitGPT(L.LightningModule):
             then, then_step = self._last_logged
             metrics["train/tokens_per_s"] = (step - then_step) * self.hparams.tokens_per_step / (now - then)
             if self._peak_flops:  # model FLOPs utilization, per GPU
-                achieved = metrics["train/tokens_per_s"] * self.model.flops_per_token() / self.trainer.world_size
+                achieved = metrics["train/tokens_per_s"] * self.model.palm_flops_per_token() / self.trainer.world_size
                 metrics["train/mfu"] = achieved / self._peak_flops
         self._last_logged = (now, step)
         # One row straight to the loggers, as Lightning's LearningRateMonitor writes it: a self.log

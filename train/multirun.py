@@ -1,5 +1,5 @@
-"""What running many jobs adds: which process may write, a DDP fix for Hydra multiruns, and a
-report of the runs of a sweep that did not complete."""
+"""What running many jobs adds: which process may write, each job's share of the cores, a DDP
+fix for Hydra multiruns, and a report of the runs of a sweep that did not complete."""
 
 from __future__ import annotations
 
@@ -25,6 +25,32 @@ def is_rank_zero() -> bool:
     from lightning.pytorch.utilities import rank_zero_only
 
     return rank_zero_only.rank == 0
+
+
+JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"  # hydra/launcher=parallel
+
+
+def cores_per_job() -> int | None:
+    """This job's share of the cores when n_jobs jobs of a sweep run at once on this machine
+    (hydra/launcher=parallel), else None. n_jobs counts as joblib counts it (-1: one per core)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    launcher = HydraConfig.get().launcher
+    if launcher.get("_target_") != JOBLIB_LAUNCHER:
+        return None
+    import joblib  # the launcher's own dependency: its count of usable cores (affinity, cgroups)
+
+    cores, n_jobs = joblib.cpu_count(), launcher.get("n_jobs") or 1
+    jobs = n_jobs if n_jobs > 0 else cores + 1 + n_jobs
+    return max(1, cores // max(1, jobs))
+
+
+def share_cores() -> None:
+    """Each torch thread pool defaults to every core: n_jobs of them side by side would fight
+    over the cores. As the observatory's sweep workers do, take this job's share instead."""
+    threads = cores_per_job()
+    if threads:
+        torch.set_num_threads(threads)
 
 
 DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")

@@ -8,8 +8,8 @@
         tokenizer.json                 the vocabulary training saw
         probe_items.jsonl              held-out items: task, prompt/answer ids, metadata
 
-Both stages import this module (never copy it); it depends on torch, safetensors and
-the model definition only, not on Lightning.
+Both stages import this module (never copy it); it depends on torch, safetensors, the
+model definition and train/durable.py only, not on Lightning.
 """
 
 from __future__ import annotations
@@ -18,21 +18,21 @@ import hashlib
 import json
 import os
 import struct
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from train.model import GPT, GPTConfig
+from train.durable import atomic_write_bytes, write_json
+from train.model import GPT
+from train.model_config import GPTConfig
 
 RUN_JSON = "run.json"
 MANIFEST = "manifest.jsonl"
 TOKENIZER = "tokenizer.json"
 PROBE_ITEMS = "probe_items.jsonl"
 RESUME_STATE = Path("resume") / "last.ckpt"
-SPECIAL_TOKENS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]  # ids 0-3 of every run's tokenizer
 FORMAT = "observatory-weights/1"
 METADATA_KEY = "observatory"
 
@@ -43,49 +43,6 @@ class CheckpointError(RuntimeError):
 
 def weights_file(step: int) -> str:
     return f"step_{step:08d}.safetensors"
-
-
-# ---- durable writes -----------------------------------------------------------------
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_write(path: Path):
-    """A binary file to write `path` through: a temp file in the same directory, fsynced and
-    moved over `path` with `os.replace` on success, removed on error. Readers see the old
-    file or the new one, never a torn one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_write(path) as f:
-        f.write(data)
-
-
-def remove_temp_files(run_dir: Path) -> None:
-    """Temp files of atomic writes that a kill interrupted: never listed, never read."""
-    for tmp in [*Path(run_dir).glob(".*.tmp-*"), *Path(run_dir).glob("*/.*.tmp-*")]:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 # ---- run.json -----------------------------------------------------------------------

@@ -11,14 +11,12 @@ from pathlib import Path
 import datasets
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from train.rundir import SPECIAL_TOKENS
-
-TEXT_FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+from train.config import TEXT_FORMATS
+from train.packing import Corpus, DataError, pack
+from train.tokenizer import SPECIAL_TOKENS
 
 
 def load_documents(data_cfg) -> datasets.Dataset:
-    from train.data import DataError
-
     if data_cfg.files:
         suffixes = {Path(f).suffix for f in data_cfg.files}
         if len(suffixes) != 1:
@@ -41,8 +39,6 @@ def load_documents(data_cfg) -> datasets.Dataset:
 
 
 def train_bpe(docs: datasets.Dataset, vocab_size: int, cache_dir: Path) -> Tokenizer:
-
-
     path = cache_dir / f"bpe-{docs._fingerprint}-{vocab_size}.json"
     if path.exists():
         return Tokenizer.from_file(str(path))
@@ -59,9 +55,7 @@ def train_bpe(docs: datasets.Dataset, vocab_size: int, cache_dir: Path) -> Token
     return tokenizer
 
 
-def build_text_corpus(data_cfg):
-    from train.data import Corpus, pack
-
+def build_text_corpus(data_cfg) -> Corpus:
     docs = load_documents(data_cfg)
     split = docs.train_test_split(test_size=data_cfg.val_fraction, seed=data_cfg.seed)
     cache = Path(data_cfg.cache_dir or datasets.config.HF_DATASETS_CACHE) / "observatory-tokenizers"

@@ -9,7 +9,7 @@ import torch
 
 from observatory.metrics import Metric, mean_with_error
 from train.model import GPT
-from train.rundir import SPECIAL_TOKENS
+from train.tokenizer import SPECIAL_TOKENS
 
 PAD = SPECIAL_TOKENS.index("[PAD]")  # right padding never changes earlier positions of a causal model
 
