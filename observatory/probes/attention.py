@@ -9,10 +9,11 @@ import torch
 
 from observatory.metrics import Metric, mean_with_error
 from observatory.probes import probe
+from train.hooks import act_name, hook_layer
 
 
 def _pattern_hooks(model_cfg, cfg):
-    return {"repeated": [f"blocks.{layer}.attn.hook_pattern" for layer in range(model_cfg.n_layer)]}
+    return {"repeated": [act_name("pattern", layer) for layer in range(model_cfg.n_layer)]}
 
 
 def _positions(T: int, half: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
@@ -43,7 +44,7 @@ def attention(ctx, cfg) -> dict:
     chance = dict(zip(("induction", "prev_token"), uniform_scores(T, half)))
     metrics: dict[str, Metric] = {}
     for name in sorted(fwd.cache):
-        layer = int(name.split(".")[1])
+        layer = hook_layer(name)
         for score, per_sequence in zip(("induction", "prev_token"), head_scores(fwd.cache[name].float(), half)):
             for head in range(per_sequence.shape[1]):
                 metrics[f"{score}/L{layer}H{head}"] = mean_with_error(

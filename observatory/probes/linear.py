@@ -19,13 +19,14 @@ import torch
 
 from observatory.metrics import ACCURACY, Metric, mean_with_error
 from observatory.probes import probe
+from train.hooks import act_name, hook_layer
 
 SPLIT = "linear"
 
 
 def _resid_hooks(model_cfg, cfg):
-    layers = [f"blocks.{i}.hook_resid_pre" for i in range(model_cfg.n_layer)]
-    return {"linear_items": layers + [f"blocks.{model_cfg.n_layer - 1}.hook_resid_post"]}
+    layers = [act_name("resid_pre", i) for i in range(model_cfg.n_layer)]
+    return {"linear_items": layers + [act_name("resid_post", model_cfg.n_layer - 1)]}
 
 
 def linear_probe(features: torch.Tensor, labels: torch.Tensor, n_fit: int, shrinkage: float) -> tuple[torch.Tensor, float]:
@@ -51,7 +52,7 @@ def linear(ctx, cfg) -> dict:
     if items is None:
         return {}
     fwd, metrics = ctx.forward("linear_items"), {}
-    names = sorted(fwd.cache, key=lambda h: (int(h.split(".")[1]), h.endswith("post")))
+    names = sorted(fwd.cache, key=lambda h: (hook_layer(h), h.endswith("post")))
     for task in cfg.get("tasks", []):
         rows = torch.tensor(items.rows(task, SPLIT), dtype=torch.long)
         n_fit = int(len(rows) * cfg.get("fit_fraction", 0.75))
