@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY
+from conftest import REPO
 
 from train import rundir
 
-STEPS = ["trainer.max_steps=120", "schedule.every=10", "schedule.resume_every=5"]
+STEPS = ["trainer.max_steps=120"]  # debug=default otherwise: checkpoints every 10 steps, resume state every 5
 
 
 def train_cmd(root: Path, *overrides: str, experiment: str = "run") -> list[str]:
-    return [sys.executable, "-m", "train", f"checkpoints_dir={root}", f"experiment_name={experiment}", *TINY,
+    return [sys.executable, "-m", "train", f"checkpoints_dir={root}", f"experiment_name={experiment}", "debug=default",
             *STEPS, *overrides]
 
 

@@ -30,16 +30,12 @@ KEY = ["run", "step", "probe", "metric"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, train_debug):
     """Two tiny runs of the suite (seeds 0 and 1), 8 checkpoints each."""
     root = tmp_path_factory.mktemp("trained")
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="conf", version_base="1.3"):
-        for seed in (0, 1):
-            run_training(compose(config_name="train", overrides=[
-                f"checkpoints_dir={root}", "experiment_name=tiny", f"seed={seed}", "trainer.max_steps=20",
-                "data.train_examples=2000", "data.probe_items=24", "data.batch_size=8", "model.n_ctx=32",
-                "schedule.every=10", "logger=none"]))
+    for seed in (0, 1):
+        train_debug(root, "data=suite", "experiment_name=tiny", f"seed={seed}", "trainer.max_steps=20",
+                    "data.probe_items=24")
     return root / "tiny"
 
 

@@ -117,9 +117,8 @@ def test_report_loads_in_a_real_browser(report):
 
 def test_pipeline_on_a_test_sized_experiment(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "observatory.pipeline", f"checkpoints_dir={tmp_path}", "model=13k",
-         "trainer.max_steps=40", "data.train_examples=2000", "data.probe_items=16", "data.batch_size=8",
-         "model.n_ctx=32", "schedule.every=10", "logger=none", "wandb.mode=disabled"],
+        [sys.executable, "-m", "observatory.pipeline", f"checkpoints_dir={tmp_path}", "debug=default",
+         "model=13k", "data=suite", "data.probe_items=16", "wandb.mode=disabled"],  # model: not quickstart's sweep
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "quickstart" / "observatory"

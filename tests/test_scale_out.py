@@ -5,11 +5,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY
+from conftest import REPO
 
 from train import rundir
 
-SHORT = [o for o in TINY if not o.startswith("data.batch_size")] + ["trainer.max_steps=20"]
+SHORT = ["debug=default", "trainer.max_steps=20"]  # every test sets its own data.batch_size
 
 
 def train(root: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
