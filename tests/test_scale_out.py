@@ -10,6 +10,7 @@ from conftest import REPO
 from train import rundir
 
 SHORT = ["debug=default", "trainer.max_steps=20"]  # every test sets its own data.batch_size
+STEPS = [0, 1, 2, 4, 8, 10, 16, 20]  # its checkpoints
 
 
 def train(root: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
@@ -25,9 +26,12 @@ def test_ddp_cpu_writes_what_one_process_writes_for_the_same_global_batch(tmp_pa
     a, b = tmp_path / "one" / "exp" / "13k-s0", tmp_path / "ddp" / "exp" / "13k-s0"
     rows_a, rows_b = rundir.read_manifest(a), rundir.read_manifest(b)
     assert [(r["step"], r["tokens"]) for r in rows_a] == [(r["step"], r["tokens"]) for r in rows_b]  # written once
+    assert [r["step"] for r in rows_a] == STEPS
+    assert rows_a[0]["train_loss"] is None and rows_b[0]["train_loss"] is None  # no batch before step 0
     for ra, rb in zip(rows_a, rows_b):
         assert abs(ra["val_loss"] - rb["val_loss"]) < 1e-4
-        assert ra["step"] == 0 or abs(ra["train_loss"] - rb["train_loss"]) < 1e-4  # of the global batch
+        if ra["step"] > 0:
+            assert abs(ra["train_loss"] - rb["train_loss"]) < 1e-4  # of the global batch
         wa, wb = rundir.load_model(a, ra["step"]).state_dict(), rundir.load_model(b, rb["step"]).state_dict()
         assert all((wa[k] - wb[k]).abs().max() < 1e-4 for k in wa), f"step {ra['step']}"
     assert rundir.read_run_json(b)["tokens_per_step"] == rundir.read_run_json(a)["tokens_per_step"]
@@ -40,8 +44,7 @@ def test_ddp_cpu_under_multirun_makes_no_duplicate_sweep_dirs(tmp_path):
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["13k-s0", "13k-s1", "multirun.yaml"]
     for run in ("13k-s0", "13k-s1"):
         assert rundir.read_run_json(tmp_path / "exp" / run)["status"] == "completed"
-        steps = [r["step"] for r in rundir.read_manifest(tmp_path / "exp" / run)]
-        assert steps == sorted(set(steps))
+        assert [r["step"] for r in rundir.read_manifest(tmp_path / "exp" / run)] == STEPS  # each written once
 
 
 def test_submitit_local_sweep_runs_both_jobs(tmp_path):
@@ -49,6 +52,7 @@ def test_submitit_local_sweep_runs_both_jobs(tmp_path):
     assert result.returncode == 0, result.stderr
     for run in ("13k-s0", "13k-s1"):
         assert rundir.read_run_json(tmp_path / "exp" / run)["status"] == "completed"
+        assert [r["step"] for r in rundir.read_manifest(tmp_path / "exp" / run)] == STEPS
 
 
 @pytest.mark.parametrize("launcher", ["basic", "parallel"])

@@ -59,9 +59,13 @@ def test_jsonl_and_parquet_corpora(compose_debug, tmp_path, suffix):
         path.write_text("".join(json.dumps({"body": d, "id": i}) + "\n" for i, d in enumerate(docs)))
     else:
         pq.write_table(pa.table({"body": docs}), path)
-    cfg = compose_debug(*TEXT, f"data.files=[{path}]", "data.text_column=body")
-    corpus = build_corpus(cfg.data)
-    assert len(corpus.train) > 10 and len(corpus.heldout["text"]) > 0
+    corpus = build_corpus(compose_debug(*TEXT, f"data.files=[{path}]", "data.text_column=body").data)
+    # the same documents from a .txt file: the same tokenizer, the same training and held-out blocks
+    plain = build_corpus(compose_debug(*TEXT, f"data.files=[{tmp_path / 'tmp.txt'}]").data)
+    assert corpus.tokenizer.get_vocab() == plain.tokenizer.get_vocab()
+    assert len(corpus.train) > 10 and corpus.train[:]["input_ids"].tolist() == plain.train[:]["input_ids"].tolist()
+    assert len(corpus.heldout["text"]) > 0
+    assert corpus.heldout["text"][:]["input_ids"].tolist() == plain.heldout["text"][:]["input_ids"].tolist()
 
 
 def test_missing_file_and_empty_corpus_are_clear_errors(compose_debug, tmp_path):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import REPO
+from tokenizers import Tokenizer
 from wandb_offline import history, run_files
 
 from train import rundir
@@ -42,7 +43,12 @@ def test_short_run_writes_exactly_the_scheduled_checkpoints(compose_debug):
     assert rows[0]["train_loss"] is None
     assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.5  # it learns: loss falls
     assert rows[-1]["train_loss"] < rows[1]["train_loss"] - 0.5
-    assert (run_dir / "tokenizer.json").exists() and (run_dir / "resume" / "last.ckpt").exists()
+    # the tokenizer saved with the run is the one that made the probe items' ids
+    tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
+    assert tokenizer.get_vocab_size() == model.cfg.vocab_size
+    for item in rundir.read_probe_items(run_dir)[:10]:
+        assert tokenizer.decode(item["prompt_ids"], skip_special_tokens=False) == f"[BOS] {item['prompt']}"
+    assert rundir.load_resume_state(run_dir / "resume" / "last.ckpt")["global_step"] == 40
 
 
 def test_answer_only_loss_is_the_loss_on_the_answers(compose_debug):
@@ -161,15 +167,26 @@ def test_wandb_offline_file_holds_the_logged_metrics(compose_debug):
 
 def test_csv_logger(compose_debug):
     run_dir = run_training(compose_debug("logger=csv"))
-    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"train/loss", "val/loss", "train/lr", "step"} <= set(header)
+    metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    manifest = rundir.read_manifest(run_dir)
+    val = metrics.dropna(subset=["val/loss"])  # one row per checkpoint: the manifest's held-out loss
+    assert list(val["step"]) == DEBUG_STEPS
+    assert list(val["val/loss"]) == pytest.approx([r["val_loss"] for r in manifest])
+    assert list(val["val/loss/modular_addition"]) == pytest.approx([r["val_loss_by_task"]["modular_addition"]
+                                                                    for r in manifest])
+    train = metrics.dropna(subset=["train/loss"])  # every 10 steps, as in the W&B file
+    assert list(train["step"]) == [9, 19, 29, 39]
+    assert list(train["train/tokens"]) == [10 * 8 * 32, 20 * 8 * 32, 30 * 8 * 32, 40 * 8 * 32]
+    assert train["train/lr"].iloc[-1] == pytest.approx(0.1 * 0.001)  # the cosine's floor at the last step
+    by_step = {r["step"]: r["train_loss"] for r in manifest}  # the loss of the batch before each checkpoint
+    assert train["train/loss"].iloc[-1] == pytest.approx(by_step[40], rel=1e-6)
 
 
 def test_log_every_n_steps_0_logs_no_training_rows(compose_debug):
     run_dir = run_training(compose_debug("logger=csv", "trainer.log_every_n_steps=0"))  # as in Lightning
-    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert "val/loss" in header and not any(name.startswith("train/") for name in header)
-    assert [row["step"] for row in rundir.read_manifest(run_dir)] == DEBUG_STEPS
+    metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    assert not any(name.startswith("train/") for name in metrics.columns) and metrics["val/loss"].notna().all()
+    assert list(metrics["step"]) == DEBUG_STEPS == [row["step"] for row in rundir.read_manifest(run_dir)]
 
 
 @pytest.mark.parametrize("override,message", [
@@ -218,6 +235,10 @@ def test_multirun_writes_one_run_dir_per_job(tmp_path):
     for name in runs:
         info = json.loads((tmp_path / "sweep" / name / "run.json").read_text())
         assert info["status"] == "completed" and info["seed"] == int(name[-1])
+        assert [r["step"] for r in rundir.read_manifest(tmp_path / "sweep" / name)] == DEBUG_STEPS
+    # two seeds: two different models
+    finals = [rundir.read_manifest(tmp_path / "sweep" / name)[-1]["sha256"] for name in runs]
+    assert finals[0] != finals[1]
 
 
 @pytest.mark.slow
