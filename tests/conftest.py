@@ -1,4 +1,5 @@
 import os
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,11 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
 REPO = Path(__file__).resolve().parents[1]
+
+# conf/debug/default.yaml: a few seconds of training (40 steps of the 13k model with a 32-token
+# context on modular addition, batches of 8, 11 checkpoints, no logger). On the command line of
+# `python -m train` it is the override "debug=default"; in a test, the fixtures below.
+DEBUG = "debug=default"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -19,18 +25,28 @@ def _isolated_environment(tmp_path_factory):
     })
 
 
+def _compose_train(checkpoints_dir, *overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        return compose(config_name="train", overrides=[f"checkpoints_dir={checkpoints_dir}", *overrides])
+
+
 @pytest.fixture
 def compose_train(tmp_path):
     """Compose conf/train.yaml with overrides, writing under this test's tmp dir."""
-
-    def _compose(*overrides: str):
-        GlobalHydra.instance().clear()
-        with initialize_config_module(config_module="conf", version_base="1.3"):
-            return compose(config_name="train", overrides=[f"checkpoints_dir={tmp_path}", *overrides])
-
-    return _compose
+    return partial(_compose_train, tmp_path)
 
 
-# A few seconds of training: small batches, a short schedule, a tiny task.
-TINY = ["trainer.max_steps=40", "data=modular_addition", "data.tasks.modular_addition.p=23",
-        "data.train_examples=2000", "data.probe_items=64", "data.batch_size=8", "data.val_batches=2", "model.n_ctx=32", "schedule.every=10", "schedule.resume_every=5", "optim.warmup_steps=5", "logger=none"]
+@pytest.fixture
+def compose_debug(tmp_path):
+    """compose_train with debug=default first: the config of a few seconds of training."""
+    return partial(_compose_train, tmp_path, DEBUG)
+
+
+@pytest.fixture(scope="session")
+def train_debug():
+    """train_debug(checkpoints_dir, *overrides): train debug=default with overrides in this
+    process, for fixtures that share a run across tests; returns the run directory."""
+    from train.runner import run_training
+
+    return lambda checkpoints_dir, *overrides: run_training(_compose_train(checkpoints_dir, DEBUG, *overrides))

@@ -11,8 +11,13 @@ import os
 import runpy
 import signal
 import sys
+from pathlib import Path
 
-from train import durable
+# run as a script, this file puts tests/ on sys.path, not the checkout: put the checkout first,
+# so that its train package is the one run (not one an editable install points elsewhere)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train import durable  # noqa: E402
 
 mode, match = sys.argv[1], sys.argv[2]
 

@@ -36,15 +36,29 @@ def test_sharp_transitions_are_more_abrupt_than_smooth_ones():
     assert sharp.abruptness > 4 * smooth.abruptness
 
 
+def rising_by(curve: np.ndarray, rise: float) -> np.ndarray:
+    """`curve` with its last two values `rise` above the median of its first two: the rise
+    (final minus start) the detector measures."""
+    out = curve.copy()
+    out[-2:] = np.median(curve[:2]) + rise
+    return out
+
+
+FLAT = np.full(len(STEPS), 0.3) + 0.01 * np.random.default_rng(0).normal(size=len(STEPS))  # scatter σ ≈ 0.01
+NOISY = 0.5 + 0.2 * np.random.default_rng(1).normal(size=len(STEPS))  # σ ≈ 0.2
+
+
 @pytest.mark.parametrize("curve,reason", [
-    (np.full(len(STEPS), 0.3) + 0.01 * np.random.default_rng(0).normal(size=len(STEPS)), ""),  # flat
-    (0.5 + 0.2 * np.random.default_rng(1).normal(size=len(STEPS)), ""),
+    (rising_by(FLAT, 0.01), "rise 0.01 is within noise"),  # up by its scatter: not 4 times it
+    (rising_by(NOISY, 0.2), "rise 0.2 is within noise"),
+    (FLAT, "does not rise"),  # as drawn, both end a little lower than they start
+    (NOISY, "does not rise"),
     (sigmoid_curve(300, 0.4)[::-1].copy(), "does not rise"),
     (1 - sigmoid_curve(300, 0.4), "does not rise"),
-])
+], ids=["flat", "noisy", "flat-falling", "noisy-falling", "reversed", "decreasing"])
 def test_flat_noisy_and_decreasing_curves_have_no_onset(curve, reason):
     onset = detect_onset(STEPS, curve, n_boot=10)
-    assert not onset.has_onset and reason in onset.reason
+    assert not onset.has_onset and onset.reason.startswith(reason), onset.reason
 
 
 def test_a_rise_of_a_few_items_is_no_onset_for_accuracies():

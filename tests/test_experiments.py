@@ -25,6 +25,20 @@ def test_experiment_composes_for_training_and_observatory(name, tmp_path):
     assert train.hydra.sweep.dir.endswith(name)
 
 
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_debug_shrinks_every_experiment_to_a_few_seconds_of_training(name, tmp_path):
+    """debug=default comes after experiment: X's own settings, at debug=default's size."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        alone = compose(config_name="train", overrides=[f"experiment={name}", f"checkpoints_dir={tmp_path}"])
+        cfg = compose(config_name="train", overrides=[f"experiment={name}", "debug=default", f"checkpoints_dir={tmp_path}"])
+    validate(cfg)
+    assert cfg.experiment_name == name and cfg.logger is None and cfg.trainer.accelerator == "cpu"
+    assert (cfg.trainer.max_steps, cfg.data.batch_size, cfg.schedule.every) == (40, 8, 10)
+    assert list(cfg.data.tasks) == ["modular_addition"] and cfg.data.train_examples == 2000
+    assert cfg.model.n_layer <= alone.model.n_layer and cfg.model.n_ctx <= 32
+
+
 def test_coursework_experiments_exist():
     assert {"quickstart", "grokking", "induction", "scaling", "mirage"} <= set(EXPERIMENTS)
 

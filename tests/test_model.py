@@ -216,11 +216,18 @@ def test_init_std_sets_the_scale_of_every_weight_matrix(init_std):
 def test_every_size_follows_the_shape_rule_and_its_name(size_file):
     size = yaml.safe_load(size_file.read_text())
     cfg = GPTConfig(vocab_size=128, n_ctx=64, n_layer=size["n_layer"], name=size["name"])
-    assert cfg.d_model == ASPECT_RATIO * cfg.n_layer and cfg.d_head == HEAD_SIZE or cfg.n_head == 1
+    # the shape rule holds for every size, one head (13k) included: d_model = 32 * n_layer, heads of 32
+    assert cfg.d_model == ASPECT_RATIO * cfg.n_layer
+    assert cfg.d_head == HEAD_SIZE and cfg.n_head == cfg.d_model // HEAD_SIZE
     with torch.device("meta"):  # counts without allocating 100M parameters
         model = GPT(cfg)
+    assert model.blocks[0].attn.n_head == cfg.n_head and model.blocks[0].attn.d_head == HEAD_SIZE
     total, non_embedding = closed_form_params(128, 64, cfg.n_layer, cfg.d_model)
     assert (model.n_params(), model.n_params_non_embedding()) == (total, non_embedding)
+    # and the size file's first line says so
+    assert size_file.read_text().splitlines()[0] == (
+        f"# {non_embedding:,} non-embedding parameters: n_layer={cfg.n_layer}, d_model={cfg.d_model}, "
+        f"{cfg.n_head} head(s) of {cfg.d_head}")
     name = size["name"]
     named = float(name[:-1]) * {"k": 1e3, "m": 1e6}[name[-1]]
     assert abs(named - non_embedding) / non_embedding < 0.05, f"{name} has {non_embedding:,} non-embedding params"

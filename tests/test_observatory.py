@@ -30,16 +30,12 @@ KEY = ["run", "step", "probe", "metric"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, train_debug):
     """Two tiny runs of the suite (seeds 0 and 1), 8 checkpoints each."""
     root = tmp_path_factory.mktemp("trained")
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="conf", version_base="1.3"):
-        for seed in (0, 1):
-            run_training(compose(config_name="train", overrides=[
-                f"checkpoints_dir={root}", "experiment_name=tiny", f"seed={seed}", "trainer.max_steps=20",
-                "data.train_examples=2000", "data.probe_items=24", "data.batch_size=8", "model.n_ctx=32",
-                "schedule.every=10", "logger=none"]))
+    for seed in (0, 1):
+        train_debug(root, "data=suite", "experiment_name=tiny", f"seed={seed}", "trainer.max_steps=20",
+                    "data.probe_items=24")
     return root / "tiny"
 
 
@@ -240,6 +236,27 @@ def test_default_probe_config_composes():
     assert set(OmegaConf.to_container(cfg.probes)) == {"capability", "loss", "attention", "weights", "linear"}
 
 
+def test_adaptive_sweep_probes_a_subset_whose_rows_are_the_full_sweeps_and_a_full_sweep_adds_the_rest(experiment):
+    """The adaptive sweep through the real sweep (where its onsets are checked: test_adaptive.py
+    on known curves, and the slow test below on a real dense run)."""
+    full = sweep(experiment, PROBES, progress=False).table
+    shutil.rmtree(experiment / "observatory")
+    adaptive = sweep(experiment, PROBES, progress=False, adaptive=2)
+    chosen = adaptive.table.groupby("run")["step"].unique()
+    assert adaptive.checkpoints == 16 and 0 < adaptive.left_out < 16
+    assert adaptive.probed == 16 - adaptive.left_out == sum(len(steps) for steps in chosen)
+    assert f"adaptive: {adaptive.probed} of 16 checkpoints evaluated" in str(adaptive)
+    for run, steps in chosen.items():  # at least the first two and last two, where onsets read start and final
+        assert {0, 1, 16, 20} <= set(steps), run
+    # the checkpoints it probed have exactly the rows a full sweep gives them
+    probed = full.merge(adaptive.table[["run", "step"]].drop_duplicates())
+    pd.testing.assert_frame_equal(adaptive.table, probed)
+    # a full sweep afterwards probes only the checkpoints left out, and ends with the full table
+    rest = sweep(experiment, PROBES, progress=False)
+    assert (rest.probed, rest.skipped) == (adaptive.left_out, adaptive.probed)
+    pd.testing.assert_frame_equal(rest.table, full)
+
+
 @pytest.fixture(scope="module")
 def dense_run(tmp_path_factory):
     """A real run with dense checkpoints (every 5 steps: 131 of them) for the adaptive sweep."""
@@ -252,7 +269,10 @@ def dense_run(tmp_path_factory):
     return root / "dense"
 
 
+@pytest.mark.slow
 def test_adaptive_sweep_locates_onsets_as_the_full_sweep_does_from_fewer_checkpoints(dense_run, tmp_path):
+    """End to end on a real run (about 90 s on 2 cores: 600 training steps, a full sweep of 131
+    checkpoints and the items' bootstrap)."""
     full_dir, adaptive_dir = tmp_path / "full", tmp_path / "adaptive"
     for d in (full_dir, adaptive_dir):
         shutil.copytree(dense_run, d)

@@ -1,5 +1,6 @@
 """The report from a small results table with known curves, checked in a real browser."""
 
+import base64
 import shutil
 import subprocess
 import sys
@@ -86,7 +87,11 @@ def test_report_has_every_chart(report):
     assert {"curve-capability-copy-exact_match.png", "heatmap-capability-copy-exact_match.png",
             "onset-vs-compute.png", "mirage-copy.png", "curve-loss-all.png", "generalization-copy.png"} <= charts
     page = report.read_text()
-    assert page.count("<img") == len(charts) and "data:image/png;base64," in page
+    assert page.count("<img") == len(charts)
+    for png in (report.parent / "charts").glob("*.png"):  # each chart a PNG, embedded in the page as written
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", png.name
+        assert f"data:image/png;base64,{base64.b64encode(data).decode()}" in page, png.name
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -117,14 +122,24 @@ def test_report_loads_in_a_real_browser(report):
 
 def test_pipeline_on_a_test_sized_experiment(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "observatory.pipeline", f"checkpoints_dir={tmp_path}", "model=13k",
-         "trainer.max_steps=40", "data.train_examples=2000", "data.probe_items=16", "data.batch_size=8",
-         "model.n_ctx=32", "schedule.every=10", "logger=none", "wandb.mode=disabled"],
+        [sys.executable, "-m", "observatory.pipeline", f"checkpoints_dir={tmp_path}", "debug=default",
+         "model=13k", "data=suite", "data.probe_items=16", "wandb.mode=disabled"],  # model: not quickstart's sweep
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "quickstart" / "observatory"
     assert "1 runs, 11 checkpoints: 11 probed" in result.stdout  # steps 0 1 2 4 8 10 16 20 30 32 40
-    assert (out / "index.html").exists() and (out / "emergence.csv").exists()
+    assert f"open {out / 'index.html'}" in result.stdout
+    results = pd.read_parquet(out / "results.parquet")
+    assert set(results["run"]) == {"13k-s0"} and sorted(results["step"].unique()) == [0, 1, 2, 4, 8, 10, 16, 20, 30, 32, 40]
+    # the report's table is of these results: a row per curve, from its first to its last checkpoint's value
+    emergence = pd.read_csv(out / "emergence.csv").set_index(["probe", "metric"])
+    first, last = (results[results["step"] == s].set_index(["probe", "metric"])["value"] for s in (0, 40))
+    assert sorted(emergence.index) == sorted(last.index) and set(emergence["run"]) == {"13k-s0"}
+    assert emergence["start_value"].to_numpy() == pytest.approx(first.loc[emergence.index].to_numpy(), nan_ok=True)
+    assert emergence["final_value"].to_numpy() == pytest.approx(last.loc[emergence.index].to_numpy(), nan_ok=True)
+    page = (out / "index.html").read_text()
+    charts = list((out / "charts").glob("*.png"))
+    assert "Emergence report: quickstart" in page and page.count("<img") == len(charts) > 0
 
 
 def test_wandb_gets_curves_onsets_tables_and_images(report):

@@ -9,9 +9,8 @@ from train import rundir
 from train.config import config_differences
 from train.runner import run_training
 
-GROKKING_TINY = ["experiment=grokking", "trainer.max_steps=20", "schedule.every=10", "schedule.resume_every=10",
-                 "data.tasks.modular_addition.p=23", "data.train_examples=500", "data.probe_items=32",
-                 "data.tasks.modular_addition.linear_items=64", "data.batch_size=16", "logger=none"]
+GROKKING_TINY = ["experiment=grokking", "debug=default", "data.tasks.modular_addition.p=23",
+                 "data.tasks.modular_addition.linear_items=64"]
 
 
 def compose_observatory(*overrides):
@@ -25,9 +24,9 @@ def test_a_probe_setting_does_not_change_a_finished_runs_identity(compose_train,
     assert list(cfg.probes.linear.tasks) == ["modular_addition"]  # the experiment file sets it
     run_dir = run_training(cfg)
     recorded = rundir.read_run_json(run_dir)["config"]
-    assert "probes" not in recorded and recorded["trainer"]["max_steps"] == 20
+    assert "probes" not in recorded and recorded["trainer"]["max_steps"] == 40
     run_training(compose_train(*GROKKING_TINY, "probes.linear.tasks=[]"))  # as if the file were edited
-    assert "already completed (8 checkpoints); nothing to do" in capsys.readouterr().out
+    assert "already completed (11 checkpoints); nothing to do" in capsys.readouterr().out
 
 
 def test_a_run_recorded_with_observatory_keys_is_the_same_run():

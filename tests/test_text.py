@@ -5,7 +5,6 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import TINY
 from tokenizers import Tokenizer
 
 from train import rundir
@@ -23,14 +22,13 @@ def write_corpus(path, n_docs=400):
     return docs
 
 
-TEXT = [o for o in TINY if not o.startswith("data.")] + ["data=text", "data.vocab_size=300", "data.batch_size=8",
-                                                         "model.n_ctx=32", "data.val_fraction=0.1"]
+TEXT = ["data=text", "data.vocab_size=300", "data.val_fraction=0.1"]  # after debug=default (compose_debug)
 
 
-def test_trains_from_a_local_text_file(compose_train, tmp_path):
+def test_trains_from_a_local_text_file(compose_debug, tmp_path):
     corpus = tmp_path / "corpus.txt"
     write_corpus(corpus)
-    run_dir = run_training(compose_train(*TEXT, f"data.files=[{corpus}]"))
+    run_dir = run_training(compose_debug(*TEXT, f"data.files=[{corpus}]"))
     rows = rundir.read_manifest(run_dir)
     assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 1.0 and list(rows[-1]["val_loss_by_task"]) == ["text"]
     tokenizer = Tokenizer.from_file(str(run_dir / rundir.TOKENIZER))
@@ -39,10 +37,10 @@ def test_trains_from_a_local_text_file(compose_train, tmp_path):
     assert rundir.read_probe_items(run_dir) == []
 
 
-def test_second_build_reuses_the_cached_tokenization(compose_train, tmp_path):
+def test_second_build_reuses_the_cached_tokenization(compose_debug, tmp_path):
     corpus = tmp_path / "corpus.txt"
     write_corpus(corpus, n_docs=2400)  # enough documents for 2 tokenizer processes
-    cfg = compose_train(*TEXT, f"data.files=[{corpus}]", f"data.cache_dir={tmp_path / 'cache'}")
+    cfg = compose_debug(*TEXT, f"data.files=[{corpus}]", f"data.cache_dir={tmp_path / 'cache'}")
     first = build_corpus(cfg.data)
     files = {f["filename"] for f in first.train.cache_files}
     stamps = {f: (tmp_path / f).stat().st_mtime_ns for f in files}
@@ -54,24 +52,28 @@ def test_second_build_reuses_the_cached_tokenization(compose_train, tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
-def test_jsonl_and_parquet_corpora(compose_train, tmp_path, suffix):
+def test_jsonl_and_parquet_corpora(compose_debug, tmp_path, suffix):
     docs = write_corpus(tmp_path / "tmp.txt")
     path = tmp_path / f"corpus{suffix}"
     if suffix == ".jsonl":
         path.write_text("".join(json.dumps({"body": d, "id": i}) + "\n" for i, d in enumerate(docs)))
     else:
         pq.write_table(pa.table({"body": docs}), path)
-    cfg = compose_train(*TEXT, f"data.files=[{path}]", "data.text_column=body")
-    corpus = build_corpus(cfg.data)
-    assert len(corpus.train) > 10 and len(corpus.heldout["text"]) > 0
+    corpus = build_corpus(compose_debug(*TEXT, f"data.files=[{path}]", "data.text_column=body").data)
+    # the same documents from a .txt file: the same tokenizer, the same training and held-out blocks
+    plain = build_corpus(compose_debug(*TEXT, f"data.files=[{tmp_path / 'tmp.txt'}]").data)
+    assert corpus.tokenizer.get_vocab() == plain.tokenizer.get_vocab()
+    assert len(corpus.train) > 10 and corpus.train[:]["input_ids"].tolist() == plain.train[:]["input_ids"].tolist()
+    assert len(corpus.heldout["text"]) > 0
+    assert corpus.heldout["text"][:]["input_ids"].tolist() == plain.heldout["text"][:]["input_ids"].tolist()
 
 
-def test_missing_file_and_empty_corpus_are_clear_errors(compose_train, tmp_path):
+def test_missing_file_and_empty_corpus_are_clear_errors(compose_debug, tmp_path):
     with pytest.raises(ConfigError, match=r"data.files: .*nowhere.txt matches no file"):
-        run_training(compose_train(*TEXT, f"data.files=[{tmp_path}/nowhere.txt]"))
+        run_training(compose_debug(*TEXT, f"data.files=[{tmp_path}/nowhere.txt]"))
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n\n")
     with pytest.raises(ConfigError, match="the corpus has 0 non-empty document"):
-        run_training(compose_train(*TEXT, f"data.files=[{empty}]"))
+        run_training(compose_debug(*TEXT, f"data.files=[{empty}]"))
     with pytest.raises(ConfigError, match="data=text needs data.files"):
-        run_training(compose_train(*TEXT))
+        run_training(compose_debug(*TEXT))

@@ -7,7 +7,8 @@ import sys
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, TINY
+from conftest import REPO
+from tokenizers import Tokenizer
 from wandb_offline import history, run_files
 
 from train import rundir
@@ -17,18 +18,21 @@ from train.config import ConfigError
 from train.data import build_corpus
 from train.runner import run_training
 
-TINY_STEPS = checkpoint_steps(40, None, 10)  # TINY's schedule
+DEBUG_STEPS = [0, 1, 2, 4, 8, 10, 16, 20, 30, 32, 40]  # debug=default's checkpoints: 0, powers of two, every 10
 
 
 def sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_short_run_writes_exactly_the_scheduled_checkpoints(compose_train):
-    run_dir = run_training(compose_train(*TINY))
+def test_short_run_writes_exactly_the_scheduled_checkpoints(compose_debug):
+    cfg = compose_debug()
+    assert checkpoint_steps(cfg.trainer.max_steps, cfg.schedule.log2_max, cfg.schedule.every,
+                            cfg.schedule.extra) == DEBUG_STEPS
+    run_dir = run_training(cfg)
     rows = rundir.read_manifest(run_dir)
     info = rundir.read_run_json(run_dir)
-    assert [r["step"] for r in rows] == TINY_STEPS == [0, 1, 2, 4, 8, 10, 16, 20, 30, 32, 40]
+    assert [r["step"] for r in rows] == DEBUG_STEPS
     assert sorted(p.name for p in run_dir.glob("*.safetensors")) == [r["file"] for r in rows]
     for row in rows:
         assert sha256(run_dir / row["file"]) == row["sha256"]
@@ -40,11 +44,16 @@ def test_short_run_writes_exactly_the_scheduled_checkpoints(compose_train):
     assert rows[0]["train_loss"] is None
     assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.5  # it learns: loss falls
     assert rows[-1]["train_loss"] < rows[1]["train_loss"] - 0.5
-    assert (run_dir / "tokenizer.json").exists() and (run_dir / "resume" / "last.ckpt").exists()
+    # the tokenizer saved with the run is the one that made the probe items' ids
+    tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
+    assert tokenizer.get_vocab_size() == model.cfg.vocab_size
+    for item in rundir.read_probe_items(run_dir)[:10]:
+        assert tokenizer.decode(item["prompt_ids"], skip_special_tokens=False) == f"[BOS] {item['prompt']}"
+    assert rundir.load_resume_state(run_dir / "resume" / "last.ckpt")["global_step"] == 40
 
 
-def test_answer_only_loss_is_the_loss_on_the_answers(compose_train):
-    cfg = compose_train(*TINY, "data.loss_on=answer")
+def test_answer_only_loss_is_the_loss_on_the_answers(compose_debug):
+    cfg = compose_debug("data.loss_on=answer")
     run_dir = run_training(cfg)
     rows = rundir.read_manifest(run_dir)
     # the held-out loss by hand: the final model's loss on each token that follows "=" (in an
@@ -62,8 +71,8 @@ def test_answer_only_loss_is_the_loss_on_the_answers(compose_train):
     assert rows[-1]["val_loss"] == pytest.approx(by_hand, rel=1e-5)
 
 
-def test_checkpoints_load_without_pickle(compose_train, monkeypatch):
-    run_dir = run_training(compose_train(*TINY))
+def test_checkpoints_load_without_pickle(compose_debug, monkeypatch):
+    run_dir = run_training(compose_debug())
 
     def refuse(*args, **kwargs):
         raise AssertionError("pickle was used")
@@ -80,8 +89,8 @@ def test_checkpoints_load_without_pickle(compose_train, monkeypatch):
     assert state["global_step"] == 40 and "rng_states" in state
 
 
-def test_tampered_checkpoint_is_refused(compose_train):
-    run_dir = run_training(compose_train(*TINY))
+def test_tampered_checkpoint_is_refused(compose_debug):
+    run_dir = run_training(compose_debug())
     path = run_dir / rundir.weights_file(8)
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
@@ -93,8 +102,8 @@ def test_tampered_checkpoint_is_refused(compose_train):
         rundir.load_model(run_dir, 8, verify=False)
 
 
-def test_rerun_after_completion_does_nothing(compose_train, capsys):
-    cfg = compose_train(*TINY)
+def test_rerun_after_completion_does_nothing(compose_debug, capsys):
+    cfg = compose_debug()
     run_dir = run_training(cfg)
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.is_file()}
     run_training(cfg)
@@ -102,8 +111,8 @@ def test_rerun_after_completion_does_nothing(compose_train, capsys):
     assert before == {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.is_file()}
 
 
-def test_resume_after_interruption_is_bitwise_identical(compose_train, monkeypatch):
-    reference = run_training(compose_train(*TINY, "experiment_name=uninterrupted"))
+def test_resume_after_interruption_is_bitwise_identical(compose_debug, monkeypatch):
+    reference = run_training(compose_debug("experiment_name=uninterrupted"))
 
     original = ScheduledCheckpoints.on_train_batch_end
 
@@ -112,18 +121,18 @@ def test_resume_after_interruption_is_bitwise_identical(compose_train, monkeypat
         if trainer.global_step == 23:
             raise RuntimeError("simulated crash")
 
-    cfg = compose_train(*TINY, "experiment_name=interrupted", "logger=wandb")
+    cfg = compose_debug("experiment_name=interrupted", "logger=wandb")
     monkeypatch.setattr(ScheduledCheckpoints, "on_train_batch_end", crash_at_step_23)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_training(cfg)
     run_dir = cfg.run_dir
     assert rundir.read_run_json(run_dir)["status"] == "failed: RuntimeError: simulated crash"
-    assert [r["step"] for r in rundir.read_manifest(run_dir)] == [s for s in TINY_STEPS if s <= 23]
+    assert [r["step"] for r in rundir.read_manifest(run_dir)] == [s for s in DEBUG_STEPS if s <= 23]
     monkeypatch.undo()
 
     run_training(cfg)  # resumes from the step-20 resume state
     resumed, uninterrupted = rundir.read_manifest(run_dir), rundir.read_manifest(reference)
-    assert [r["step"] for r in resumed] == TINY_STEPS
+    assert [r["step"] for r in resumed] == DEBUG_STEPS
     assert [r["sha256"] for r in resumed] == [r["sha256"] for r in uninterrupted]
     assert [r["val_loss"] for r in resumed] == [r["val_loss"] for r in uninterrupted]
     assert rundir.read_run_json(run_dir)["status"] == "completed"
@@ -131,8 +140,8 @@ def test_resume_after_interruption_is_bitwise_identical(compose_train, monkeypat
     assert first.name == second.name == "run-interrupted-13k-s0-train.wandb"
 
 
-def test_callbacks_none_trains_without_writing_checkpoints(compose_train):
-    run_dir = run_training(compose_train(*TINY, "callbacks=none"))
+def test_callbacks_none_trains_without_writing_checkpoints(compose_debug):
+    run_dir = run_training(compose_debug("callbacks=none"))
     assert rundir.read_run_json(run_dir)["status"] == "completed"
     assert rundir.read_manifest(run_dir) == [] and not list(run_dir.glob("step_*"))
 
@@ -142,14 +151,14 @@ def test_tokens_per_step_is_the_global_batch_of_one_optimizer_step(compose_train
     assert tokens_per_step(cfg) == 8 * 32 * 2 * 3
 
 
-def test_changed_config_on_an_existing_run_is_refused(compose_train):
-    run_training(compose_train(*TINY))
+def test_changed_config_on_an_existing_run_is_refused(compose_debug):
+    run_training(compose_debug())
     with pytest.raises(ConfigError, match=r"different config \(optim.optimizer.lr: 0.001 -> 0.002\)"):
-        run_training(compose_train(*TINY, "optim.optimizer.lr=0.002"))
+        run_training(compose_debug("optim.optimizer.lr=0.002"))
 
 
-def test_wandb_offline_file_holds_the_logged_metrics(compose_train):
-    run_dir = run_training(compose_train(*TINY, "logger=wandb"))
+def test_wandb_offline_file_holds_the_logged_metrics(compose_debug):
+    run_dir = run_training(compose_debug("logger=wandb"))
     [run_file] = run_files(run_dir)
     rows = history(run_file)
     val = {r["trainer/global_step"]: r["val/loss"] for r in rows if "val/loss" in r}
@@ -168,17 +177,28 @@ def test_wandb_offline_file_holds_the_logged_metrics(compose_train):
     assert "offline-run" in str(run_file) and "default-13k-s0-train" in run_file.name
 
 
-def test_csv_logger(compose_train):
-    run_dir = run_training(compose_train(*TINY, "logger=csv"))
-    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"train/loss", "val/loss", "train/lr", "step"} <= set(header)
+def test_csv_logger(compose_debug):
+    run_dir = run_training(compose_debug("logger=csv"))
+    metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    manifest = rundir.read_manifest(run_dir)
+    val = metrics.dropna(subset=["val/loss"])  # one row per checkpoint: the manifest's held-out loss
+    assert list(val["step"]) == DEBUG_STEPS
+    assert list(val["val/loss"]) == pytest.approx([r["val_loss"] for r in manifest])
+    assert list(val["val/loss/modular_addition"]) == pytest.approx([r["val_loss_by_task"]["modular_addition"]
+                                                                    for r in manifest])
+    train = metrics.dropna(subset=["train/loss"])  # every 10 steps, as in the W&B file
+    assert list(train["step"]) == [9, 19, 29, 39]
+    assert list(train["train/tokens"]) == [10 * 8 * 32, 20 * 8 * 32, 30 * 8 * 32, 40 * 8 * 32]
+    assert train["train/lr"].iloc[-1] == pytest.approx(0.1 * 0.001)  # the cosine's floor at the last step
+    by_step = {r["step"]: r["train_loss"] for r in manifest}  # the loss of the batch before each checkpoint
+    assert train["train/loss"].iloc[-1] == pytest.approx(by_step[40], rel=1e-6)
 
 
-def test_log_every_n_steps_0_logs_no_training_rows(compose_train):
-    run_dir = run_training(compose_train(*TINY, "logger=csv", "trainer.log_every_n_steps=0"))  # as in Lightning
-    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert "val/loss" in header and not any(name.startswith("train/") for name in header)
-    assert [row["step"] for row in rundir.read_manifest(run_dir)] == TINY_STEPS
+def test_log_every_n_steps_0_logs_no_training_rows(compose_debug):
+    run_dir = run_training(compose_debug("logger=csv", "trainer.log_every_n_steps=0"))  # as in Lightning
+    metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    assert not any(name.startswith("train/") for name in metrics.columns) and metrics["val/loss"].notna().all()
+    assert list(metrics["step"]) == DEBUG_STEPS == [row["step"] for row in rundir.read_manifest(run_dir)]
 
 
 @pytest.mark.parametrize("override,message", [
@@ -220,31 +240,35 @@ def test_cli_errors_are_one_line_before_any_work(tmp_path):
 
 
 def test_multirun_writes_one_run_dir_per_job(tmp_path):
-    result = run_cli("-m", f"checkpoints_dir={tmp_path}", "seed=0,1", "experiment_name=sweep", *TINY)
+    result = run_cli("-m", f"checkpoints_dir={tmp_path}", "seed=0,1", "experiment_name=sweep", "debug=default")
     assert result.returncode == 0, result.stderr[-2000:]
     runs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if (p / "run.json").exists())
     assert runs == ["13k-s0", "13k-s1"]
     for name in runs:
         info = json.loads((tmp_path / "sweep" / name / "run.json").read_text())
         assert info["status"] == "completed" and info["seed"] == int(name[-1])
+        assert [r["step"] for r in rundir.read_manifest(tmp_path / "sweep" / name)] == DEBUG_STEPS
+    # two seeds: two different models
+    finals = [rundir.read_manifest(tmp_path / "sweep" / name)[-1]["sha256"] for name in runs]
+    assert finals[0] != finals[1]
 
 
 @pytest.mark.slow
-def test_compiled_training_writes_the_same_checkpoints(compose_train):
+def test_compiled_training_writes_the_same_checkpoints(compose_debug):
     """compile=true (torch.compile, a minute of compiling on CPU) trains the same model:
     the same parameter names in every checkpoint, weights equal to rounding."""
-    plain = run_training(compose_train(*TINY, "experiment_name=plain"))
-    compiled = run_training(compose_train(*TINY, "experiment_name=compiled", "compile=true"))
+    plain = run_training(compose_debug("experiment_name=plain"))
+    compiled = run_training(compose_debug("experiment_name=compiled", "compile=true"))
     a, b = rundir.load_model(plain, 40), rundir.load_model(compiled, 40)
     assert a.state_dict().keys() == b.state_dict().keys()
     for name, weight in a.state_dict().items():
         assert torch.allclose(weight, b.state_dict()[name], atol=1e-4), name
 
 
-def test_mfu_is_the_logged_throughput_times_palm_flops_per_token_over_the_peak(compose_train, monkeypatch):
+def test_mfu_is_the_logged_throughput_times_palm_flops_per_token_over_the_peak(compose_debug, monkeypatch):
     # the GPU path on this CPU: as if it were a GPU whose bf16 peak is 1 GFLOP/s
     monkeypatch.setattr("train.module.peak_flops", lambda device: 1e9)
-    run_dir = run_training(compose_train(*TINY, "logger=csv"))
+    run_dir = run_training(compose_debug("logger=csv"))
     metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
     logged = metrics.dropna(subset=["train/tokens_per_s"])
     assert list(logged["step"]) == [19, 29, 39] and logged["train/mfu"].notna().all()
