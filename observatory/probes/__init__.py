@@ -47,4 +47,4 @@ def probe(name: str, hooks=None, version: int = 1):
 
 
 # the built-in probe families register themselves on import
-from observatory.probes import attention, capability, linear, loss, weights  # noqa: E402,F401
+from observatory.probes import attention, capability, dynamics, linear, llc, loss, weights  # noqa: E402,F401
