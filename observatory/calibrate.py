@@ -113,6 +113,8 @@ def write_settings(path: Path, chosen: dict, note: str) -> None:
              "# (observatory/probes/llc.py for what each one does)"]
     for key in DEFAULTS:
         value = chosen[key]
+        if isinstance(value, float) and "e" in repr(value) and "." not in repr(value):
+            value = repr(value).replace("e", ".0e")  # 3.0e-05: a float in YAML 1.1 too (3e-05 is a string there)
         lines.append(f"{key}: {list(value) if isinstance(value, (list, tuple)) else value}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
@@ -140,14 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     step = steps[-1] if cfg.step is None else int(cfg.step)
     info = rundir.read_run_json(run_dir)
     answer_only = info.get("config", {}).get("data", {}).get("loss_on") == "answer"
-    blocks, _, mask = pack_with_loss_mask(rundir.read_probe_items(run_dir), info["model_config"]["n_ctx"] + 1, "train",
+    blocks, _, mask = pack_with_loss_mask(rundir.read_probe_items(run_dir), rundir.block_length(info), "train",
                                           answer_only)
     if not len(blocks):
         print(f"error: {run_dir} has no training-split probe items to sample on", file=sys.stderr)
         return 2
     model = rundir.load_model(run_dir, step)
-    probe_cfg = OmegaConf.to_container(cfg.probes, resolve=True).get("llc") or {}
-    base = settings(probe_cfg) | {k: v for k, v in OmegaConf.to_container(cfg.sampler, resolve=True).items() if v is not None}
+    probe = settings(OmegaConf.to_container(cfg.probes, resolve=True).get("llc") or {})
+    base = probe | {k: v for k, v in OmegaConf.to_container(cfg.sampler, resolve=True).items() if v is not None}
     grid = OmegaConf.to_container(cfg.grid, resolve=True)
     print(f"calibrating the LLC sampler on {run} step {step} ({len(blocks)} blocks of training data; "
           f"{base['chains']} chains, {base['burnin']} burn-in + {base['draws']} draws each)", flush=True)
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no setting passed: widen the grid (smaller step sizes, larger nβ or localization) and run again")
         return 1
     best = chosen.iloc[0]
-    settings_chosen = base | {k: float(best[k]) for k in GRID_KEYS}
+    settings_chosen = probe | {k: float(best[k]) for k in GRID_KEYS}  # the grid's own sampler overrides stay out
     print(f"chosen: lr={best['lr']:g} n_beta={best['n_beta']:g} localization={best['localization']:g} "
           f"(llc {best['llc']:.4g} ± {best['stderr']:.2g}, drift {best['drift']:+.3f})")
     if cfg.write:

@@ -31,7 +31,7 @@ from observatory.emergence import step_noise
 
 PENALTY = 3.0  # × BIC's log n per parameter
 NOISE_FLOOR = 0.02  # σ is at least this share of the signal's range
-MIN_SIZE = 3  # checkpoints per segment: a line through two points fits anything
+MIN_SIZE = 2  # checkpoints per segment
 MIN_POINTS = 8  # fewer checkpoints: no stage analysis
 ED_COMPONENTS = 3  # principal components of the trajectory that are segmented
 ED_PROBE, ED_METRIC = "essential_dynamics", "logprob"

@@ -42,8 +42,8 @@ class RunInputs:
     documents: torch.Tensor
     repeated: torch.Tensor
     token_ids: dict[str, int]
-    train_blocks: torch.Tensor  # (M, n_ctx + 1): training-split items, packed as training packs them
-    loss_masks: dict[str, torch.Tensor]  # "blocks", "train_blocks" -> (M, n_ctx): the tokens training takes its loss on
+    train_blocks: torch.Tensor  # (M, seq_len + 1): training-split items, packed as training packs them
+    loss_masks: dict[str, torch.Tensor]  # "blocks", "train_blocks" -> (M, seq_len): the tokens training takes its loss on
 
     @classmethod
     def load(cls, run_dir: Path, probe_cfgs: dict) -> "RunInputs":
@@ -54,8 +54,9 @@ class RunInputs:
         probe_items = [it for it in probe_items if it.get("split") != LINEAR_SPLIT]
         token_ids = Tokenizer.from_file(str(run_dir / rundir.TOKENIZER)).get_vocab()
         answer_only = info.get("config", {}).get("data", {}).get("loss_on") == "answer"
-        blocks, block_tasks, blocks_mask = pack_with_loss_mask(probe_items, n_ctx + 1, "heldout", answer_only)
-        train_blocks, _, train_mask = pack_with_loss_mask(probe_items, n_ctx + 1, "train", answer_only)
+        block_len = rundir.block_length(info)  # as training cuts them: data.seq_len + 1
+        blocks, block_tasks, blocks_mask = pack_with_loss_mask(probe_items, block_len, "heldout", answer_only)
+        train_blocks, _, train_mask = pack_with_loss_mask(probe_items, block_len, "train", answer_only)
         attention = probe_cfgs.get("attention") or {}
         ordinary = sorted(i for t, i in token_ids.items() if t not in rundir.SPECIAL_TOKENS)
         repeated = repeated_random_tokens(attention.get("n_sequences", 32), (n_ctx - 1) // 2, ordinary,

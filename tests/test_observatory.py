@@ -237,7 +237,8 @@ def test_default_probe_config_composes():
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose(config_name="observatory", overrides=["experiment=quickstart"])
     assert cfg.experiment_name == "quickstart"
-    assert set(OmegaConf.to_container(cfg.probes)) == {"capability", "loss", "attention", "weights", "linear"}
+    assert set(OmegaConf.to_container(cfg.probes)) == {"capability", "loss", "attention", "weights", "linear",
+                                                        "essential_dynamics"}
 
 
 @pytest.fixture(scope="module")

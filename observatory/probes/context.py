@@ -140,7 +140,7 @@ class Context:
     token_ids: dict[str, int] = field(default_factory=dict)  # the run's vocabulary
     targets: dict[str, torch.Tensor] = field(default_factory=dict)  # input set -> next token of each position (N, T)
     item_scores: dict[str, ItemScores] = field(default_factory=dict)  # metric -> per-item scores
-    train_blocks: torch.Tensor | None = None  # (M, n_ctx + 1): training-split items packed as training packs (llc)
+    train_blocks: torch.Tensor | None = None  # (M, seq_len + 1): training-split items packed as training packs (llc)
     loss_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # input set -> (N, T): in the training loss
     _forwards: dict[str, Forward] = field(default_factory=dict)
 

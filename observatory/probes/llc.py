@@ -11,15 +11,16 @@ too; here burn-in is excluded, as in Lau et al.
 
 The sampling data is the run's own training data, the same for every checkpoint: the
 items of probe_items.jsonl with `split: "train"`, whole examples that the training stream
-contained (train/data.py `trained_items`), packed per task into blocks of n_ctx + 1 tokens as
-held-out items are (context.py `pack_with_loss_mask`), with the loss on the tokens training
+contained (train/data.py `trained_items`), packed per task into blocks of data.seq_len + 1 tokens, as
+training cuts them and as held-out items are (context.py `pack_with_loss_mask`), with the loss on the tokens training
 took it on (every token, or with data.loss_on=answer the answers alone, scaled so that a
 batch's mean is the mean over those tokens).
 
 Sampler health, per estimate: `drift`, how far the chains' mean loss still moves across the
 draws (second half of the draws minus the first, as a share of the mean loss rise: near 0
 when the chains have settled); `diverged`, the share of chains whose loss went non-finite
-or rose more than `max_loss_rise` nats above the checkpoint's; `negative`, the share of chains
+or ended (its mean over the last pass of the draws) more than `max_loss_rise` nats above the
+checkpoint's; `negative`, the share of chains
 whose estimate is below 0 (the sampler found lower loss: the checkpoint is not at a local
 minimum of the sampling loss, or the step size is too large); `healthy` is 1 when no chain
 diverged or went negative and |drift| <= `max_drift`, else 0. The report never draws an
@@ -53,14 +54,14 @@ import torch.nn.functional as F
 from observatory.metrics import Metric
 from observatory.probes import probe
 
-DEFAULTS = {
-    "lr": 1e-4,  # SGLD step size ε
-    "n_beta": 30.0,  # inverse temperature nβ
-    "localization": 100.0,  # γ: pull towards the checkpoint's weights
+DEFAULTS = {  # ε, nβ, γ as calibrated for the induction experiment (docs/devinterp.md); calibrate your own
+    "lr": 1e-5,  # SGLD step size ε
+    "n_beta": 1000.0,  # inverse temperature nβ
+    "localization": 3000.0,  # γ: pull towards the checkpoint's weights
     "chains": 4,
-    "draws": 200,
-    "burnin": 100,  # steps before the draws (not counted in the estimate)
-    "batch_size": 32,  # blocks per SGLD step
+    "draws": 64,  # SGLD steps counted in the estimate (whole passes over the batches)
+    "burnin": 64,  # steps before the draws (not counted)
+    "batch_size": 16,  # blocks per SGLD step
     "seed": 0,
     "max_blocks": 1024,  # blocks of training data kept (the first, in probe_items order)
     "components": [],  # per-component LLCs: "L1H0", "L1", "heads", "layers"
@@ -78,7 +79,7 @@ def settings(cfg: dict | None) -> dict:
 
 # ---- the sampling data and loss -----------------------------------------------------------
 class Blocks(torch.utils.data.Dataset):
-    """Token blocks (M, n_ctx + 1) as the rows devinterp's sampler batches ({"input_ids": row})."""
+    """Token blocks (M, seq_len + 1) as the rows devinterp's sampler batches ({"input_ids": row})."""
 
     def __init__(self, blocks: torch.Tensor):
         self.blocks = blocks
@@ -92,7 +93,7 @@ class Blocks(torch.utils.data.Dataset):
 
 class TrainingLoss:
     """devinterp's `loss_fn(model, input_ids) -> (B, T)` per-token loss, for this model (which
-    reads n_ctx tokens, not the block's n_ctx + 1) and for the training loss's mask: the
+    reads seq_len tokens, not the block's seq_len + 1) and for the training loss's mask: the
     sampler passes token rows only, so each row's mask is looked up by its tokens."""
 
     def __init__(self, blocks: torch.Tensor, loss_mask: torch.Tensor):
@@ -183,9 +184,11 @@ class Estimate:
 
     @property
     def diverged(self) -> np.ndarray:
-        """Per chain: non-finite loss, or a loss more than max_loss_rise above the checkpoint's."""
-        d = self.draws
-        return ~np.isfinite(self.trace).all(1) | (np.nan_to_num(d, nan=np.inf).max(1) > self.init_loss + self.max_loss_rise)
+        """Per chain: a non-finite loss anywhere, or a mean loss over the last pass of the draws
+        (the last `epoch` steps) more than max_loss_rise above the checkpoint's: the chain left
+        and did not come back (a spike that recovers is not divergence)."""
+        last = np.nan_to_num(self.draws[:, -self.epoch:], nan=np.inf).mean(1)
+        return ~np.isfinite(self.trace).all(1) | (last > self.init_loss + self.max_loss_rise)
 
     @property
     def negative(self) -> np.ndarray:
@@ -237,8 +240,8 @@ class Estimate:
 def estimate(model, blocks: torch.Tensor, loss_mask: torch.Tensor, cfg: dict | None = None,
              component: str | None = None, loss_fn=None) -> Estimate:
     """The LLC of `model` (or of one component's weights, the rest held fixed) on the sampling
-    `blocks` (M, n_ctx + 1) with the training loss's `loss_mask` (M, n_ctx), by devinterp.
-    `loss_fn(model, blocks) -> (B, n_ctx)` per-token losses replaces the training loss (tests)."""
+    `blocks` (M, seq_len + 1) with the training loss's `loss_mask` (M, seq_len), by devinterp.
+    `loss_fn(model, blocks) -> (B, seq_len)` per-token losses replaces the training loss (tests)."""
     s = settings(cfg)
     blocks, loss_mask = blocks[: s["max_blocks"]], loss_mask[: s["max_blocks"]]
     batch_size = min(s["batch_size"], len(blocks))
