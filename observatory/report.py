@@ -78,13 +78,16 @@ def _step_axis(ax):
     ax.set_xlabel("training step")
 
 
-def _stage_bands(ax, stages, runs, colors: dict | None = None) -> None:
-    """Each stage boundary of `runs` as a shaded band over its checkpoint interval."""
+def _stage_bands(ax, stages, runs, colors: dict | None = None, signals=("llc", ED_PROBE)) -> None:
+    """Each stage boundary of `runs` found by `signals` (by default the whole model's: the LLC
+    and the essential dynamics; the components' are drawn on the LLC chart) as a shaded band
+    over its checkpoint interval."""
     if stages is None or not len(stages):
         return
-    for i, b in enumerate(stages[stages["run"].isin(list(runs))].itertuples(index=False)):
+    shown = stages[stages["run"].isin(list(runs)) & (stages["signal"].isin(signals) if signals else True)]
+    for i, b in enumerate(shown.itertuples(index=False)):
         color = (colors or {}).get(b.run, "tab:purple")
-        ax.axvspan(b.low_step, b.high_step, color=color, alpha=0.12, linewidth=0,
+        ax.axvspan(b.low_step, b.high_step, color=color, alpha=0.2, linewidth=0,
                    label="stage boundary" if i == 0 else None)
 
 
@@ -109,8 +112,8 @@ def plot_curves(results, emergence, probe, metric, path: Path, stages=None) -> N
     _stage_bands(ax, stages, rows["run"].unique())
     _step_axis(ax)
     ax.set_ylabel(metric)
-    ax.set_title(f"{probe}: {metric} (dashed: onset; shaded: stage boundaries)" if stages is not None and len(stages)
-                 else f"{probe}: {metric} (dashed: onset)")
+    ax.set_title(f"{probe}: {metric} (dashed: onset; shaded: stages)" if stages is not None and len(stages)
+                 else f"{probe}: {metric} (dashed: onset)", fontsize=10)
     ax.legend(title="size")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -210,7 +213,7 @@ def plot_llc(run: str, curves: dict, stages, path: Path) -> None:
                 flagged = True
                 ax.plot(bad.index, bad["mean"], linestyle="none", marker="x", color="red",
                         label="unhealthy estimate" if not ax.get_legend_handles_labels()[1].count("unhealthy estimate") else None)
-        _stage_bands(ax, stages[stages["signal"].isin(panel)] if stages is not None and len(stages) else stages, [run])
+        _stage_bands(ax, stages, [run], signals=panel)
         _step_axis(ax)
         ax.set_ylabel("LLC estimate")
         ax.legend(fontsize=7)
@@ -232,7 +235,8 @@ def plot_trajectory(run: str, traj, stages, path: Path) -> None:
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.5), squeeze=False)
     logstep = np.log10(traj.steps + 1)
     mine = stages[(stages["run"] == run) & (stages["signal"] == ED_PROBE)] if stages is not None and len(stages) else []
-    marked = set(np.linspace(0, len(traj.steps) - 1, min(8, len(traj.steps))).round().astype(int))
+    targets = np.linspace(logstep[0], logstep[-1], 8)  # some steps, log-spaced, written beside their points
+    marked = {int(np.argmin(np.abs(logstep - t))) for t in targets}
     for ax, (a, b) in zip(axes[0], pairs):
         ax.plot(traj.coords[:, a], traj.coords[:, b], color="grey", linewidth=0.8, zorder=1)
         points = ax.scatter(traj.coords[:, a], traj.coords[:, b], c=logstep, cmap="viridis", s=18, zorder=2)
@@ -289,7 +293,8 @@ def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5)
     scale, mirage = scale_table(capabilities, emergence), mirage_table(emergence)
     over_seeds = onsets_over_seeds(capabilities, fraction=fraction, n_boot=n_boot)
     stages, trajectories = stage_table(results, partial(store.read_item_results, experiment_dir), n_boot=n_boot)
-    stage_onsets, unhealthy = onsets_near_boundaries(stages, emergence), unhealthy_table(results)
+    stage_onsets = onsets_near_boundaries(stages, emergence, headline_metrics(capabilities))
+    unhealthy = unhealthy_table(results)
     tables = {"emergence": emergence, "scale": scale, "mirage": mirage, "onsets_over_seeds": over_seeds,
               "stages": stages, "stage_onsets": stage_onsets, "llc_unhealthy": unhealthy}
     for name, table in tables.items():
@@ -334,7 +339,8 @@ def _stages_html(stage_onsets, unhealthy) -> str:
              "<p>Boundaries found without a chosen metric: change points of the LLC curve (healthy estimates "
              "only) and turning points of the essential-dynamics trajectory, each between two probed "
              "checkpoints (low_step, high_step; widened by the chains' bootstrap for the LLC). For each, the "
-             "capability onsets within one checkpoint interval of it. Table: stages.csv.</p>"]
+             "onsets (capability metrics and headline curves) within one checkpoint interval of it. Tables: "
+             "stages.csv, stage_onsets.csv.</p>"]
     if len(stage_onsets):
         parts.append(_table_html(stage_onsets, list(stage_onsets.columns)))
     else:

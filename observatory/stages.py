@@ -15,8 +15,9 @@ NOISE_FLOOR of the signal's range. A flat or noisy signal gives no boundary
 Each boundary lies between two probed checkpoints (`low_step`, `high_step`); `boundary_step`
 is their midpoint on the log axis. For the LLC, chains are resampled at every checkpoint
 (`n_boot` times) and the boundary re-detected; `found_in` is the share of resamples with a
-boundary in the same checkpoint interval or the next one either side, and the interval widens
-to hold the central 95% of the re-detected boundaries. Unhealthy LLC estimates take no part.
+boundary in the same checkpoint interval or the next one either side; a boundary found in
+fewer than MIN_FOUND_IN of them is dropped, and the interval widens to hold the central 95%
+of the re-detected boundaries. Unhealthy LLC estimates take no part.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ PENALTY = 3.0  # × BIC's log n per parameter
 NOISE_FLOOR = 0.02  # σ is at least this share of the signal's range
 MIN_SIZE = 2  # checkpoints per segment
 MIN_POINTS = 8  # fewer checkpoints: no stage analysis
+MIN_FOUND_IN = 0.5  # an LLC boundary found in fewer of the chains' bootstrap resamples is dropped
 ED_COMPONENTS = 3  # principal components of the trajectory that are segmented
 ED_PROBE, ED_METRIC = "essential_dynamics", "logprob"
 LLC_PROBE = "llc"
@@ -151,8 +153,11 @@ def llc_boundaries(run: str, signal: str, curve: pd.DataFrame, n_boot: int = 100
     out = []
     for k in found:
         near = [min(ks, key=lambda j: abs(j - k)) for ks in resampled if ks and min(abs(j - k) for j in ks) <= 1]
+        share = len(near) / len(resampled) if resampled else None
+        if share is not None and share < MIN_FOUND_IN:
+            continue  # the chains' own scatter moves it or makes it go: not a boundary of the curve
         samples = [10 ** ((math.log10(steps[j - 1] + 1) + math.log10(steps[j] + 1)) / 2) - 1 for j in near]
-        out.append(_boundary(run, signal, steps, k, len(near) / len(resampled) if resampled else None, samples))
+        out.append(_boundary(run, signal, steps, k, share, samples))
     return out
 
 
@@ -206,18 +211,31 @@ def stage_table(results: pd.DataFrame, item_results=None, n_boot: int = 100) -> 
     return table.sort_values(["run", "boundary_step", "signal"], ignore_index=True), trajectories
 
 
-def onsets_near_boundaries(stages: pd.DataFrame, emergence: pd.DataFrame) -> pd.DataFrame:
-    """For each boundary, the capability onsets within one checkpoint interval of it (the
-    spacing of the checkpoints around the boundary), nearest first."""
+def onsets_near_boundaries(stages: pd.DataFrame, emergence: pd.DataFrame, curves=None) -> pd.DataFrame:
+    """For each boundary, the onsets within one checkpoint interval of it, nearest first: of
+    every capability metric, and of the other `curves` ((probe, metric) pairs, e.g. the
+    report's headline curves). A boundary lies somewhere between two probed checkpoints
+    (low_step, high_step); an onset is within one checkpoint interval of it when it is within
+    `interval_steps` (the checkpoint spacing there) of that span: from low - Δ to high + Δ.
+    `distance` is the onset's distance to the span (0 inside it)."""
     rows = []
-    caps = emergence[(emergence["probe"] == "capability") & emergence["has_onset"]] if len(emergence) else emergence
+    keep = set(curves or ())
+    if len(emergence):
+        listed = np.array([(p, m) in keep for p, m in zip(emergence["probe"], emergence["metric"])], dtype=bool)
+        found = emergence[((emergence["probe"] == "capability").to_numpy() | listed) & emergence["has_onset"].to_numpy()]
+    else:
+        found = emergence
     for b in stages.itertuples(index=False):
-        mine = caps[caps["run"] == b.run] if len(caps) else caps
-        near = mine[(mine["onset_step"] - b.boundary_step).abs() <= b.interval_steps] if len(mine) else mine
-        near = near.assign(distance=(near["onset_step"] - b.boundary_step)).sort_values("distance", key=abs) \
-            if len(near) else near
+        mine = found[found["run"] == b.run] if len(found) else found
+        if len(mine):
+            gap = np.maximum(np.maximum(b.low_step - mine["onset_step"], mine["onset_step"] - b.high_step), 0.0)
+            near = mine.assign(distance=gap)
+            near = near[near["distance"] <= b.interval_steps].sort_values(["distance", "onset_step"])
+        else:
+            near = mine
+        names = [f"{p}/{m} ({s:.0f})" for p, m, s in zip(near.get("probe", []), near.get("metric", []), near.get("onset_step", []))]
         rows.append({"run": b.run, "signal": b.signal, "boundary_step": b.boundary_step, "low_step": b.low_step,
-                     "high_step": b.high_step, "interval_steps": b.interval_steps,
-                     "onsets": "; ".join(f"{m} ({s:.0f})" for m, s in zip(near.get("metric", []), near.get("onset_step", [])))})
+                     "high_step": b.high_step, "interval_steps": b.interval_steps, "found_in": b.found_in,
+                     "onsets": "; ".join(names)})
     return pd.DataFrame(rows, columns=["run", "signal", "boundary_step", "low_step", "high_step", "interval_steps",
-                                       "onsets"])
+                                       "found_in", "onsets"])

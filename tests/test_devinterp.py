@@ -198,13 +198,16 @@ def test_a_turning_trajectory_has_a_boundary_at_its_turn_and_a_straight_one_none
 
 
 def test_each_boundary_lists_the_onsets_within_one_checkpoint_interval():
-    table = pd.DataFrame([{"run": "r", "signal": "llc", "boundary_step": 7125.0, "low_step": 7000.0,
-                           "high_step": 7250.0, "interval_steps": 250.0, "found_in": 1.0}])
-    emergence = pd.DataFrame({"run": "r", "probe": "capability", "has_onset": True,
-                              "metric": ["a/exact_match", "b/exact_match", "c/exact_match"],
-                              "onset_step": [7075.0, 7300.0, 7500.0]})
-    near = stages.onsets_near_boundaries(table, emergence)
-    assert near.iloc[0]["onsets"] == "a/exact_match (7075); b/exact_match (7300)"
+    """The boundary lies between checkpoints 7250 and 7500 (spacing 250): onsets from 7000 to 7750."""
+    table = pd.DataFrame([{"run": "r", "signal": "llc", "boundary_step": 7374.0, "low_step": 7250.0,
+                           "high_step": 7500.0, "interval_steps": 250.0, "found_in": 1.0}])
+    emergence = pd.DataFrame({"run": "r", "probe": ["capability"] * 4 + ["attention", "weights"], "has_onset": True,
+                              "metric": ["a/exact_match", "b/exact_match", "c/exact_match", "d/exact_match",
+                                         "induction/max", "norm/total"],
+                              "onset_step": [7075.0, 7300.0, 7800.0, 6990.0, 7700.0, 7400.0]})
+    near = stages.onsets_near_boundaries(table, emergence, [("attention", "induction/max")])
+    assert near.iloc[0]["onsets"] == "capability/b/exact_match (7300); capability/a/exact_match (7075); " \
+                                     "attention/induction/max (7700)"
 
 
 # ---- on real (tiny) runs -------------------------------------------------------------------------
