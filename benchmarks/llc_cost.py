@@ -35,22 +35,24 @@ def experiment_probes(name: str) -> tuple[dict, Path]:
     return OmegaConf.to_container(cfg.probes, resolve=True), Path(cfg.checkpoints_dir) / cfg.experiment_name
 
 
-def side_by_side(run_dir: Path, probes: dict, step: int, repeats: int) -> tuple[float, float]:
-    """Median seconds of (the LLC probe, every other probe) on one checkpoint; fresh inputs
-    each time, so no forward pass is shared between the two."""
+def side_by_side(run_dir: Path, probes: dict, step: int, repeats: int) -> dict[str, float]:
+    """Median seconds on one checkpoint of: the LLC probe as configured ("llc"), the whole
+    model's LLC alone when components are configured ("llc_model"), every other probe
+    ("others"). Fresh inputs each time, so no forward pass is shared; the order rotates."""
     model = rundir.load_model(run_dir, step)
-    llc = {"llc": probes["llc"]}
-    others = {k: v for k, v in probes.items() if k != "llc"}
-    times = {"llc": [], "others": []}
+    sets = {"llc": {"llc": probes["llc"]}, "others": {k: v for k, v in probes.items() if k != "llc"}}
+    if probes["llc"].get("components"):
+        sets["llc_model"] = {"llc": probes["llc"] | {"components": []}}
+    times = {name: [] for name in sets}
+    names = list(sets)
     for i in range(repeats + 1):  # round 0 warms up (imports devinterp) and is dropped
-        order = [("llc", llc), ("others", others)]
-        for name, selected in order if i % 2 else order[::-1]:
-            inputs = RunInputs.load(run_dir, selected)
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            inputs = RunInputs.load(run_dir, sets[name])
             started = time.perf_counter()
-            probe_checkpoint(model, inputs, selected)
+            probe_checkpoint(model, inputs, sets[name])
             if i:
                 times[name].append(time.perf_counter() - started)
-    return statistics.median(times["llc"]), statistics.median(times["others"])
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def llc_sweep_seconds(experiment_dir: Path, probes: dict, workers: int) -> tuple[float, int]:
@@ -84,10 +86,13 @@ def main():
         run_dir = runs[0]
         step = rundir.read_manifest(run_dir)[-1]["step"]
         components = probes["llc"].get("components") or []
-        llc_s, others_s = side_by_side(run_dir, probes, step, args.repeats)
-        print(f"{name}: {run_dir.name} step {step}: llc probe {llc_s:.2f} s (components: {components or 'none'}), "
-              f"the other probes ({', '.join(k for k in probes if k != 'llc')}) {others_s:.2f} s: "
-              f"llc costs {llc_s / others_s:.1f}x the others", flush=True)
+        t = side_by_side(run_dir, probes, step, args.repeats)
+        print(f"{name}: {run_dir.name} step {step}: llc probe {t['llc']:.2f} s (components: {components or 'none'}), "
+              f"the other probes ({', '.join(k for k in probes if k != 'llc')}) {t['others']:.2f} s: "
+              f"llc costs {t['llc'] / t['others']:.1f}x the others", flush=True)
+        if "llc_model" in t:
+            print(f"{name}: the whole model's LLC alone {t['llc_model']:.2f} s: {t['llc_model'] / t['others']:.1f}x the others",
+                  flush=True)
         if not args.skip_sweep:
             seconds, n = llc_sweep_seconds(experiment_dir, probes, args.workers)
             print(f"{name}: LLC sweep of {n} checkpoints with {args.workers} workers: {seconds:.0f} s "

@@ -235,8 +235,9 @@ def plot_trajectory(run: str, traj, stages, path: Path) -> None:
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.5), squeeze=False)
     logstep = np.log10(traj.steps + 1)
     mine = stages[(stages["run"] == run) & (stages["signal"] == ED_PROBE)] if stages is not None and len(stages) else []
-    targets = np.linspace(logstep[0], logstep[-1], 8)  # some steps, log-spaced, written beside their points
-    marked = {int(np.argmin(np.abs(logstep - t))) for t in targets}
+    marked = {0, len(traj.steps) - 1}  # the first and last steps, and the boundaries', written beside their points
+    for boundary in mine.itertuples(index=False) if len(mine) else []:
+        marked |= set(np.flatnonzero((traj.steps >= boundary.low_step) & (traj.steps <= boundary.high_step)).tolist())
     for ax, (a, b) in zip(axes[0], pairs):
         ax.plot(traj.coords[:, a], traj.coords[:, b], color="grey", linewidth=0.8, zorder=1)
         points = ax.scatter(traj.coords[:, a], traj.coords[:, b], c=logstep, cmap="viridis", s=18, zorder=2)
