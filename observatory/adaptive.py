@@ -66,6 +66,8 @@ def to_refine(steps: list[int], rows: pd.DataFrame, fraction: float = 0.5) -> se
     if "stderr" in rows and (rows["probe"] == LLC_PROBE).any():
         for (_, _), curve in llc_curves(rows.assign(run="")).items():
             ok = curve[curve["healthy"] & np.isfinite(curve["mean"])]
+            if len(ok) < 2:
+                continue
             probed = ok.index.to_numpy()
             for k in change_points(probed, ok["mean"].to_numpy(), float(np.nanmedian(ok["stderr"]))):
                 middle = between(steps, int(probed[k - 1]), int(probed[k]))

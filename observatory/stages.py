@@ -139,7 +139,7 @@ def llc_boundaries(run: str, signal: str, curve: pd.DataFrame, n_boot: int = 100
     """Change points of one LLC curve (healthy estimates only), with a bootstrap over chains."""
     ok = curve[curve["healthy"] & np.isfinite(curve["mean"])]
     steps = ok.index.to_numpy()
-    noise = float(np.nanmedian(ok["stderr"])) if len(ok) else 0.0
+    noise = float(np.nanmedian(ok["stderr"])) if np.isfinite(ok["stderr"]).any() else 0.0
     found = change_points(steps, ok["mean"].to_numpy(), noise)
     if not found:
         return []

@@ -303,3 +303,12 @@ def test_devinterp_is_loaded_only_when_an_estimate_runs():
             "print(sorted(m for m in ('devinterp', 'datasets', 'transformers', 'lightning') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_wandb_logs_an_unhealthy_estimate_apart_from_the_curve():
+    from observatory.wandb_log import _key
+
+    at_step = pd.DataFrame({"probe": "llc", "metric": ["mean", "healthy", "chain/0", "L1H0/mean", "L1H0/healthy"],
+                            "value": [1.0, 0.0, 1.0, 2.0, 1.0]})
+    keys = [_key("llc", m, at_step) for m in at_step["metric"]]
+    assert keys == ["llc/unhealthy/mean", "llc/healthy", "llc/unhealthy/chain/0", "llc/L1H0/mean", "llc/L1H0/healthy"]

@@ -11,10 +11,11 @@ too; here burn-in is excluded, as in Lau et al.
 
 The sampling data is the run's own training data, the same for every checkpoint: the
 items of probe_items.jsonl with `split: "train"`, whole examples that the training stream
-contained (train/data.py `trained_items`), packed per task into blocks of data.seq_len + 1 tokens, as
-training cuts them and as held-out items are (context.py `pack_with_loss_mask`), with the loss on the tokens training
-took it on (every token, or with data.loss_on=answer the answers alone, scaled so that a
-batch's mean is the mean over those tokens).
+contained (train/data.py `trained_items`), packed per task into blocks of data.seq_len + 1
+tokens as training cuts them (context.py `pack_with_loss_mask`), with the loss on the tokens
+training took it on (every token, or with data.loss_on=answer the answers alone, scaled so
+that a batch's mean is the mean over those tokens). The sampler cycles its batches in one
+fixed order, so the draws are counted in whole passes over them.
 
 Sampler health, per estimate: `drift`, how far the chains' mean loss still moves across the
 draws (second half of the draws minus the first, as a share of the mean loss rise: near 0
