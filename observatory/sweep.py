@@ -151,6 +151,12 @@ def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: 
     unknown = sorted(set(probe_cfgs) - set(PROBES))
     if unknown:
         raise SweepError(f"unknown probe(s) {unknown}; available: {', '.join(PROBES)}")
+    for name, cfg in probe_cfgs.items():
+        if PROBES[name].check is not None:
+            try:
+                PROBES[name].check(cfg)
+            except ValueError as e:
+                raise SweepError(f"probes.{name}: {e}") from None
     run_dirs = find_runs(experiment_dir)
     if not run_dirs:
         raise SweepError(f"no runs under {experiment_dir} (no */run.json); train first, e.g. "

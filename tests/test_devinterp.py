@@ -76,9 +76,14 @@ def test_health_flags_divergence_negative_chains_and_drift():
     assert metrics["L1H0/mean"].stderr == pytest.approx(np.std(e.per_chain, ddof=1) / math.sqrt(2))
 
 
-def test_unknown_settings_are_an_error():
+def test_unknown_settings_are_an_error_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="unknown llc setting"):
         settings({"step_size": 1e-4})
+    from observatory.sweep import SweepError
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text("{}")
+    with pytest.raises(SweepError, match="probes.llc: unknown llc setting"):
+        sweep(tmp_path, {"llc": {"step_size": 1e-4}}, progress=False)
 
 
 def test_head_masks_select_one_heads_weights():

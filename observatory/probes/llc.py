@@ -64,7 +64,7 @@ DEFAULTS = {  # ε, nβ, γ as calibrated for the induction experiment (docs/dev
     "burnin": 64,  # steps before the draws (not counted)
     "batch_size": 16,  # blocks per SGLD step
     "seed": 0,
-    "max_blocks": 1024,  # blocks of training data kept (the first, in probe_items order)
+    "max_blocks": 1024,  # blocks of training data kept (evenly spaced over all tasks' blocks)
     "components": [],  # per-component LLCs: "L1H0", "L1", "heads", "layers"
     "max_drift": 0.2,  # |drift| above this: unhealthy
     "max_loss_rise": 5.0,  # nats above the checkpoint's loss: the chain left the neighbourhood
@@ -244,7 +244,9 @@ def estimate(model, blocks: torch.Tensor, loss_mask: torch.Tensor, cfg: dict | N
     `blocks` (M, seq_len + 1) with the training loss's `loss_mask` (M, seq_len), by devinterp.
     `loss_fn(model, blocks) -> (B, seq_len)` per-token losses replaces the training loss (tests)."""
     s = settings(cfg)
-    blocks, loss_mask = blocks[: s["max_blocks"]], loss_mask[: s["max_blocks"]]
+    if len(blocks) > s["max_blocks"]:
+        keep = torch.linspace(0, len(blocks) - 1, s["max_blocks"]).round().long()
+        blocks, loss_mask = blocks[keep], loss_mask[keep]
     batch_size = min(s["batch_size"], len(blocks))
     masks = param_masks(model, component) if component else None
     gc.freeze()  # devinterp collects garbage twice per chain: leave what is alive now out of every scan
@@ -276,7 +278,7 @@ def _sample(model, blocks, loss_fn, s: dict, masks, batch_size: int):
     return result, caught
 
 
-@probe("llc", version=1)
+@probe("llc", version=2, check=settings)  # 2: max_blocks keeps evenly spaced blocks (was the first)
 def llc(ctx, cfg) -> dict:
     """The whole model's LLC (`mean`, `chain/<i>`, health) and each configured component's
     (`<component>/mean`, ...), on the run's training-data blocks."""
