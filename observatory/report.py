@@ -293,7 +293,8 @@ def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5)
                                 n_boot=n_boot)
     scale, mirage = scale_table(capabilities, emergence), mirage_table(emergence)
     over_seeds = onsets_over_seeds(capabilities, fraction=fraction, n_boot=n_boot)
-    stages, trajectories = stage_table(results, partial(store.read_item_results, experiment_dir), n_boot=n_boot)
+    stages, trajectories = stage_table(results, partial(store.read_item_results, experiment_dir, probe=ED_PROBE),
+                                       n_boot=n_boot)
     stage_onsets = onsets_near_boundaries(stages, emergence, headline_metrics(capabilities))
     unhealthy = unhealthy_table(results)
     tables = {"emergence": emergence, "scale": scale, "mirage": mirage, "onsets_over_seeds": over_seeds,
