@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from observatory.emergence import curve_spec, detect_onset, headline_metrics, step_noise
+from observatory.stages import LLC_PROBE, change_points, llc_curves
 
 DIP_BAND = 2.0  # a dip is searched for between checkpoints whose lower end is within DIP_BAND σ of the level
 MAX_NOISE = 0.1  # σ as a share of the rise beyond which no dip is searched for
@@ -58,8 +59,20 @@ def onset_intervals(normalized: np.ndarray, level: float) -> list[int]:
 
 
 def to_refine(steps: list[int], rows: pd.DataFrame, fraction: float = 0.5) -> set[int]:
-    """Steps to probe next for one run, given its rows so far (step, probe, metric, value)."""
+    """Steps to probe next for one run, given its rows so far (step, probe, metric, value):
+    around each headline curve's onset, and between the two probed checkpoints on either side
+    of each change point of its LLC curves (observatory/stages.py), until they are adjacent."""
     wanted = set()
+    if "stderr" in rows and (rows["probe"] == LLC_PROBE).any():
+        for (_, _), curve in llc_curves(rows.assign(run="")).items():
+            ok = curve[curve["healthy"] & np.isfinite(curve["mean"])]
+            if len(ok) < 2:
+                continue
+            probed = ok.index.to_numpy()
+            for k in change_points(probed, ok["mean"].to_numpy(), float(np.nanmedian(ok["stderr"]))):
+                middle = between(steps, int(probed[k - 1]), int(probed[k]))
+                if middle is not None:
+                    wanted.add(middle)
     for probe, metric in headline_metrics(rows):
         curve = rows[(rows["probe"] == probe) & (rows["metric"] == metric)].sort_values("step")
         sign, rise = curve_spec(curve)

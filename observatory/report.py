@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 
 from observatory import store  # noqa: E402
 from observatory.emergence import emergence_table, headline_metrics, onsets_over_seeds  # noqa: E402
+from observatory.stages import ED_PROBE, LLC_PROBE, llc_curves, onsets_near_boundaries, stage_table  # noqa: E402
 
 CONTINUOUS = ("token_accuracy", "answer_logprob", "brier")
 
@@ -77,8 +78,22 @@ def _step_axis(ax):
     ax.set_xlabel("training step")
 
 
-def plot_curves(results, emergence, probe, metric, path: Path) -> None:
-    """Metric vs step, one line per size (mean over seeds, band = min-max), onset marked."""
+def _stage_bands(ax, stages, runs, colors: dict | None = None, signals=("llc", ED_PROBE)) -> None:
+    """Each stage boundary of `runs` found by `signals` (by default the whole model's: the LLC
+    and the essential dynamics; the components' are drawn on the LLC chart) as a shaded band
+    over its checkpoint interval."""
+    if stages is None or not len(stages):
+        return
+    shown = stages[stages["run"].isin(list(runs)) & (stages["signal"].isin(signals) if signals else True)]
+    for i, b in enumerate(shown.itertuples(index=False)):
+        color = (colors or {}).get(b.run, "tab:purple")
+        ax.axvspan(b.low_step, b.high_step, color=color, alpha=0.2, linewidth=0,
+                   label="stage boundary" if i == 0 else None)
+
+
+def plot_curves(results, emergence, probe, metric, path: Path, stages=None) -> None:
+    """Metric vs step, one line per size (mean over seeds, band = min-max), onset marked,
+    stage boundaries shaded."""
     fig, ax = plt.subplots(figsize=(6, 4))
     rows = results[(results["probe"] == probe) & (results["metric"] == metric)]
     for i, model in enumerate(by_size(rows)):
@@ -94,9 +109,11 @@ def plot_curves(results, emergence, probe, metric, path: Path) -> None:
     chance = rows["chance"].dropna()
     if len(chance):
         ax.axhline(float(chance.mean()), color="grey", linestyle=":", linewidth=1, label="chance")
+    _stage_bands(ax, stages, rows["run"].unique())
     _step_axis(ax)
     ax.set_ylabel(metric)
-    ax.set_title(f"{probe}: {metric} (dashed: onset)")
+    ax.set_title(f"{probe}: {metric} (dashed: onset; shaded: stages)" if stages is not None and len(stages)
+                 else f"{probe}: {metric} (dashed: onset)", fontsize=10)
     ax.legend(title="size")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -157,7 +174,7 @@ def plot_mirage(results, task, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_generalization(results, task, path: Path) -> None:
+def plot_generalization(results, task, path: Path, stages=None) -> None:
     """Grokking's picture: exact match on trained items (dashed) vs held-out items (solid),
     beside the weight norm."""
     fig, (accuracy, norm) = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -167,9 +184,96 @@ def plot_generalization(results, task, path: Path) -> None:
     accuracy.legend(fontsize=7)
     _mean_lines(norm, results, "weights", "norm/total")
     norm.set_title("weight norm (L2, all parameters)")
+    for ax in (accuracy, norm):
+        _stage_bands(ax, stages, results["run"].unique())
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def plot_llc(run: str, curves: dict, stages, path: Path) -> None:
+    """A run's LLC curves (whole model and components), mean ± standard error over chains.
+    Estimates the sampler flags as unhealthy are not points of the curve: they are drawn as
+    red crosses, unconnected, without error bars."""
+    signals = [sig for (r, sig) in curves if r == run]
+    fig, axes = plt.subplots(1, 2 if len(signals) > 1 else 1, figsize=(11 if len(signals) > 1 else 6, 4),
+                             squeeze=False)
+    panels = [["llc"], [s for s in signals if s != "llc"]] if len(signals) > 1 else [["llc"]]
+    flagged = False
+    for ax, panel in zip(axes[0], panels):
+        for i, signal in enumerate(panel):
+            curve = curves.get((run, signal))
+            if curve is None:
+                continue
+            good, bad = curve[curve["healthy"]], curve[~curve["healthy"]]
+            color = "black" if signal == "llc" else f"C{i}"
+            ax.errorbar(good.index, good["mean"], yerr=good["stderr"], color=color, marker=".", capsize=2,
+                        label=signal)
+            if len(bad):
+                flagged = True
+                ax.plot(bad.index, bad["mean"], linestyle="none", marker="x", color="red",
+                        label="unhealthy estimate" if not ax.get_legend_handles_labels()[1].count("unhealthy estimate") else None)
+        _stage_bands(ax, stages, [run], signals=panel)
+        _step_axis(ax)
+        ax.set_ylabel("LLC estimate")
+        ax.legend(fontsize=7)
+    axes[0][0].set_title(f"{run}: LLC" + (" (red x: unhealthy, not an estimate)" if flagged else ""))
+    if len(panels) > 1:
+        axes[0][1].set_title(f"{run}: LLC of each component")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_trajectory(run: str, traj, stages, path: Path) -> None:
+    """The run's outputs across checkpoints in their first principal components, colored by
+    step, with some steps written beside their points and the boundaries' checkpoints ringed."""
+    k = traj.coords.shape[1]
+    pairs = [(0, 1), (0, 2)] if k >= 3 else [(0, 1)] if k >= 2 else []
+    if not pairs:
+        return
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.5), squeeze=False)
+    logstep = np.log10(traj.steps + 1)
+    mine = stages[(stages["run"] == run) & (stages["signal"] == ED_PROBE)] if stages is not None and len(stages) else []
+    marked = {0, len(traj.steps) - 1}  # the first and last steps, and the boundaries', written beside their points
+    for boundary in mine.itertuples(index=False) if len(mine) else []:
+        marked |= set(np.flatnonzero((traj.steps >= boundary.low_step) & (traj.steps <= boundary.high_step)).tolist())
+    for ax, (a, b) in zip(axes[0], pairs):
+        ax.plot(traj.coords[:, a], traj.coords[:, b], color="grey", linewidth=0.8, zorder=1)
+        points = ax.scatter(traj.coords[:, a], traj.coords[:, b], c=logstep, cmap="viridis", s=18, zorder=2)
+        for i in sorted(marked):
+            ax.annotate(f"{traj.steps[i]:.0f}", (traj.coords[i, a], traj.coords[i, b]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        for j, boundary in enumerate(mine.itertuples(index=False) if len(mine) else []):
+            inside = (traj.steps >= boundary.low_step) & (traj.steps <= boundary.high_step)
+            ax.scatter(traj.coords[inside, a], traj.coords[inside, b], s=90, facecolors="none", edgecolors="red",
+                       zorder=3, label="boundary checkpoints" if j == 0 else None)
+        ax.set_xlabel(f"PC{a + 1} ({traj.explained[a]:.0%} of variance)")
+        ax.set_ylabel(f"PC{b + 1} ({traj.explained[b]:.0%})")
+        if len(mine):
+            ax.legend(fontsize=7)
+    fig.colorbar(points, ax=axes[0][-1], label="log10(step + 1)")
+    axes[0][0].set_title(f"{run}: essential dynamics (log-probs on the probe set)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def unhealthy_table(results) -> pd.DataFrame:
+    """The LLC estimates the sampler flags, with why."""
+    rows = results[results["probe"] == LLC_PROBE]
+    if not len(rows):
+        return pd.DataFrame(columns=["run", "step", "signal", "value", "drift", "diverged", "negative"])
+    wide = rows.pivot_table(index=["run", "step"], columns="metric", values="value", aggfunc="first")
+    out = []
+    for metric in [m for m in wide.columns if m == "healthy" or m.endswith("/healthy")]:
+        prefix = metric[: -len("healthy")]
+        bad = wide[wide[metric] < 0.5]
+        for (run, step), r in bad.iterrows():
+            out.append({"run": run, "step": step, "signal": f"llc/{prefix[:-1]}" if prefix else "llc",
+                        "value": r.get(f"{prefix}mean"), "drift": r.get(f"{prefix}drift"),
+                        "diverged": r.get(f"{prefix}diverged"), "negative": r.get(f"{prefix}negative")})
+    return pd.DataFrame(out, columns=["run", "step", "signal", "value", "drift", "diverged", "negative"])
 
 
 def tasks_with_training_items(results) -> list[str]:
@@ -184,11 +288,17 @@ def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5)
     results = pd.read_parquet(out / "results.parquet")
     if results.empty:
         raise ValueError(f"{out / 'results.parquet'} is empty: run python -m observatory first")
-    emergence = emergence_table(results, partial(store.read_item_results, experiment_dir), fraction=fraction,
+    capabilities = results[~results["probe"].isin([LLC_PROBE, ED_PROBE])]  # the signals of stages, not onsets
+    emergence = emergence_table(capabilities, partial(store.read_item_results, experiment_dir), fraction=fraction,
                                 n_boot=n_boot)
-    scale, mirage = scale_table(results, emergence), mirage_table(emergence)
-    over_seeds = onsets_over_seeds(results, fraction=fraction, n_boot=n_boot)
-    tables = {"emergence": emergence, "scale": scale, "mirage": mirage, "onsets_over_seeds": over_seeds}
+    scale, mirage = scale_table(capabilities, emergence), mirage_table(emergence)
+    over_seeds = onsets_over_seeds(capabilities, fraction=fraction, n_boot=n_boot)
+    stages, trajectories = stage_table(results, partial(store.read_item_results, experiment_dir, probe=ED_PROBE),
+                                       n_boot=n_boot)
+    stage_onsets = onsets_near_boundaries(stages, emergence, headline_metrics(capabilities))
+    unhealthy = unhealthy_table(results)
+    tables = {"emergence": emergence, "scale": scale, "mirage": mirage, "onsets_over_seeds": over_seeds,
+              "stages": stages, "stage_onsets": stage_onsets, "llc_unhealthy": unhealthy}
     for name, table in tables.items():
         store.write_parquet(out / f"{name}.parquet", table)
         table.to_csv(out / f"{name}.csv", index=False)
@@ -199,7 +309,7 @@ def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5)
     figures = []
     for probe, metric in headline_metrics(results):
         slug = f"{probe}-{metric}".replace("/", "-")
-        plot_curves(results, emergence, probe, metric, charts / f"curve-{slug}.png")
+        plot_curves(results, emergence, probe, metric, charts / f"curve-{slug}.png", stages)
         figures.append((f"{probe}: {metric} vs step", charts / f"curve-{slug}.png"))
         if results["model"].nunique() > 1 and metric.endswith(("exact_match", "token_accuracy", "agreement")):
             plot_heatmap(results, probe, metric, charts / f"heatmap-{slug}.png")
@@ -210,9 +320,39 @@ def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5)
         plot_mirage(results, task, charts / f"mirage-{task}.png")
         figures.append((f"{task}: exact match vs continuous metrics", charts / f"mirage-{task}.png"))
     for task in tasks_with_training_items(results):
-        plot_generalization(results, task, charts / f"generalization-{task}.png")
+        plot_generalization(results, task, charts / f"generalization-{task}.png", stages)
         figures.append((f"{task}: trained vs held-out items", charts / f"generalization-{task}.png"))
-    return write_index(out, results, emergence, mirage, over_seeds, figures)
+    curves = llc_curves(results)
+    for run in sorted({r for r, _ in curves}):
+        plot_llc(run, curves, stages, charts / f"llc-{run}.png")
+        figures.append((f"{run}: local learning coefficient", charts / f"llc-{run}.png"))
+    for run, traj in sorted(trajectories.items()):
+        plot_trajectory(run, traj, stages, charts / f"essential-dynamics-{run}.png")
+        if (charts / f"essential-dynamics-{run}.png").exists():
+            figures.append((f"{run}: essential dynamics", charts / f"essential-dynamics-{run}.png"))
+    return write_index(out, results, emergence, mirage, over_seeds, figures, stage_onsets, unhealthy)
+
+
+def _stages_html(stage_onsets, unhealthy) -> str:
+    """The stage boundaries against the capability onsets, and the flagged LLC estimates."""
+    if stage_onsets is None:
+        return ""
+    parts = ["<h2>Developmental stages</h2>",
+             "<p>Boundaries found without a chosen metric: change points of the LLC curve (healthy estimates "
+             "only) and turning points of the essential-dynamics trajectory, each between two probed "
+             "checkpoints (low_step, high_step; widened by the chains' bootstrap for the LLC). For each, the "
+             "onsets (capability metrics and headline curves) within one checkpoint interval of it. Tables: "
+             "stages.csv, stage_onsets.csv.</p>"]
+    if len(stage_onsets):
+        parts.append(_table_html(stage_onsets, list(stage_onsets.columns)))
+    else:
+        parts.append("<p>No stage boundary: every signal is flat or within its noise.</p>")
+    if unhealthy is not None and len(unhealthy):
+        parts += ["<h2>LLC estimates flagged unhealthy (left out of curves and stages)</h2>",
+                  "<p>drift: how far the chains' loss still moved across the draws, as a share of its rise; "
+                  "diverged / negative: the share of chains whose loss blew up or whose estimate is below 0.</p>",
+                  _table_html(unhealthy, list(unhealthy.columns))]
+    return "\n".join(parts)
 
 
 def _table_html(table: pd.DataFrame, columns: list[str]) -> str:
@@ -220,7 +360,7 @@ def _table_html(table: pd.DataFrame, columns: list[str]) -> str:
     return shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—", border=0, classes="t")
 
 
-def write_index(out: Path, results, emergence, mirage, over_seeds, figures) -> Path:
+def write_index(out: Path, results, emergence, mirage, over_seeds, figures, stage_onsets=None, unhealthy=None) -> Path:
     """One self-contained page: the charts are embedded, the tables inline."""
     experiment = results["experiment"].iloc[0]
     onsets = emergence[emergence["has_onset"]].sort_values(["probe", "metric", "n_params"])
@@ -246,6 +386,7 @@ over items or over the fit's residuals: ci_method). Tables: emergence.csv, scale
 {_table_html(over_seeds[over_seeds["has_onset"]] if len(over_seeds) else over_seeds, ["model", "probe", "metric", "n_seeds", "onset_step", "ci_low_step", "ci_high_step", "onset_found_in"])}
 <h2>Exact match vs continuous metrics</h2>
 {_table_html(mirage, list(mirage.columns))}
+{_stages_html(stage_onsets, unhealthy)}
 <h2>Charts</h2>
 {images}
 </body></html>

@@ -164,12 +164,14 @@ def consolidate(experiment_dir: Path, keep: set[tuple[str, int, str]], table: st
     return path
 
 
-def read_item_results(experiment_dir: Path, run: str) -> pd.DataFrame | None:
+def read_item_results(experiment_dir: Path, run: str, probe: str | None = None) -> pd.DataFrame | None:
     """One run's per-item scores (step, probe, metric, item, value, weight), or None before
     any: the whole table grows with runs × checkpoints × items, so readers take a run at a
-    time. Each checkpoint is a row group of its own, so the other runs' are skipped unread."""
+    time (and, with `probe`, that probe's rows alone). Each checkpoint is a row group of its
+    own, so the other runs' are skipped unread."""
     path = output_dir(experiment_dir) / TABLES["items"][0]
     if not path.exists():
         return None
+    filters = [("run", "==", run)] + ([("probe", "==", probe)] if probe else [])
     return pd.read_parquet(path, columns=["step", "probe", "metric", "item", "value", "weight"],
-                           filters=[("run", "==", run)], read_dictionary=["probe", "metric"])
+                           filters=filters, read_dictionary=["probe", "metric"])

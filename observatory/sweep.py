@@ -22,7 +22,7 @@ from observatory import store
 from observatory.discovery import Checkpoint, Problem, find_runs, list_checkpoints
 from observatory.metrics import Metric
 from observatory.probes import PROBES, requested_hooks
-from observatory.probes.context import Context, Items, documents, pack_blocks, repeated_random_tokens
+from observatory.probes.context import Context, Items, documents, pack_with_loss_mask, repeated_random_tokens
 from observatory.probes.linear import SPLIT as LINEAR_SPLIT
 from train import rundir
 from train.tokenizer import SPECIAL_TOKENS
@@ -43,6 +43,8 @@ class RunInputs:
     documents: torch.Tensor
     repeated: torch.Tensor
     token_ids: dict[str, int]
+    train_blocks: torch.Tensor  # (M, seq_len + 1): training-split items, packed as training packs them
+    loss_masks: dict[str, torch.Tensor]  # "blocks", "train_blocks" -> (M, seq_len): the tokens training takes its loss on
 
     @classmethod
     def load(cls, run_dir: Path, probe_cfgs: dict) -> "RunInputs":
@@ -52,22 +54,28 @@ class RunInputs:
         linear = [it for it in probe_items if it.get("split") == LINEAR_SPLIT]
         probe_items = [it for it in probe_items if it.get("split") != LINEAR_SPLIT]
         token_ids = Tokenizer.from_file(str(run_dir / rundir.TOKENIZER)).get_vocab()
-        blocks, block_tasks = pack_blocks(probe_items, n_ctx + 1)  # as training cuts them
+        answer_only = info.get("config", {}).get("data", {}).get("loss_on") == "answer"
+        block_len = rundir.block_length(info)  # as training cuts them: data.seq_len + 1
+        blocks, block_tasks, blocks_mask = pack_with_loss_mask(probe_items, block_len, "heldout", answer_only)
+        train_blocks, _, train_mask = pack_with_loss_mask(probe_items, block_len, "train", answer_only)
         attention = probe_cfgs.get("attention") or {}
         ordinary = sorted(i for t, i in token_ids.items() if t not in SPECIAL_TOKENS)
         repeated = repeated_random_tokens(attention.get("n_sequences", 32), (n_ctx - 1) // 2, ordinary,
                                           token_ids["[BOS]"], attention.get("seed", 0))
         return cls(Items.from_probe_items(probe_items), Items.from_probe_items(linear) if linear else None,
-                   blocks, block_tasks, documents(probe_items, n_ctx + 1), repeated, token_ids)
+                   blocks, block_tasks, documents(probe_items, n_ctx + 1), repeated, token_ids, train_blocks,
+                   {"blocks": blocks_mask, "train_blocks": train_mask})
 
     def context(self, model, probe_cfgs: dict, batch_size: int) -> Context:
         inputs = {"items": self.items.tokens, "blocks": self.blocks[:, :-1], "documents": self.documents[:, :-1],
-                  "repeated": self.repeated}
-        targets = {"blocks": self.blocks[:, 1:], "documents": self.documents[:, 1:]}  # the next token of each position
+                  "repeated": self.repeated, "train_blocks": self.train_blocks[:, :-1]}
+        targets = {"blocks": self.blocks[:, 1:], "documents": self.documents[:, 1:],  # the next token of each position
+                   "train_blocks": self.train_blocks[:, 1:]}
         if self.linear_items is not None:
             inputs["linear_items"] = self.linear_items.tokens
         return Context(model, inputs, requested_hooks(model.cfg, probe_cfgs), batch_size, self.items,
-                       self.linear_items, self.block_tasks, self.token_ids, targets)
+                       self.linear_items, self.block_tasks, self.token_ids, targets,
+                       train_blocks=self.train_blocks, loss_masks=self.loss_masks)
 
 
 def probe_checkpoint(model, inputs: RunInputs, probe_cfgs: dict, batch_size: int = 256) -> tuple[dict, dict]:
@@ -144,6 +152,12 @@ def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: 
     unknown = sorted(set(probe_cfgs) - set(PROBES))
     if unknown:
         raise SweepError(f"unknown probe(s) {unknown}; available: {', '.join(PROBES)}")
+    for name, cfg in probe_cfgs.items():
+        if PROBES[name].check is not None:
+            try:
+                PROBES[name].check(cfg)
+            except ValueError as e:
+                raise SweepError(f"probes.{name}: {e}") from None
     run_dirs = find_runs(experiment_dir)
     if not run_dirs:
         raise SweepError(f"no runs under {experiment_dir} (no */run.json); train first, e.g. "

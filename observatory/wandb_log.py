@@ -33,7 +33,7 @@ def log_results(table: pd.DataFrame, experiment: str, save_dir: Path, mode: str 
         run.config.update({k: first[k].item() if hasattr(first[k], "item") else first[k]
                            for k in ("model", "seed", "n_params", "n_params_non_embedding")}, allow_val_change=True)
         for step, at_step in rows.groupby("step", sort=True):
-            metrics = {f"{p}/{m}": v for p, m, v in zip(at_step["probe"], at_step["metric"], at_step["value"])}
+            metrics = {_key(p, m, at_step): v for p, m, v in zip(at_step["probe"], at_step["metric"], at_step["value"])}
             run.log({"train/step": int(step), "train/tokens": int(at_step["tokens"].iloc[0]), **metrics})
         if emergence is not None:
             found = emergence[(emergence["run"] == run_name) & emergence["has_onset"]]
@@ -51,6 +51,16 @@ def log_results(table: pd.DataFrame, experiment: str, save_dir: Path, mode: str 
     logged |= {f"charts/{path.stem}": wandb.Image(str(path)) for path in charts}
     summary.log(logged)
     summary.finish()
+
+
+def _key(probe: str, metric: str, at_step: pd.DataFrame) -> str:
+    """The W&B key of a metric; an LLC estimate the sampler flags as unhealthy (its `healthy`
+    is 0 at this step) goes under llc/unhealthy/..., so that llc/mean never charts it as fine."""
+    if probe != "llc" or not (metric.endswith("mean") or "chain/" in metric):
+        return f"{probe}/{metric}"
+    prefix = metric.split("chain/")[0] if "chain/" in metric else metric[: -len("mean")]
+    healthy = at_step.loc[(at_step["probe"] == "llc") & (at_step["metric"] == f"{prefix}healthy"), "value"]
+    return f"llc/unhealthy/{metric}" if len(healthy) and healthy.iloc[0] < 0.5 else f"llc/{metric}"
 
 
 def _line_series(table: pd.DataFrame, probe: str, metric: str):

@@ -81,3 +81,19 @@ def test_a_run_that_has_saved_nothing_yet_is_left_alone():
 
     chosen = coarse_to_fine({"empty": [], "toy": STEPS}, 8, {}, probe)
     assert chosen["empty"] == set() and len(chosen["toy"]) == _adaptive_onset(curve)[1]
+
+
+def test_the_checkpoints_on_either_side_of_an_llc_change_point_end_up_adjacent():
+    """An LLC curve that jumps between steps 600 and 605: the adaptive sweep bisects towards
+    the jump until the two probed checkpoints around it are neighbours."""
+    steps = np.asarray(STEPS)
+    llc = pd.Series(np.where(steps <= 600, 100.0, 300.0) + np.where(steps % 10, 1.0, -1.0), index=STEPS)
+
+    def probe(selected):
+        s = sorted(selected["toy"])
+        rows = [{"step": step, "probe": "llc", "metric": m, "value": v, "stderr": se}
+                for step in s for m, v, se in (("mean", llc[step], 1.0), ("healthy", 1.0, np.nan))]
+        return {"toy": pd.DataFrame(rows)}
+
+    chosen = sorted(coarse_to_fine({"toy": STEPS}, 8, {}, probe)["toy"])
+    assert 600 in chosen and 605 in chosen and len(chosen) < 40

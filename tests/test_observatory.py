@@ -154,7 +154,7 @@ def test_killed_sweep_resumes_to_the_same_results(experiment, tmp_path):
     reference = sweep(experiment, PROBES, progress=False).table
     shutil.rmtree(experiment / "observatory")
     cmd = [sys.executable, "-m", "observatory", f"checkpoints_dir={experiment.parent}", "experiment_name=tiny",
-           "wandb.mode=disabled", "probes.attention.n_sequences=8", "progress=false"]
+           "wandb.mode=disabled", "probes.attention.n_sequences=8", "progress=false", "~probes.essential_dynamics"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     files = experiment / "observatory" / "checkpoints"
     deadline = time.time() + 120
@@ -233,7 +233,8 @@ def test_default_probe_config_composes():
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose(config_name="observatory", overrides=["experiment=quickstart"])
     assert cfg.experiment_name == "quickstart"
-    assert set(OmegaConf.to_container(cfg.probes)) == {"capability", "loss", "attention", "weights", "linear"}
+    assert set(OmegaConf.to_container(cfg.probes)) == {"capability", "loss", "attention", "weights", "linear",
+                                                        "essential_dynamics"}
 
 
 def test_adaptive_sweep_probes_a_subset_whose_rows_are_the_full_sweeps_and_a_full_sweep_adds_the_rest(experiment):

@@ -50,6 +50,13 @@ def read_run_json(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / RUN_JSON).read_text())
 
 
+def block_length(info: dict) -> int:
+    """Tokens per training block of a run (its run.json): data.seq_len + 1, the model reading
+    the first seq_len; n_ctx + 1 for a run.json without the data config."""
+    seq_len = info.get("config", {}).get("data", {}).get("seq_len")
+    return int(seq_len if seq_len is not None else info["model_config"]["n_ctx"]) + 1
+
+
 def update_status(run_dir: Path, status: str) -> None:
     info = read_run_json(run_dir)
     info["status"] = status

@@ -20,6 +20,7 @@ class Probe:
     fn: Callable[[Context, dict], dict]  # -> {metric name: observatory.metrics.Metric}
     hooks: Callable[[object, dict], dict[str, list[str]]]  # (model config, probe cfg) -> {input set: hooks}
     version: int  # bump when the probe's code changes its numbers: stored results are redone
+    check: Callable[[dict], object] | None = None  # raises ValueError on bad settings, before any work
 
     def config_hash(self, cfg: dict) -> str:
         blob = json.dumps({"probe": self.name, "version": self.version, "cfg": cfg}, sort_keys=True)
@@ -38,13 +39,13 @@ def requested_hooks(model_cfg, probe_cfgs: dict) -> dict[str, set[str]]:
     return hooks
 
 
-def probe(name: str, hooks=None, version: int = 1):
+def probe(name: str, hooks=None, version: int = 1, check=None):
     def register(fn):
-        PROBES[name] = Probe(name, fn, hooks or (lambda model_cfg, cfg: {}), version)
+        PROBES[name] = Probe(name, fn, hooks or (lambda model_cfg, cfg: {}), version, check)
         return fn
 
     return register
 
 
 # the built-in probe families register themselves on import
-from observatory.probes import attention, capability, linear, loss, weights  # noqa: E402,F401
+from observatory.probes import attention, capability, dynamics, linear, llc, loss, weights  # noqa: E402,F401

@@ -12,6 +12,7 @@ from train.model import GPT
 from train.tokenizer import SPECIAL_TOKENS
 
 PAD = SPECIAL_TOKENS.index("[PAD]")  # right padding never changes earlier positions of a causal model
+BOS = SPECIAL_TOKENS.index("[BOS]")
 
 
 @dataclass(eq=False)  # compared by identity: tensor fields have no single truth value
@@ -54,17 +55,39 @@ class Items:
         return self._answer_tokens[task, split]
 
 
-def pack_blocks(items: list[dict], block_len: int) -> tuple[torch.Tensor, list[str]]:
-    """Each task's full held-out examples, concatenated and cut into blocks as training cuts
-    them (block_len = n_ctx + 1: the model reads the first n_ctx tokens, each predicting the next)."""
-    items = [it for it in items if it.get("split", "heldout") == "heldout"]
-    blocks, tasks = [], []
+def pack_blocks(items: list[dict], block_len: int, split: str = "heldout") -> tuple[torch.Tensor, list[str]]:
+    """Each task's full examples of one split (held-out by default), concatenated and cut into
+    blocks as training cuts them (block_len = n_ctx + 1: the model reads the first n_ctx
+    tokens, each predicting the next)."""
+    blocks, tasks, _ = pack_with_loss_mask(items, block_len, split)
+    return blocks, tasks
+
+
+def pack_with_loss_mask(items: list[dict], block_len: int, split: str = "heldout",
+                        answer_only: bool = False) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """`pack_blocks` plus the training loss's mask (M, block_len - 1): whether the token after
+    each read position is one training takes its loss on. Every token with `answer_only`
+    false (data.loss_on=all); otherwise the answer tokens alone, and none before the block's
+    first [BOS] (an answer whose prompt lies in another block), as train/data.py labels them."""
+    items = [it for it in items if it.get("split", "heldout") == split]
+    blocks, tasks, masks = [], [], []
     for task in dict.fromkeys(it["task"] for it in items):
-        stream = [t for it in items if it["task"] == task for t in it["prompt_ids"] + it["answer_ids"] + it["suffix_ids"]]
+        stream, answer = [], []
+        for it in (it for it in items if it["task"] == task):
+            stream += it["prompt_ids"] + it["answer_ids"] + it["suffix_ids"]
+            answer += [False] * len(it["prompt_ids"]) + [True] * len(it["answer_ids"]) + [False] * len(it["suffix_ids"])
         for i in range(len(stream) // block_len):
-            blocks.append(stream[i * block_len : (i + 1) * block_len])
+            block, in_loss = stream[i * block_len : (i + 1) * block_len], answer[i * block_len : (i + 1) * block_len]
+            if answer_only:
+                first = block.index(BOS) if BOS in block else block_len
+                in_loss = [j >= first and a for j, a in enumerate(in_loss)]
+            else:
+                in_loss = [True] * block_len
+            blocks.append(block)
             tasks.append(task)
-    return torch.tensor(blocks, dtype=torch.long).reshape(-1, block_len), tasks
+            masks.append(in_loss[1:])
+    return (torch.tensor(blocks, dtype=torch.long).reshape(-1, block_len), tasks,
+            torch.tensor(masks, dtype=torch.bool).reshape(-1, block_len - 1))
 
 
 def documents(items: list[dict], length: int) -> torch.Tensor:
@@ -117,6 +140,8 @@ class Context:
     token_ids: dict[str, int] = field(default_factory=dict)  # the run's vocabulary
     targets: dict[str, torch.Tensor] = field(default_factory=dict)  # input set -> next token of each position (N, T)
     item_scores: dict[str, ItemScores] = field(default_factory=dict)  # metric -> per-item scores
+    train_blocks: torch.Tensor | None = None  # (M, seq_len + 1): training-split items packed as training packs (llc)
+    loss_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # input set -> (N, T): in the training loss
     _forwards: dict[str, Forward] = field(default_factory=dict)
 
     def record_items(self, metric: str, items: torch.Tensor, values: torch.Tensor, weights: torch.Tensor,

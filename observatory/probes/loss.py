@@ -32,7 +32,7 @@ def icl_score(per_token: torch.Tensor) -> Metric:
     return mean_with_error((per_token[:, late] - per_token[:, early]).numpy(), kind="score", higher_is_better=False)
 
 
-@probe("loss", version=3)
+@probe("loss", version=4)  # 4: held-out blocks of data.seq_len + 1 tokens, as training cuts them (were n_ctx + 1)
 def loss(ctx, cfg) -> dict:
     metrics = _block_losses(ctx) if len(ctx.inputs.get("blocks", ())) else {}
     if len(ctx.inputs.get("documents", ())):
