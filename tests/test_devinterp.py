@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, TINY
-from hydra import compose, initialize_config_module
+from conftest import REPO
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
@@ -22,7 +21,6 @@ from observatory.probes.llc import Estimate, estimate, param_masks, settings
 from observatory.report import write_report
 from observatory.sweep import sweep
 from train.model import GPT, GPTConfig
-from train.runner import run_training
 
 
 # ---- the estimate ------------------------------------------------------------------------------
@@ -222,12 +220,9 @@ SIGNALS = {"llc": LLC, "essential_dynamics": {"max_positions": 256, "seed": 0}, 
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, train_debug):
     root = tmp_path_factory.mktemp("devinterp")
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="conf", version_base="1.3"):
-        run_training(compose(config_name="train", overrides=[
-            f"checkpoints_dir={root}", "experiment_name=tiny", *TINY, "trainer.max_steps=20", "data.probe_items=32"]))
+    train_debug(root, "experiment_name=tiny", "data.tasks.modular_addition.p=23", "trainer.max_steps=20", "data.probe_items=32")
     return root / "tiny"
 
 
