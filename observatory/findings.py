@@ -235,7 +235,8 @@ def findings(results: pd.DataFrame, by_size: pd.DataFrame, mirage: pd.DataFrame)
                    for model, r in rows.groupby("model", sort=False)]
             out.append(Finding("mirage", task, f"{task}/exact_match", items=sorted(per, key=lambda p: order.get(p[0], 0))))
         if not len(flagged):
-            out.append(Finding("mirage", None))
+            compared = mirage["exact_match_onset"].notna().any() if "exact_match_onset" in mirage else False
+            out.append(Finding("mirage", None, items=[] if compared else ["no exact-match transition"]))
     for (probe, metric), label in MECHANISMS.items():
         hit = [s for s in _size_onsets(by_size, probe, metric) if s.onset is not None]
         if hit:
@@ -269,6 +270,8 @@ def trained_text(f: Finding) -> str:
 
 
 def mirage_text(f: Finding) -> str:
+    if f.task is None and f.items:
+        return "No exact-match transition in any run, so none to compare with the continuous metrics (the mirage question)."
     if f.task is None:
         return ("No task looks abrupt only under exact match: wherever exact match has a transition, a continuous "
                 "metric of the same task has one at least half as abrupt.")

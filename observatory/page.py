@@ -168,9 +168,10 @@ def _cell(row) -> str:
     return f'<td data-v="" class="dim">{value(row["start_value"])} → {value(row["final_value"])}</td>'
 
 
-def metrics_table(page: Page, metrics: list[str], table_id: str, with_reason: bool = False) -> str:
-    """Metric × size: onset [interval] → final value, or — → final value."""
-    by = page.by_size[page.by_size["probe"] == "capability"].set_index(["metric", "model"])
+def metrics_table(page: Page, metrics: list[str], table_id: str, with_reason: bool = False,
+                  probe: str = "capability") -> str:
+    """Metric × size: onset [interval] → final value, or start → final value (no transition)."""
+    by = page.by_size[page.by_size["probe"] == probe].set_index(["metric", "model"])
     head = "".join(f"<th>{esc(m)}</th>" for m in page.sizes["model"])
     rows = []
     for metric in metrics:
@@ -179,7 +180,8 @@ def metrics_table(page: Page, metrics: list[str], table_id: str, with_reason: bo
         if with_reason:
             reasons = sorted({r for m in page.sizes["model"] if (metric, m) in by.index for r in by.loc[(metric, m)]["reasons"]})
             reason = f'<td class="reason">{esc("; ".join(reasons[:3]))}</td>'
-        rows.append(f"<tr><td>{esc(metric)}</td>{cells}{reason}</tr>")
+        name = metric if probe == "capability" else f"{F.panel_title(probe, metric)} ({probe}/{metric})"
+        rows.append(f"<tr><td>{esc(name)}</td>{cells}{reason}</tr>")
     extra = "<th>why no onset</th>" if with_reason else ""
     return (f'<table class="t sortable" id="{table_id}"><thead><tr><th>metric</th>{head}{extra}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
@@ -304,12 +306,18 @@ def render(page: Page) -> str:
             f'{metrics_table(page, metrics, "flat", with_reason=True)}</section>')
 
     mech = []
-    panels = F.mechanism_panels(page.results)
+    moving = set(map(tuple, page.by_size.loc[page.by_size["has_onset"], ["probe", "metric"]].to_numpy()))
+    panels = [p for p in F.mechanism_panels(page.results) if p in moving]
+    flat = [p for p in F.mechanism_panels(page.results) if p not in moving]
     if panels:
         fig, _ = F.mechanism_figure(curves, panels, page.stages)
         mech.append(chart(fig) + '<p class="caption">Max over heads: each checkpoint\'s strongest head. ICL score: '
                     'the loss late in the context minus early (more negative: more in-context learning). '
                     'Bands, diamonds and chance as in the task sections.</p>')
+    if flat:
+        mech.append('<p class="note">No transition in any size (not drawn; start → end of training):</p>'
+                    + "".join(metrics_table(page, [m for p, m in flat if p == probe], f"flat-{probe}", True, probe)
+                              for probe in dict.fromkeys(p for p, _ in flat)))
     heads = F.head_columns(page.results)
     if heads:
         mech.append(chart(F.heatmap_figure(curves, heads, "attention heads", "attention score"))

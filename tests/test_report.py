@@ -146,6 +146,8 @@ def test_the_page_is_one_offline_file_with_plotly_once(report):
     assert "<link" not in page and "src=" not in after_library and "http" not in after_library  # nothing to fetch
     assert page.count("Plotly.newPlot(") >= 5
     assert "<img" not in page  # charts are plotly figures; the PNGs stay beside the page
+    flat = page.split('id="flat-weights"')[1].split("</table>")[0]  # a curve with no transition: listed, not drawn
+    assert "weight norm, all parameters" in flat and 'id="flat-loss"' in page
     charts = {p.name for p in (report.parent / "charts").glob("*.png")}
     assert {"curve-capability-copy-exact_match.png", "heatmap-capability-copy-exact_match.png",
             "onset-vs-compute.png", "mirage-copy.png", "curve-loss-all.png", "generalization-copy.png"} <= charts
