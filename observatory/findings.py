@@ -145,7 +145,12 @@ def _missing(v) -> bool:
 
 
 def interval(low, high) -> str:
-    return "" if _missing(low) or _missing(high) else f"[{count(low)}–{count(high)}]"
+    """'[2.32k–2.53k]'; whole steps where 3 digits would print both ends alike ('[1,388–1,391]')."""
+    if _missing(low) or _missing(high):
+        return ""
+    if count(low) == count(high) and abs(high) >= 1000:
+        return f"[{low:,.0f}–{high:,.0f}]"
+    return f"[{count(low)}–{count(high)}]"
 
 
 # ---- the headline ------------------------------------------------------------------------

@@ -53,7 +53,7 @@ class Charts:
 
     def __call__(self, fig) -> str:
         self.n += 1
-        return (f'<div class="chart">' + pio.to_html(fig, include_plotlyjs=False, full_html=False, config=CONFIG,
+        return ('<div class="chart">' + pio.to_html(fig, include_plotlyjs=False, full_html=False, config=CONFIG,
                                                      div_id=f"chart-{self.n}", default_height=f"{fig.layout.height}px")
                 + "</div>")
 
@@ -102,6 +102,8 @@ def headline_html(found: list[Finding]) -> str:
         elif f.kind == "mechanism":
             items.append(("mechanism", f'<a href="#mechanisms">{esc(f.trend[0].upper() + f.trend[1:])}</a> '
                           f"({esc(f.metric)}): a transition in " + esc(", ".join(size_onset_text(s) for s in f.emerged)) + "."))
+    if not items:
+        items.append(("none", "No capability task in these results, and no transition in the mechanistic probes."))
     icons = {"emerged": "✓", "none": "✗", "mirage": "≈", "mechanism": "⚙"}
     return "\n".join(f'<li class="{k}"><span class="icon">{icons[k]}</span> {t}</li>' for k, t in items)
 
@@ -113,7 +115,7 @@ def _onset_color(step: float, lo: float, hi: float) -> tuple[str, str]:
     return color, ("#111" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#fff")
 
 
-def map_html(page: Page, shown: set[str]) -> str:
+def map_html(page: Page) -> str:
     """Tasks (headline and continuous metric) × sizes: each cell the onset step (95% interval,
     each seed's own onset) or "no transition", coloured by the onset; links to the task."""
     by = page.by_size.set_index(["metric", "model"]) if len(page.by_size) else None
@@ -346,10 +348,10 @@ def render(page: Page) -> str:
         f'the interval comes from resampling seeds, with one seed from resampling probe items.</p></section>',
         f'<section id="map"><h2>Emergence map</h2><p class="note">Each task\'s headline metric (an all-or-nothing '
         f'score of the answer) and a continuous one, per size. Click a cell for the task\'s curves.</p>'
-        f'{map_html(page, {t.name for t in drawn_tasks})}</section>',
+        f'{map_html(page)}</section>',
         f'<section id="tasks"><h2>Tasks</h2>{stage_text}{"".join(task_sections)}</section>',
         f'<section id="mechanisms"><h2>Mechanisms</h2>{"".join(mech) or "<p>No mechanistic probes in these results.</p>"}</section>',
-        f'<section id="compute"><h2>Onset vs compute</h2>'
+        '<section id="compute"><h2>Onset vs compute</h2>'
         + (chart(compute) + '<p class="caption">Training compute C = 6·N·D (N non-embedding parameters, D tokens) at '
            'each size\'s onset; whiskers: its 95% interval. Open triangles: no transition by the end of training, '
            'so the onset, if it comes, needs more compute than that.</p>' if compute else

@@ -11,7 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from observatory import store  # noqa: E402
@@ -143,16 +144,18 @@ def plot_onset_vs_compute(results, emergence, path: Path) -> None:
     for ax in axes.flat:
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # 2×10^4, 3×10^4, ... overlap
     for ax in axes[-1]:
         ax.set_xlabel("parameters (non-embedding)")
     for ax in axes[:, 0]:
         ax.set_ylabel("FLOPs at onset (6·N·D)")
     if not shown:
         axes[0, 0].set_title("onset vs compute: no transitions")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles = [Line2D([], [], color=f"C{i}", marker="o", markersize=4, label=f"{role} metric: each run (dots), "
+                      "median over seeds (line)") for i, role in enumerate(("headline", "continuous"))] if shown else []
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 1))
+        fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07 if handles else 0, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 

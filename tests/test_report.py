@@ -12,7 +12,7 @@ from conftest import REPO
 
 from observatory import figures, store
 from observatory.emergence import emergence_table, onsets_over_seeds
-from observatory.findings import count, findings, headline_text, onsets_by_size, sizes, tasks, value
+from observatory.findings import count, findings, headline_text, interval, onsets_by_size, sizes, tasks, value
 from observatory.report import mirage_table, read_stages, write_report
 from train.checkpointing import checkpoint_steps
 
@@ -121,6 +121,7 @@ def test_the_headline_names_what_emerged_where_and_when():
 def test_numbers_are_written_for_people():
     assert [count(v) for v in (0, 27.4, 253.8, 2394.2, 1.2e6, 3.47e12, None)] == ["0", "27", "254", "2.39k", "1.2M", "3.47T", "—"]
     assert [value(v) for v in (0.07234, 0.688, 1.0, -1.2345, 0.0)] == ["0.0723", "0.688", "1.00", "-1.23", "0.00"]
+    assert (interval(2322.3, 2528.4), interval(1388.2, 1390.7), interval(None, 5)) == ("[2.32k–2.53k]", "[1,388–1,391]", "")
 
 
 def test_stage_boundaries_are_read_and_drawn_on_their_runs_curves(report, tmp_path):
