@@ -251,13 +251,18 @@ def write_charts(out: Path, results, emergence, mirage) -> list[Path]:
     return written
 
 
+STAGE_NAMES = {"boundary_step": "step", "low_step": "step_low", "high_step": "step_high"}  # the devinterp branch's
+
+
 def read_stages(out: Path) -> pd.DataFrame | None:
     """The stage boundaries of the developmental-signals analysis (stages.parquet, else
-    stages.csv: run, step, step_low, step_high, signal), or None when there are none."""
+    stages.csv: run, step, step_low, step_high, signal; also read under the names
+    boundary_step, low_step, high_step), or None when there are none."""
     for name, read in (("stages.parquet", pd.read_parquet), ("stages.csv", pd.read_csv)):
         path = out / name
         if path.exists():
             table = read(path)
+            table = table.rename(columns={k: v for k, v in STAGE_NAMES.items() if v not in table.columns})
             missing = [c for c in STAGE_COLUMNS if c not in table.columns]
             if missing:
                 print(f"warning: {path} has no column {', '.join(missing)}; stage boundaries not drawn", file=sys.stderr)

@@ -136,6 +136,9 @@ def test_stage_boundaries_are_read_and_drawn_on_their_runs_curves(report, tmp_pa
     assert len(bands) == 2 and {(b.x0, b.x1) for b in bands} == {(150, 260)}  # on both panels
     assert drawn == ["large-s0: step 200 [150–260] (llc)"]
     assert all(b.fillcolor == curves.colors["large"] for b in bands)  # in the colour of the run's size
+    (tmp_path / "stages.csv").write_text("run,signal,boundary_step,low_step,high_step,interval_steps,found_in\n"
+                                         "large-s0,llc,200,150,260,110,0.9\n")  # the same under the other names
+    assert read_stages(tmp_path).equals(stages)
     (tmp_path / "stages.csv").write_text("run,step\nlarge-s0,200\n")  # another table: not drawn, a warning
     assert read_stages(tmp_path) is None
 
