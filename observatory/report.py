@@ -3,9 +3,6 @@ metric-choice ("mirage") tables, PNG charts and a self-contained index.html."""
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -14,11 +11,15 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from observatory import store  # noqa: E402
 from observatory.emergence import emergence_table, headline_metrics, onsets_over_seeds  # noqa: E402
+from observatory.findings import metric_label, onsets_by_size, sizes, tasks  # noqa: E402
+from observatory.page import Page, write  # noqa: E402
 from observatory.stages import ED_PROBE, LLC_PROBE, llc_curves, onsets_near_boundaries, stage_table  # noqa: E402
 
 CONTINUOUS = ("token_accuracy", "answer_logprob", "brier")
@@ -136,19 +137,42 @@ def plot_heatmap(results, probe, metric, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_onset_vs_compute(emergence, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
+def plot_onset_vs_compute(results, emergence, path: Path) -> None:
+    """Onset FLOPs (6ND) against non-embedding parameters, one panel per task with a transition:
+    its headline and continuous metric, each run a point, a line through the sizes' medians."""
     onsets = emergence[emergence["has_onset"] & (emergence["probe"] == "capability")] if len(emergence) else emergence
-    for i, (metric, rows) in enumerate(onsets.groupby("metric") if len(onsets) else []):
-        ax.plot(rows["n_params"], rows["onset_flops_6nd"], marker="o", linestyle="-", color=f"C{i % 10}", label=metric)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("training FLOPs at onset")
-    ax.set_title("onset vs compute")
-    if len(onsets):
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+    shown = [t for t in tasks(results) if len(onsets) and onsets["metric"].isin(t.metrics).any()]
+    cols = max(1, min(3, len(shown)))
+    rows = max(1, -(-len(shown) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows + 0.7), sharex=True, sharey=True, squeeze=False)
+    n_ne = results.drop_duplicates("run").set_index("run")["n_params_non_embedding"]
+    for ax, task in zip(axes.flat, shown):
+        for i, metric in enumerate(task.metrics):
+            rows_ = onsets[onsets["metric"] == metric].assign(n=lambda t: t["run"].map(n_ne))
+            if not len(rows_):
+                continue
+            role = "headline" if i == 0 else "continuous"
+            ax.scatter(rows_["n"], rows_["onset_flops_6nd"], color=f"C{i}", s=18, label=f"{role} metric, each run")
+            medians = rows_.groupby("n")["onset_flops_6nd"].median()
+            ax.plot(medians.index, medians.to_numpy(), color=f"C{i}", label=f"{role} metric, median over seeds")
+        ax.set_title(f"{task.name}: {' vs '.join(metric_label(m) for m in task.metrics)}", fontsize=9)
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
+    for ax in axes.flat:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # 2×10^4, 3×10^4, ... overlap
+    for ax in axes[-1]:
+        ax.set_xlabel("parameters (non-embedding)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("FLOPs at onset (6·N·D)")
+    if not shown:
+        axes[0, 0].set_title("onset vs compute: no transitions")
+    handles = [Line2D([], [], color=f"C{i}", marker="o", markersize=4, label=f"{role} metric: each run (dots), "
+                      "median over seeds (line)") for i, role in enumerate(("headline", "continuous"))] if shown else []
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07 if handles else 0, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -294,107 +318,71 @@ def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5)
                                 n_boot=n_boot)
     scale, mirage = scale_table(capabilities, emergence), mirage_table(emergence)
     over_seeds = onsets_over_seeds(capabilities, fraction=fraction, n_boot=n_boot)
+    by_size = onsets_by_size(emergence, over_seeds)
     stages, trajectories = stage_table(results, partial(store.read_item_results, experiment_dir, probe=ED_PROBE),
                                        n_boot=n_boot)
-    stage_onsets = onsets_near_boundaries(stages, emergence, headline_metrics(capabilities))
-    unhealthy = unhealthy_table(results)
     tables = {"emergence": emergence, "scale": scale, "mirage": mirage, "onsets_over_seeds": over_seeds,
-              "stages": stages, "stage_onsets": stage_onsets, "llc_unhealthy": unhealthy}
+              "onsets_by_size": by_size, "stages": stages,
+              "stage_onsets": onsets_near_boundaries(stages, emergence, headline_metrics(capabilities)),
+              "llc_unhealthy": unhealthy_table(results)}
     for name, table in tables.items():
+        if name == "onsets_by_size":  # each seed's onset as text: "0: 2528; 1: —"
+            table = table.assign(per_seed=["; ".join(f"{s}: {'—' if o is None else f'{o:.6g}'}" for s, o in seeds)
+                                           for seeds in table["per_seed"]],
+                                 reasons=["; ".join(r) for r in table["reasons"]], runs=[" ".join(r) for r in table["runs"]])
         store.write_parquet(out / f"{name}.parquet", table)
         table.to_csv(out / f"{name}.csv", index=False)
     (out / "emergence.json").write_text(emergence.to_json(orient="records", indent=1))
+    write_charts(out, capabilities, emergence, mirage, stages)
+    write_stage_charts(out, results, stages, trajectories)
+    return write_page(out, capabilities, tables, llc_curves(results), trajectories)
 
+
+def write_charts(out: Path, results, emergence, mirage, stages) -> list[Path]:
+    """The static PNG charts (charts/*.png: the docs' figures and W&B's images)."""
     charts = out / "charts"
     charts.mkdir(exist_ok=True)
-    figures = []
+    written = []
     for probe, metric in headline_metrics(results):
         slug = f"{probe}-{metric}".replace("/", "-")
         plot_curves(results, emergence, probe, metric, charts / f"curve-{slug}.png", stages)
-        figures.append((f"{probe}: {metric} vs step", charts / f"curve-{slug}.png"))
+        written.append(charts / f"curve-{slug}.png")
         if results["model"].nunique() > 1 and metric.endswith(("exact_match", "token_accuracy", "agreement")):
             plot_heatmap(results, probe, metric, charts / f"heatmap-{slug}.png")
-            figures.append((f"{metric}: size × step", charts / f"heatmap-{slug}.png"))
-    plot_onset_vs_compute(emergence, charts / "onset-vs-compute.png")
-    figures.append(("onset vs compute", charts / "onset-vs-compute.png"))
+            written.append(charts / f"heatmap-{slug}.png")
+    plot_onset_vs_compute(results, emergence, charts / "onset-vs-compute.png")
+    written.append(charts / "onset-vs-compute.png")
     for task in sorted(mirage["task"].unique()) if len(mirage) else []:
         plot_mirage(results, task, charts / f"mirage-{task}.png")
-        figures.append((f"{task}: exact match vs continuous metrics", charts / f"mirage-{task}.png"))
+        written.append(charts / f"mirage-{task}.png")
     for task in tasks_with_training_items(results):
         plot_generalization(results, task, charts / f"generalization-{task}.png", stages)
-        figures.append((f"{task}: trained vs held-out items", charts / f"generalization-{task}.png"))
+        written.append(charts / f"generalization-{task}.png")
+    return written
+
+
+def write_stage_charts(out: Path, results, stages, trajectories) -> list[Path]:
+    """The LLC curves and essential-dynamics trajectories of every run, as PNG."""
+    charts, written = out / "charts", []
     curves = llc_curves(results)
     for run in sorted({r for r, _ in curves}):
         plot_llc(run, curves, stages, charts / f"llc-{run}.png")
-        figures.append((f"{run}: local learning coefficient", charts / f"llc-{run}.png"))
+        written.append(charts / f"llc-{run}.png")
     for run, traj in sorted(trajectories.items()):
         plot_trajectory(run, traj, stages, charts / f"essential-dynamics-{run}.png")
         if (charts / f"essential-dynamics-{run}.png").exists():
-            figures.append((f"{run}: essential dynamics", charts / f"essential-dynamics-{run}.png"))
-    return write_index(out, results, emergence, mirage, over_seeds, figures, stage_onsets, unhealthy)
+            written.append(charts / f"essential-dynamics-{run}.png")
+    return written
 
 
-def _stages_html(stage_onsets, unhealthy) -> str:
-    """The stage boundaries against the capability onsets, and the flagged LLC estimates."""
-    if stage_onsets is None:
-        return ""
-    parts = ["<h2>Developmental stages</h2>",
-             "<p>Boundaries found without a chosen metric: change points of the LLC curve (healthy estimates "
-             "only) and turning points of the essential-dynamics trajectory, each between two probed "
-             "checkpoints (low_step, high_step; widened by the chains' bootstrap for the LLC). For each, the "
-             "onsets (capability metrics and headline curves) within one checkpoint interval of it. Tables: "
-             "stages.csv, stage_onsets.csv.</p>"]
-    if len(stage_onsets):
-        parts.append(_table_html(stage_onsets, list(stage_onsets.columns)))
-    else:
-        parts.append("<p>No stage boundary: every signal is flat or within its noise.</p>")
-    if unhealthy is not None and len(unhealthy):
-        parts += ["<h2>LLC estimates flagged unhealthy (left out of curves and stages)</h2>",
-                  "<p>drift: how far the chains' loss still moved across the draws, as a share of its rise; "
-                  "diverged / negative: the share of chains whose loss blew up or whose estimate is below 0.</p>",
-                  _table_html(unhealthy, list(unhealthy.columns))]
-    return "\n".join(parts)
-
-
-def _table_html(table: pd.DataFrame, columns: list[str]) -> str:
-    shown = table[[c for c in columns if c in table]]
-    return shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—", border=0, classes="t")
-
-
-def write_index(out: Path, results, emergence, mirage, over_seeds, figures, stage_onsets=None, unhealthy=None) -> Path:
-    """One self-contained page: the charts are embedded, the tables inline."""
-    experiment = results["experiment"].iloc[0]
-    onsets = emergence[emergence["has_onset"]].sort_values(["probe", "metric", "n_params"])
-    images = "\n".join(
-        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,'
-        f'{base64.b64encode(path.read_bytes()).decode()}"><figcaption>{html.escape(title)} '
-        f'(<a href="charts/{path.name}">{path.name}</a>)</figcaption></figure>' for title, path in figures)
-    summary = {"runs": int(results["run"].nunique()), "checkpoints": int(results[["run", "step"]].drop_duplicates().shape[0]),
-               "curves": len(emergence), "with onset": int(emergence["has_onset"].sum())}
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>observatory: {html.escape(experiment)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1300px}} figure{{display:inline-block;margin:.5em}}
-img{{max-width:600px}} table.t{{border-collapse:collapse;font-size:12px}} .t td,.t th{{padding:2px 6px;border-bottom:1px solid #ddd}}</style>
-</head><body>
-<h1>Emergence report: {html.escape(experiment)}</h1>
-<p>{html.escape(json.dumps(summary))}. Onset: where a curve last crosses half of its rise on a
-log-step axis; no onset for flat, noisy or falling curves. Intervals are 95% bootstrap intervals:
-of the onset over resampled probe items (onset_ci_*), of the sigmoid midpoint center_step (ci_*,
-over items or over the fit's residuals: ci_method). Tables: emergence.csv, scale.csv, mirage.csv.</p>
-<h2>Onsets</h2>
-{_table_html(onsets, ["run", "probe", "metric", "onset_step", "onset_ci_low_step", "onset_ci_high_step", "onset_tokens", "onset_flops_6nd", "center_step", "ci_low_step", "ci_high_step", "ci_method", "width_decades", "abruptness", "final_value"])}
-<h2>Onsets of the seed-mean curves, with intervals from resampling seeds</h2>
-{_table_html(over_seeds[over_seeds["has_onset"]] if len(over_seeds) else over_seeds, ["model", "probe", "metric", "n_seeds", "onset_step", "ci_low_step", "ci_high_step", "onset_found_in"])}
-<h2>Exact match vs continuous metrics</h2>
-{_table_html(mirage, list(mirage.columns))}
-{_stages_html(stage_onsets, unhealthy)}
-<h2>Charts</h2>
-{images}
-</body></html>
-"""
-    index = out / "index.html"
-    index.write_text(page)
-    return index
+def write_page(out: Path, results: pd.DataFrame, tables: dict[str, pd.DataFrame], llc: dict, trajectories: dict) -> Path:
+    """index.html from the capability results, the tables and the stage signals (observatory/page.py)."""
+    page = Page(experiment=str(results["experiment"].iloc[0]), results=results, emergence=tables["emergence"],
+                scale=tables["scale"], mirage=tables["mirage"], over_seeds=tables["onsets_over_seeds"],
+                by_size=tables["onsets_by_size"], sizes=sizes(results), stages=tables["stages"],
+                stage_onsets=tables["stage_onsets"], llc_unhealthy=tables["llc_unhealthy"],
+                llc=llc, trajectories=trajectories)
+    return write(page, out / "index.html")
 
 
 def main(cfg) -> int:

@@ -96,7 +96,7 @@ def test_preemption_signal_saves_resume_state_and_exits_cleanly(reference, tmp_p
     assert status.startswith(f"preempted at step {step} ({signal.Signals(signum).name})") and 0 < step < 120
     assert checkpoints(run_dir).items() <= reference.items()
     result = run(train_cmd(tmp_path))
-    assert result.returncode == 0 and f"resuming from" in result.stdout
+    assert result.returncode == 0 and "resuming from" in result.stdout
     assert checkpoints(run_dir) == reference
 
 

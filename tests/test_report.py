@@ -1,6 +1,6 @@
 """The report from a small results table with known curves, checked in a real browser."""
 
-import base64
+import io
 import shutil
 import subprocess
 import sys
@@ -10,12 +10,25 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from observatory import store
-from observatory.report import write_report
+from observatory import figures, store
+from observatory.emergence import emergence_table, onsets_over_seeds
+from observatory.findings import (
+    count,
+    findings,
+    headline_text,
+    interval,
+    onsets_by_size,
+    sizes,
+    tasks,
+    value,
+)
+from observatory.report import mirage_table, write_report
+from observatory.stages import STAGE_COLUMNS
 from train.checkpointing import checkpoint_steps
 
 STEPS = checkpoint_steps(2000, None, 250)
 SIZES = {"small": 1_000, "large": 100_000}
+RUNS = {f"{model}-s{seed}" for model in SIZES for seed in (0, 1)}
 
 
 def sigmoid(center, width_decades):
@@ -25,38 +38,52 @@ def sigmoid(center, width_decades):
 
 def results_table() -> pd.DataFrame:
     """exact match jumps sharply (later for the small model); token accuracy rises smoothly;
-    the loss is flat. Two seeds per size, with a little seed-to-seed noise."""
+    the loss is flat; an induction head forms with the jump (layer 1, head 0), the linear
+    probe reads the answer from layer 1 after it. Two seeds per size, a little seed noise."""
     rows = []
     for model, n in SIZES.items():
         center = 200 if model == "large" else 800
         for seed in (0, 1):
             rng = np.random.default_rng(seed)
-            curves = {"copy/exact_match": 0.95 * sigmoid(center, 0.25), "copy/token_accuracy": 0.2 + 0.7 * sigmoid(center, 3.0),
-                      "copy/answer_logprob": -3 + 2.5 * sigmoid(center, 3.0),
-                      "copy/train_exact_match": sigmoid(center / 10, 0.25)}  # memorized a decade earlier
-            for metric, values in curves.items():
-                for step, value in zip(STEPS, values + 0.005 * rng.normal(size=len(STEPS))):
-                    rows.append({"experiment": "toy", "run": f"{model}-s{seed}", "model": model, "seed": seed,
-                                 "n_params": n, "n_params_non_embedding": n, "step": step, "tokens": 64 * step,
-                                 "flops_6nd": 6.0 * n * 64 * step, "probe": "capability", "metric": metric, "value": value,
-                                 "checkpoint_sha256": "x", "probe_hash": "h"} | SPECS[metric.split("/")[1]])
-            norm, loss = dict(kind="norm", low=0.0, high=np.nan), dict(kind="loss", higher_is_better=False, low=0.0, high=np.nan)
-            for step in STEPS:
-                rows.append(rows[-1] | {"probe": "weights", "metric": "norm/total", "value": 30 - step / 100, "step": step} | norm)
-            for step in STEPS:
-                rows.append(rows[-1] | {"probe": "loss", "metric": "all", "value": 2.0, "step": step, "tokens": 64 * step} | loss)
+            base = {"experiment": "toy", "run": f"{model}-s{seed}", "model": model, "seed": seed, "n_params": n,
+                    "n_params_non_embedding": n, "checkpoint_sha256": "x", "probe_hash": "h"}
+            curves = {("capability", "copy/exact_match"): 0.95 * sigmoid(center, 0.25),
+                      ("capability", "copy/token_accuracy"): 0.2 + 0.7 * sigmoid(center, 3.0),
+                      ("capability", "copy/answer_logprob"): -3 + 2.5 * sigmoid(center, 3.0),
+                      ("capability", "copy/train_exact_match"): sigmoid(center / 10, 0.25),  # memorized a decade earlier
+                      ("attention", "induction/L1H0"): 0.02 + 0.6 * sigmoid(center, 0.3),
+                      ("attention", "induction/L0H0"): 0.02 + 0 * sigmoid(center, 0.3),
+                      ("attention", "induction/max"): 0.02 + 0.6 * sigmoid(center, 0.3),
+                      ("loss", "icl_score"): -0.8 * sigmoid(center, 0.5),
+                      ("linear", "copy/layer0"): 0.01 + 0 * sigmoid(center, 0.3),
+                      ("linear", "copy/layer1"): 0.01 + 0.9 * sigmoid(center * 1.2, 0.3),
+                      ("linear", "copy/best"): 0.01 + 0.9 * sigmoid(center * 1.2, 0.3),
+                      ("weights", "norm/total"): 30 - np.array(STEPS) / 100,
+                      ("loss", "all"): 2.0 + 0 * sigmoid(center, 1)}
+            for (probe, metric), values in curves.items():
+                spec = SPECS.get(metric.split("/")[-1]) or SPECS[probe]
+                noise = 0.005 * rng.normal(size=len(STEPS)) if probe in ("capability", "attention", "linear") else 0
+                for step, v in zip(STEPS, values + noise):
+                    rows.append(base | {"step": step, "tokens": 64 * step, "flops_6nd": 6.0 * n * 64 * step, "probe": probe,
+                                        "metric": metric, "value": v} | spec)
     return store.typed(pd.DataFrame(rows, columns=store.COLUMNS))
 
 
 ACCURACY = dict(kind="accuracy", higher_is_better=True, low=0.0, high=1.0, chance=np.nan, stderr=0.005)
 SPECS = {"exact_match": ACCURACY, "token_accuracy": ACCURACY, "train_exact_match": ACCURACY,
-         "answer_logprob": dict(kind="logprob", higher_is_better=True, low=np.nan, high=0.0, chance=np.nan, stderr=0.005)}
+         "answer_logprob": dict(kind="logprob", higher_is_better=True, low=np.nan, high=0.0, chance=np.nan, stderr=0.005),
+         "attention": dict(kind="score", higher_is_better=True, low=0.0, high=1.0, chance=0.02, stderr=0.002),
+         "icl_score": dict(kind="score", higher_is_better=False, low=np.nan, high=np.nan, chance=np.nan, stderr=0.01),
+         "linear": dict(ACCURACY, chance=0.01), "weights": dict(kind="norm", higher_is_better=True, low=0.0, high=np.nan,
+                                                               chance=np.nan, stderr=np.nan),
+         "all": dict(kind="loss", higher_is_better=False, low=0.0, high=np.nan, chance=np.nan, stderr=0.001)}
 
 
-@pytest.fixture
-def report(tmp_path):
-    experiment = tmp_path / "toy"
-    store.write_parquet(store.output_dir(experiment) / "results.parquet", results_table())
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    experiment = tmp_path_factory.mktemp("report") / "toy"
+    out = store.output_dir(experiment)
+    store.write_parquet(out / "results.parquet", results_table())
     return write_report(experiment, n_boot=20)
 
 
@@ -80,42 +107,124 @@ def test_report_tables_find_the_planted_onsets(report):
     row = scale[(scale["metric"] == "copy/exact_match")].set_index("model")
     assert row.loc["large", "onset_tokens"] < row.loc["small", "onset_tokens"]
     assert set(row["smallest_size_reaching_threshold"]) == {"small"}
+    by_size = pd.read_csv(out / "onsets_by_size.csv").set_index(["model", "metric"])  # the emergence map's table
+    assert by_size.loc[("large", "copy/exact_match"), "onset_step"] == pytest.approx(large["onset_step"])
+    assert by_size.loc[("large", "copy/exact_match"), "interval"] == "seeds"
 
 
-def test_report_has_every_chart(report):
+def test_the_headline_names_what_emerged_where_and_when():
+    results = results_table()
+    emergence, over_seeds = emergence_table(results, n_boot=0), onsets_over_seeds(results, n_boot=20)
+    lines = headline_text(findings(results, onsets_by_size(emergence, over_seeds), mirage_table(emergence)))
+    emerged = next(line for line in lines if line.startswith("copy (exact match) emerged in "))
+    small, large = emerged.split("small at step ")[1], emerged.split("large at step ")[1]
+    assert 600 < float(small.split()[0].rstrip("k")) * (1000 if small.split()[0].endswith("k") else 1) < 1100
+    assert 150 < float(large.split()[0]) < 270  # steps below 1000 print as plain numbers
+    assert emerged.endswith("earlier in larger models.")
+    assert any(line.startswith("copy looks abrupt only under exact match in small (2 of 2 seeds), large (2 of 2 seeds)")
+               for line in lines)
+    assert any(line.startswith("The induction-head score (attention/induction/max) has a transition in small") for line in lines)
+
+
+def test_numbers_are_written_for_people():
+    assert [count(v) for v in (0, 27.4, 253.8, 2394.2, 1.2e6, 3.47e12, None)] == ["0", "27", "254", "2.39k", "1.2M", "3.47T", "—"]
+    assert [value(v) for v in (0.07234, 0.688, 1.0, -1.2345, 0.0)] == ["0.0723", "0.688", "1.00", "-1.23", "0.00"]
+    assert (interval(2322.3, 2528.4), interval(1388.2, 1390.7), interval(None, 5)) == ("[2.32k–2.53k]", "[1,388–1,391]", "")
+
+
+def test_whole_model_stage_boundaries_are_drawn_on_their_runs_curves(report):
+    out = report.parent
+    stages = pd.DataFrame({"run": ["large-s0", "large-s0"], "signal": ["llc", "llc/L0H0"], "boundary_step": [200, 90],
+                           "low_step": [150, 80], "high_step": [260, 100], "interval_steps": [110, 20], "found_in": [0.9, 1.0]})
+    assert list(stages.columns) == STAGE_COLUMNS
+    results = pd.read_parquet(out / "results.parquet")
+    curves = figures.Curves(results, sizes(results), pd.read_parquet(out / "onsets_by_size.parquet"))
+    task = next(t for t in tasks(results) if t.name == "copy")
+    fig, drawn = figures.task_figure(task, curves, stages)
+    bands = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert len(bands) == 2 and {(b.x0, b.x1) for b in bands} == {(150, 260)}  # on both panels
+    assert drawn == ["large-s0: step 200 [150–260] (llc)"]
+    assert all(b.fillcolor == curves.colors["large"] for b in bands)  # in the colour of the run's size
+
+
+def test_the_page_is_one_offline_file_with_plotly_once(report):
+    page = report.read_text()
+    assert page.count("plotly.js v") == 1  # the library, inline, once
+    after_library = page.split("plotly.js v", 1)[1].split("</script>", 1)[1]
+    assert "<link" not in page and "src=" not in after_library and "http" not in after_library  # nothing to fetch
+    assert page.count("Plotly.newPlot(") >= 5
+    assert "<img" not in page  # charts are plotly figures; the PNGs stay beside the page
+    flat = page.split('id="flat-weights"')[1].split("</table>")[0]  # a curve with no transition: listed, not drawn
+    assert "weight norm, all parameters" in flat and 'id="flat-loss"' in page
     charts = {p.name for p in (report.parent / "charts").glob("*.png")}
     assert {"curve-capability-copy-exact_match.png", "heatmap-capability-copy-exact_match.png",
             "onset-vs-compute.png", "mirage-copy.png", "curve-loss-all.png", "generalization-copy.png"} <= charts
-    page = report.read_text()
-    assert page.count("<img") == len(charts)
-    for png in (report.parent / "charts").glob("*.png"):  # each chart a PNG, embedded in the page as written
-        data = png.read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n", png.name
-        assert f"data:image/png;base64,{base64.b64encode(data).decode()}" in page, png.name
+    for png in (report.parent / "charts").glob("*.png"):  # each static chart a PNG file
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png.name
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
+CHART_RUNS = """
+return Array.from(document.querySelectorAll('.js-plotly-plot')).map(function (gd) {
+  var runs = {};
+  gd._fullData.forEach(function (t) {  // the traces as drawn: arrays decoded from the page's base64 figure JSON
+    var values = Array.from(t.z ? [].concat.apply([], Array.from(t.z, function (r) { return Array.from(r); })) : (t.y || []));
+    if (t.meta && t.meta.runs && values.some(function (v) { return v !== null && isFinite(v); }))
+      t.meta.runs.forEach(function (r) { runs[r] = true; });
+  });
+  return [gd.layout.meta.chart, Object.keys(runs).sort()];
+});
+"""
+
 
 @pytest.mark.skipif(not (CHROMIUM and shutil.which("chromedriver")), reason="needs Debian's chromium and chromium-driver")
-def test_report_loads_in_a_real_browser(report):
+def test_report_loads_offline_in_a_real_browser(report):
+    from PIL import Image
     from selenium import webdriver
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,900"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
     try:
+        driver.set_network_conditions(offline=True, latency=0, download_throughput=0, upload_throughput=0)
         driver.get(report.as_uri())
-        images = driver.execute_script(
-            "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
-        assert len(images) >= 5 and all(ok for _, ok in images), images
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
+        assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0  # nothing fetched
         assert "Emergence report: toy" in driver.title + driver.find_element("tag name", "h1").text
+
+        top = np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("L"), dtype=float)
+        assert top.std() > 20 and (top < 200).mean() > 0.02, "the top of the page looks blank"
+
+        headline = driver.find_element("css selector", "ul.headline").text
+        assert "copy (exact match) emerged in small at step" in headline and "large at step" in headline
+
+        charts = driver.execute_script(CHART_RUNS)
+        assert len(charts) >= 5
+        for name, runs in charts:
+            assert set(runs) == RUNS, f"chart {name!r} draws {runs}, not every run"
+        assert {"task copy", "mechanisms", "attention heads", "linear probes", "onset vs compute"} <= {n for n, _ in charts}
+
+        targets = driver.execute_script("return Array.from(document.querySelectorAll('table.map a'), a => a.hash)")
+        assert targets and all(driver.execute_script(f"return !!document.querySelector('{t}')") for t in set(targets))
+
+        table = driver.find_element("id", "tbl-emergence")
+        driver.execute_script("arguments[0].open = true", table.find_element("xpath", "ancestor::details"))
+        box = driver.find_element("css selector", 'input[data-table="tbl-emergence"]')
+        box.send_keys("large-s1 exact_match")
+        shown = [r.text for r in table.find_elements("css selector", "tbody tr") if r.is_displayed()]
+        assert len(shown) == 2 and all("large-s1" in r and "exact_match" in r for r in shown)  # held-out and trained
+        header = table.find_element("xpath", ".//th[normalize-space()='onset step']")
+        header.click()
+        header.click()  # descending: the later onset (held-out items) first
+        shown = [r for r in table.find_elements("css selector", "tbody tr") if r.is_displayed()]
+        assert "copy/exact_match" in shown[0].text and "train_exact_match" in shown[1].text
     finally:
         driver.quit()
 
@@ -128,9 +237,11 @@ def test_pipeline_on_a_test_sized_experiment(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "quickstart" / "observatory"
     assert "1 runs, 11 checkpoints: 11 probed" in result.stdout  # steps 0 1 2 4 8 10 16 20 30 32 40
-    assert f"open {out / 'index.html'}" in result.stdout
+    assert f"report: {out / 'index.html'}" in result.stdout
     results = pd.read_parquet(out / "results.parquet")
     assert set(results["run"]) == {"13k-s0"} and sorted(results["step"].unique()) == [0, 1, 2, 4, 8, 10, 16, 20, 30, 32, 40]
+    assert "essential_dynamics" in set(results["probe"])  # on by default: a signal of stages, not a curve with an onset
+    results = results[results["probe"] != "essential_dynamics"]
     # the report's table is of these results: a row per curve, from its first to its last checkpoint's value
     emergence = pd.read_csv(out / "emergence.csv").set_index(["probe", "metric"])
     first, last = (results[results["step"] == s].set_index(["probe", "metric"])["value"] for s in (0, 40))
@@ -138,8 +249,8 @@ def test_pipeline_on_a_test_sized_experiment(tmp_path):
     assert emergence["start_value"].to_numpy() == pytest.approx(first.loc[emergence.index].to_numpy(), nan_ok=True)
     assert emergence["final_value"].to_numpy() == pytest.approx(last.loc[emergence.index].to_numpy(), nan_ok=True)
     page = (out / "index.html").read_text()
-    charts = list((out / "charts").glob("*.png"))
-    assert "Emergence report: quickstart" in page and page.count("<img") == len(charts) > 0
+    assert "Emergence report: quickstart" in page and '<section id="stages">' in page
+    assert (out / "charts" / "essential-dynamics-13k-s0.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_wandb_gets_curves_onsets_tables_and_images(report):
