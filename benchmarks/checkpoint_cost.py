@@ -23,8 +23,8 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-
 from common import interleaved, train_config
+
 from train import rundir
 from train.build import build
 from train.data import build_corpus

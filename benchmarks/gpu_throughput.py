@@ -14,9 +14,9 @@ import argparse
 import statistics
 
 import torch
+from common import MetricRows, fit_tokens_per_s, train_config
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from common import MetricRows, fit_tokens_per_s, train_config
 from train.build import build
 from train.data import build_corpus
 from train.module import peak_flops

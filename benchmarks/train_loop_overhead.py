@@ -16,8 +16,8 @@ import statistics
 import time
 
 import torch
-
 from common import fit_tokens_per_s, interleaved, train_config
+
 from train.build import build, tokens_per_step
 from train.data import InMemoryBlocks, StepBatchSampler, batch_loader, build_corpus
 from train.model import lm_loss

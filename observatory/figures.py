@@ -80,7 +80,8 @@ def y_title(probe: str, metric: str, kind: str) -> str:
 def panel_title(probe: str, metric: str) -> str:
     if probe == "capability":
         return f"{metric.split('/')[0]}: {metric_label(metric)}"
-    return {("attention", "induction/max"): "strongest induction head", ("attention", "prev_token/max"): "strongest previous-token head",
+    return {("attention", "induction/max"): "strongest induction head",
+            ("attention", "prev_token/max"): "strongest previous-token head",
             ("loss", "icl_score"): "in-context learning score", ("loss", "all"): "held-out loss",
             ("weights", "norm/total"): "weight norm, all parameters"}.get(
         (probe, metric), f"linear probe: {metric.split('/')[0]} (best layer)" if probe == "linear" else f"{probe}: {metric}")
@@ -167,8 +168,8 @@ class Curves:
                     error_x=dict(type="data", symmetric=False, array=[pos(high) - pos(step)], arrayminus=[pos(step) - pos(low)],
                                  color=color, thickness=2, width=6) if has_ci else None,
                     hovertemplate=f"{size.model}{suffix}: onset at step {count(step)}"
-                                  f"{' ' + '[' + count(low) + '–' + count(high) + '], 95% interval over ' + str(onset['interval']) if has_ci else ''}"
-                                  "<extra></extra>", **group), **where)
+                                  + (f" [{count(low)}–{count(high)}], 95% interval over {onset['interval']}" if has_ci else "")
+                                  + "<extra></extra>", **group), **where)
 
     def chance(self, fig, probe, metric, row=None, col=None) -> None:
         if (probe, metric) not in self.groups:
@@ -286,7 +287,7 @@ def heatmap_figure(curves: Curves, columns: list[tuple[str, str, dict[str, str]]
     per_size = []
     for size in sizes:
         grids = []
-        for title, probe, labels in columns:
+        for _title, probe, labels in columns:
             rows = curves.probes[probe]
             present = [r for r in size.runs if r in set(rows["run"])]
             grids.append((_grid(rows, present, labels), present))
@@ -296,7 +297,7 @@ def heatmap_figure(curves: Curves, columns: list[tuple[str, str, dict[str, str]]
                         horizontal_spacing=0.08, vertical_spacing=min(0.08, 0.5 / max(len(sizes), 1)),
                         subplot_titles=[f"{size.model}: {title}" for size in sizes for title, _, _ in columns])
     for r, (size, grids) in enumerate(zip(sizes, per_size), 1):
-        for c, ((grid, present), (title, probe, labels)) in enumerate(zip(grids, columns), 1):
+        for c, ((grid, present), (_title, _probe, labels)) in enumerate(zip(grids, columns), 1):
             if not len(grid):
                 continue
             steps = [str(int(s)) for s in grid.columns]
@@ -381,7 +382,8 @@ def onset_compute_figure(curves: Curves, tasks: list, by_size: pd.DataFrame) -> 
                     marker=dict(symbol=symbol, size=11, color=color), line=dict(color=color, width=1.5),
                     error_y=dict(type="data", symmetric=False, array=up, arrayminus=down, color=color, thickness=1.5, width=5),
                     customdata=np.stack([hit["model"], [count(s) for s in hit["onset_step"]]], axis=1),
-                    hovertemplate=f"{label}<br>%{{customdata[0]}}: onset at step %{{customdata[1]}}<br>%{{y:.3s}}FLOPs<extra></extra>",
+                    hovertemplate=f"{label}<br>%{{customdata[0]}}: onset at step %{{customdata[1]}}"
+                                  "<br>%{y:.3s}FLOPs<extra></extra>",
                     meta={"runs": [r for runs in hit["runs"] for r in runs]}), row=row, col=col)
             if len(miss):
                 name = f"{role} metric: no transition by the end of training"

@@ -20,7 +20,8 @@ LABELS = {"exact_match": "exact match", "agreement": "agreement", "token_accurac
           "agreement_prob": "agreement probability", "answer_logprob": "answer log-probability",
           "brier": "Brier score"}
 # mechanistic curves worth a sentence when they show a transition
-MECHANISMS = {("attention", "induction/max"): "induction-head score", ("attention", "prev_token/max"): "previous-token-head score",
+MECHANISMS = {("attention", "induction/max"): "induction-head score",
+              ("attention", "prev_token/max"): "previous-token-head score",
               ("loss", "icl_score"): "in-context learning score"}
 
 

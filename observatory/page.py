@@ -6,10 +6,10 @@ embedded once, inline, so the page opens from a file with nothing fetched."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import re
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +20,20 @@ from plotly.colors import sample_colorscale
 from plotly.offline import get_plotlyjs
 
 from observatory import figures as F
-from observatory.findings import (Finding, absent_text, count, findings, interval, metric_label, mirage_text,
-                                  size_onset_text, tasks, trained_gap, trained_text, value)
+from observatory.findings import (
+    Finding,
+    absent_text,
+    count,
+    findings,
+    interval,
+    metric_label,
+    mirage_text,
+    size_onset_text,
+    tasks,
+    trained_gap,
+    trained_text,
+    value,
+)
 
 CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["select2d", "lasso2d"],
           "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -71,10 +83,12 @@ def facts(page: Page) -> str:
     steps = sorted(set(last["step"]))
     per_run = r.groupby("run")["step"].nunique()
     parts = [f"{r['run'].nunique()} run{'s' if r['run'].nunique() > 1 else ''}: "
-             + (f"{len(sizes)} sizes ({', '.join(sizes['model'])}; {count(sizes['n_params'].min())}–{count(sizes['n_params'].max())} "
-                "parameters)" if len(sizes) > 1 else f"one size ({sizes['model'].iloc[0]}, {count(sizes['n_params'].iloc[0])} parameters)")
+             + (f"{len(sizes)} sizes ({', '.join(sizes['model'])}; "
+                f"{count(sizes['n_params'].min())}–{count(sizes['n_params'].max())} parameters)" if len(sizes) > 1
+                else f"one size ({sizes['model'].iloc[0]}, {count(sizes['n_params'].iloc[0])} parameters)")
              + (f" × {seeds[0]} seeds" if seeds == [seeds[0]] and seeds[0] > 1 else ""),
-             f"{'/'.join(f'{s:,}' for s in steps)} training steps ({'/'.join(count(t) for t in sorted(set(last['tokens'])))} tokens)",
+             f"{'/'.join(f'{s:,}' for s in steps)} training steps "
+             f"({'/'.join(count(t) for t in sorted(set(last['tokens'])))} tokens)",
              f"{per_run.min()}{'–' + str(per_run.max()) if per_run.max() != per_run.min() else ''} checkpoints per run",
              f"probes: {', '.join(sorted(r['probe'].unique()))}"]
     return "; ".join(parts) + "."
@@ -155,7 +169,8 @@ def map_html(page: Page) -> str:
                     title = f"{metric}, {s.model}: no transition ({'; '.join(row['reasons'])})"
                     cells.append(f'<td class="off" title="{esc(title)}"><a href="{target}">no transition'
                                  f'<span class="ci">→ {value(row["final_value"])}</span>{seeds}</a></td>')
-            name = f'<th rowspan="{len(task.metrics)}" class="task"><a href="{target}">{esc(task.name)}</a></th>' if j == 0 else ""
+            name = (f'<th rowspan="{len(task.metrics)}" class="task"><a href="{target}">{esc(task.name)}</a></th>'
+                    if j == 0 else "")
             body.append(f'<tr class="{"first" if j == 0 else "second"}">{name}'
                         f'<td class="metric">{esc(metric_label(metric))}</td>{"".join(cells)}</tr>')
     stops = ", ".join(sample_colorscale("Viridis", list(np.linspace(0.05, 0.95, 7)), colortype="rgb"))
@@ -400,13 +415,15 @@ def render(page: Page) -> str:
         f'score of the answer) and a continuous one, per size. Click a cell for the task\'s curves.</p>'
         f'{map_html(page)}</section>',
         f'<section id="tasks"><h2>Tasks</h2>{stage_text}{"".join(task_sections)}</section>',
-        f'<section id="mechanisms"><h2>Mechanisms</h2>{"".join(mech) or "<p>No mechanistic probes in these results.</p>"}</section>',
+        '<section id="mechanisms"><h2>Mechanisms</h2>'
+        f'{"".join(mech) or "<p>No mechanistic probes in these results.</p>"}</section>',
         f'<section id="stages"><h2>Developmental stages</h2>{stages_text}</section>' if stages_text else "",
         '<section id="compute"><h2>Onset vs compute</h2>'
         + (chart(compute) + '<p class="caption">Training compute C = 6·N·D (N non-embedding parameters, D tokens) at '
            'each size\'s onset; whiskers: its 95% interval. Open triangles: no transition by the end of training, '
            'so the onset, if it comes, needs more compute than that.</p>' if compute else
-           f"<p>{'One size only: its onsets in FLOPs are in the tables below.' if len(page.sizes) < 2 else 'No transitions to place.'}</p>")
+           "<p>" + ("One size only: its onsets in FLOPs are in the tables below." if len(page.sizes) < 2
+                    else "No transitions to place.") + "</p>")
         + "</section>",
         '<section id="tables"><h2>Tables</h2><p class="note">Click a column to sort; type to filter. Each table is '
         'also a CSV file beside this page.</p>'

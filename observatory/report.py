@@ -11,10 +11,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from observatory import store  # noqa: E402
 from observatory.emergence import emergence_table, headline_metrics, onsets_over_seeds  # noqa: E402
@@ -34,7 +34,8 @@ def scale_table(results: pd.DataFrame, emergence: pd.DataFrame, threshold: float
     metrics the smallest size whose final value reaches `threshold`."""
     last = results[results["step"] == results.groupby("run")["step"].transform("max")]
     finals = last.groupby(["probe", "metric", "model", "n_params"], as_index=False)["value"].mean()
-    onsets = emergence.groupby(["probe", "metric", "model"], as_index=False)[["onset_step", "onset_tokens", "onset_flops_6nd"]].mean() \
+    at_onset = ["onset_step", "onset_tokens", "onset_flops_6nd"]
+    onsets = emergence.groupby(["probe", "metric", "model"], as_index=False)[at_onset].mean() \
         if "onset_tokens" in emergence else emergence[["probe", "metric", "model"]].drop_duplicates()
     table = finals.rename(columns={"value": "final_value"}).merge(onsets, on=["probe", "metric", "model"], how="left")
     accuracies = set(map(tuple, results.loc[results["kind"] == "accuracy", ["probe", "metric"]].drop_duplicates().to_numpy()))

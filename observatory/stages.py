@@ -126,7 +126,8 @@ def llc_curves(results: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
         for metric in [m for m in wide.columns if m == "mean" or m.endswith("/mean")]:
             prefix = metric[: -len("mean")]
             signal = "llc" if not prefix else f"llc/{prefix[:-1]}"
-            chains = sorted((c for c in wide.columns if c.startswith(f"{prefix}chain/") and c.count("/") == prefix.count("/") + 1),
+            chains = sorted((c for c in wide.columns
+                             if c.startswith(f"{prefix}chain/") and c.count("/") == prefix.count("/") + 1),
                             key=lambda c: int(c.rsplit("/", 1)[1]))
             curve = pd.DataFrame({"mean": wide[metric], "stderr": stderr[metric],
                                   "healthy": wide.get(f"{prefix}healthy", pd.Series(1.0, index=wide.index)) > 0.5})
@@ -233,7 +234,8 @@ def onsets_near_boundaries(stages: pd.DataFrame, emergence: pd.DataFrame, curves
             near = near[near["distance"] <= b.interval_steps].sort_values(["distance", "onset_step"])
         else:
             near = mine
-        names = [f"{p}/{m} ({s:.0f})" for p, m, s in zip(near.get("probe", []), near.get("metric", []), near.get("onset_step", []))]
+        names = [f"{p}/{m} ({s:.0f})"
+                 for p, m, s in zip(near.get("probe", []), near.get("metric", []), near.get("onset_step", []))]
         rows.append({"run": b.run, "signal": b.signal, "boundary_step": b.boundary_step, "low_step": b.low_step,
                      "high_step": b.high_step, "interval_steps": b.interval_steps, "found_in": b.found_in,
                      "onsets": "; ".join(names)})

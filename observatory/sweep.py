@@ -47,7 +47,7 @@ class RunInputs:
     loss_masks: dict[str, torch.Tensor]  # "blocks", "train_blocks" -> (M, seq_len): the tokens training takes its loss on
 
     @classmethod
-    def load(cls, run_dir: Path, probe_cfgs: dict) -> "RunInputs":
+    def load(cls, run_dir: Path, probe_cfgs: dict) -> RunInputs:
         info = rundir.read_run_json(run_dir)
         n_ctx = info["model_config"]["n_ctx"]
         probe_items = rundir.read_probe_items(run_dir)

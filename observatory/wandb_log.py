@@ -45,7 +45,8 @@ def log_results(table: pd.DataFrame, experiment: str, save_dir: Path, mode: str 
     summary = _init(experiment, "summary", "observatory-summary", save_dir, mode)
     logged = {"results": wandb.Table(dataframe=table.reset_index(drop=True))}
     if emergence is not None:
-        logged["emergence"] = wandb.Table(dataframe=emergence.reset_index(drop=True).astype(object).where(emergence.notna(), None))
+        readable = emergence.reset_index(drop=True).astype(object).where(emergence.notna(), None)  # NaN -> null
+        logged["emergence"] = wandb.Table(dataframe=readable)
         for probe, metric in emergence[emergence["has_onset"]][["probe", "metric"]].drop_duplicates().itertuples(index=False):
             logged[f"curves/{probe}/{metric}"] = _line_series(table, probe, metric)
     logged |= {f"charts/{path.stem}": wandb.Image(str(path)) for path in charts}

@@ -16,7 +16,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from observatory import stages, store
-from observatory.calibrate import calibrate, main as calibrate_main
+from observatory.calibrate import calibrate
+from observatory.calibrate import main as calibrate_main
 from observatory.probes.llc import Estimate, estimate, param_masks, settings
 from observatory.report import write_report
 from observatory.sweep import sweep

@@ -65,9 +65,9 @@ def test_grokked_model_represents_the_sum_linearly(tmp_path):
     """The grokking experiment, trained for real (about 6 minutes on 2 cores): at its final
     checkpoint held-out exact match is (nearly) 1.0 and a linear readout of the sum from the
     final residual stream, fitted on the probe's own items, scores >= 0.9 (chance ~1/113)."""
+    from observatory.sweep import RunInputs, probe_checkpoint
     from train import rundir
     from train.runner import run_training
-    from observatory.sweep import RunInputs, probe_checkpoint
 
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="conf", version_base="1.3"):

@@ -80,7 +80,7 @@ def test_sigkill_anywhere_then_rerun_gives_bitwise_identical_weights(reference, 
     assert not list(run_dir.glob("**/.*.tmp-*"))  # temp files of interrupted writes are cleaned up
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGUSR1, marks=pytest.mark.slow)])  # the same path
 def test_preemption_signal_saves_resume_state_and_exits_cleanly(reference, tmp_path, signum):
     run_dir = tmp_path / "run" / "13k-s0"
     proc = subprocess.Popen(train_cmd(tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

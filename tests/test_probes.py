@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from observatory.probes import PROBES, requested_hooks
 from observatory.metrics import Metric
+from observatory.probes import PROBES, requested_hooks
 from observatory.probes.context import Context, Items, documents, pack_blocks, repeated_random_tokens
 from observatory.probes.linear import linear_probe
 from observatory.probes.loss import icl_positions
@@ -324,11 +324,11 @@ def oracle(items: list[dict], vocab_size: int):
 
 
 def test_a_model_that_always_answers_right_scores_the_top_of_every_bounded_metric():
+    import random
+
     from train.data import tokenize_item
     from train.tasks import TASKS
     from train.tokenizer import build_tokenizer
-
-    import random
 
     tasks = [cls() for cls in TASKS.values()]  # every task with its default parameters
     tokenizer = build_tokenizer([s for task in tasks for s in task.symbols()])

@@ -79,7 +79,7 @@ def test_submitit_local_sweep_runs_both_jobs(tmp_path):
         assert [r["step"] for r in rundir.read_manifest(tmp_path / "exp" / run)] == STEPS
 
 
-@pytest.mark.parametrize("launcher", ["basic", "parallel"])
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("parallel", marks=pytest.mark.slow)])  # joblib: -m slow
 def test_a_failing_job_does_not_stop_the_sweep_and_a_rerun_redoes_only_it(tmp_path, launcher, train_debug):
     args = [f"hydra/launcher={launcher}", "data.batch_size=8", "seed=0,1"]
     train_debug(tmp_path, "experiment_name=exp", *SHORT[1:], "data.batch_size=8", "seed=1")  # one run of the sweep, alone

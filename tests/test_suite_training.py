@@ -10,7 +10,8 @@ from train.runner import run_training
 
 # task: (parameters that make a test-sized version, training steps, chance level of one answer token)
 SETUPS = {
-    "induction": ({"n_symbols": 16, "length": 24, "span_min": 3, "span_max": 6}, 2000, 1 / 16),  # the in-context-learning bump comes late
+    # the in-context-learning bump comes late
+    "induction": ({"n_symbols": 16, "length": 24, "span_min": 3, "span_max": 6}, 2000, 1 / 16),
     "associative_recall": ({"n_keys": 8, "n_values": 8, "n_pairs": 4}, 1200, 1 / 8),  # 400 steps: exactly 2x chance here
     "modular_addition": ({"p": 11, "train_fraction": 0.5}, 400, 1 / 11),  # 200 steps: 0.24
     "addition": ({"n_digits": 2}, 400, 1 / 10),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 import datasets
 import lightning as L

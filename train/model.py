@@ -13,8 +13,8 @@ The config and the shape rule of the size family live in train/model_config.py (
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
@@ -153,7 +153,7 @@ class GPT(nn.Module):
 
     # ---- hooks ------------------------------------------------------------------------
     @contextmanager
-    def hooks(self, fwd_hooks: Iterable[tuple[str, Callable]]) -> Iterator["GPT"]:
+    def hooks(self, fwd_hooks: Iterable[tuple[str, Callable]]) -> Iterator[GPT]:
         """Attach `(hook_name, fn(tensor, hook) -> tensor | None)` pairs for the duration
         of the block; they are removed on exit, even when the block raises."""
         handles = []

@@ -29,12 +29,13 @@ class Items:
     _answer_tokens: dict = field(default_factory=dict, repr=False)  # (task, split) -> answer_tokens(...)
 
     @classmethod
-    def from_probe_items(cls, items: list[dict]) -> "Items":
+    def from_probe_items(cls, items: list[dict]) -> Items:
         seqs = [it["prompt_ids"] + it["answer_ids"] for it in items]
         tokens = torch.full((len(seqs), max(map(len, seqs), default=1)), PAD, dtype=torch.long)
         for i, seq in enumerate(seqs):
             tokens[i, : len(seq)] = torch.tensor(seq)
-        return cls(tokens, [it["task"] for it in items], [it.get("split", "heldout") for it in items], torch.tensor([len(it["prompt_ids"]) for it in items]),
+        return cls(tokens, [it["task"] for it in items], [it.get("split", "heldout") for it in items],
+                   torch.tensor([len(it["prompt_ids"]) for it in items]),
                    torch.tensor([len(it["answer_ids"]) for it in items]), [it["metadata"] for it in items],
                    [it["answer_ids"] for it in items])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 Item = dict  # {"task", "prompt", "answer", "suffix", "metadata"}: space-separated symbols
 

@@ -14,14 +14,15 @@ class Induction(Task):
     separator: a recurring span is predictable only by matching content, by an induction head
     (Olsson et al. 2022). The body of `length` symbols is written left to right in segments:
     with probability `p_copy` (once one fits) a copy of span_min..span_max symbols from a
-    random earlier position, else a fresh run of fresh_min..fresh_max symbols. Fresh symbols follow a lag-2 Markov chain (each depends on
-    the one two back through a fixed random table, rows Dirichlet(lag2_alpha) mixed with
-    `lag2_uniform` of uniform), which makes a previous-token head useful on its own before an
-    induction head can use it. The answer is the rest of the last copy whose first symbol
-    occurs once before it, after that first symbol: the prompt decides it (continue what
-    followed the one earlier occurrence). Requiring that of every copy in the training data
-    instead stopped induction heads from forming: a previous-token head formed (0.9) and no
-    induction head within 800 steps, against one at step ~400 without it."""
+    random earlier position, else a fresh run of fresh_min..fresh_max symbols. Fresh symbols
+    follow a lag-2 Markov chain (each depends on the one two back through a fixed random
+    table, rows Dirichlet(lag2_alpha) mixed with `lag2_uniform` of uniform), which makes a
+    previous-token head useful on its own before an induction head can use it. The answer is
+    the rest of the last copy whose first symbol occurs once before it, after that first
+    symbol: the prompt decides it (continue what followed the one earlier occurrence).
+    Requiring that of every copy in the training data instead stopped induction heads from
+    forming: a previous-token head formed (0.9) and no induction head within 800 steps,
+    against one at step ~400 without it."""
 
     name, marker = "induction", "[copy]"
 
@@ -97,7 +98,7 @@ class AssociativeRecall(Task):
     def __init__(self, n_keys: int = 32, n_values: int = 32, n_pairs: int = 6, n_queries: int = 3,
                  held_out: float = 0.1):
         if not 1 <= n_pairs <= n_keys or n_queries < 1:
-            raise ValueError(f"associative_recall: need 1 <= n_pairs <= n_keys and n_queries >= 1")
+            raise ValueError("associative_recall: need 1 <= n_pairs <= n_keys and n_queries >= 1")
         super().__init__(held_out)
         self.n_keys, self.n_values, self.n_pairs, self.n_queries = n_keys, n_values, n_pairs, n_queries
 
