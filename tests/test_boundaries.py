@@ -2,6 +2,7 @@
 everything): the observatory never loads the training machinery, and the training config checks
 load no tensor or dataset library."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -35,3 +36,43 @@ def test_the_observatory_loads_no_training_machinery():
 
 def test_the_training_config_checks_load_no_torch_and_no_datasets():
     assert loaded_by("import train.config", HEAVY) == []
+
+
+def import_graph() -> dict[str, set[str]]:
+    """{module: the project modules it imports} for train, observatory and conf, from their source."""
+    packages = ("train", "observatory", "conf")
+    files = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+             for package in packages for p in (REPO / package).rglob("*.py")}
+    graph = {}
+    for module, path in files.items():
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+        graph[module] = {m for m in imported if m in files and m != module}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every module that can reach itself, with the path it takes."""
+    found = []
+    for start in graph:
+        seen, stack = set(), [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    found.append(path + [start])
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+    return found
+
+
+def test_no_import_cycle_between_the_projects_modules():
+    assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b", "a"], ["b", "a", "b"]]  # the check finds one
+    graph = import_graph()
+    assert {"observatory.probes.registry", "train.model"} <= set(graph)
+    assert cycles(graph) == []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from observatory.metrics import ACCURACY
-from observatory.probes import probe
+from observatory.probes.registry import probe
 
 SPECS = {
     "exact_match": ACCURACY,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from observatory.probes import probe
+from observatory.probes.registry import probe
 
 INPUTS = ("blocks", "train_blocks")  # held-out examples, training-data examples: both packed as training packs
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from observatory.metrics import ACCURACY, Metric, mean_with_error
-from observatory.probes import probe
+from observatory.probes.registry import probe
 from train.hooks import act_name, hook_layer
 
 SPLIT = "linear"

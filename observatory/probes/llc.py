@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from observatory.metrics import Metric
-from observatory.probes import probe
+from observatory.probes.registry import probe
 
 DEFAULTS = {  # ε, nβ, γ as calibrated for the induction experiment (docs/devinterp.md); calibrate your own
     "lr": 1e-5,  # SGLD step size ε

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from observatory.metrics import LOSS, Metric, mean_with_error
-from observatory.probes import probe
+from observatory.probes.registry import probe
 
 
 def icl_positions(n_positions: int) -> tuple[int, int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from observatory.metrics import Metric
-from observatory.probes import probe
+from observatory.probes.registry import probe
 
 
 @probe("weights", version=2)
