@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from observatory.discovery import find_runs
+from observatory.discovery import experiment_dir, find_runs
 from observatory.sweep import RunInputs, probe_checkpoint, sweep
 from train import rundir
 
@@ -32,7 +32,7 @@ def experiment_probes(name: str) -> tuple[dict, Path]:
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose(config_name="observatory", overrides=[f"experiment={name}"])
-    return OmegaConf.to_container(cfg.probes, resolve=True), Path(cfg.checkpoints_dir) / cfg.experiment_name
+    return OmegaConf.to_container(cfg.probes, resolve=True), experiment_dir(cfg)
 
 
 def side_by_side(run_dir: Path, probes: dict, step: int, repeats: int) -> dict[str, float]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from observatory.discovery import experiment_dir
 from observatory.probes.llc import DEFAULTS, Estimate, estimate, settings
 
 GRID_KEYS = ("lr", "n_beta", "localization")
@@ -131,13 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose(config_name="calibrate", overrides=list(sys.argv[1:] if argv is None else argv))
     torch.set_num_threads(cfg.threads) if cfg.threads else None
-    experiment_dir = Path(cfg.checkpoints_dir) / cfg.experiment_name
-    runs = sorted(p.parent.name for p in experiment_dir.glob("*/run.json"))
+    experiment = experiment_dir(cfg)
+    runs = sorted(p.parent.name for p in experiment.glob("*/run.json"))
     if not runs:
-        print(f"error: no runs under {experiment_dir}; train first", file=sys.stderr)
+        print(f"error: no runs under {experiment}; train first", file=sys.stderr)
         return 2
     run = cfg.run or runs[0]
-    run_dir = experiment_dir / run
+    run_dir = experiment / run
     steps = [row["step"] for row in rundir.read_manifest(run_dir)]
     step = steps[-1] if cfg.step is None else int(cfg.step)
     info = rundir.read_run_json(run_dir)
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"calibrating the LLC sampler on {run} step {step} ({len(blocks)} blocks of training data; "
           f"{base['chains']} chains, {base['burnin']} burn-in + {base['draws']} draws each)", flush=True)
     table, estimates = calibrate(model, blocks, mask, base, grid, cfg.component, log=lambda m: print(m, flush=True))
-    out = experiment_dir / "observatory" / "calibration"
+    out = experiment / "observatory" / "calibration"
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{run}-step{step}" + (f"-{cfg.component}" if cfg.component else "")
     table.assign(run=run, step=step, component=cfg.component).to_csv(out / f"{stem}.csv", index=False)

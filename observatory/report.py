@@ -17,6 +17,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from observatory import store  # noqa: E402
+from observatory.discovery import experiment_dir  # noqa: E402
 from observatory.emergence import emergence_table, headline_metrics, onsets_over_seeds  # noqa: E402
 from observatory.findings import metric_label, onsets_by_size, sizes, tasks  # noqa: E402
 from observatory.page import Page, write  # noqa: E402
@@ -389,14 +390,14 @@ def write_page(out: Path, results: pd.DataFrame, tables: dict[str, pd.DataFrame]
 def main(cfg) -> int:
     """`python -m observatory.report [experiment=<name> | experiment_name=<name>] [checkpoints_dir=…]`:
     rebuild the report from an experiment's stored results, without probing anything."""
-    experiment_dir = Path(cfg.checkpoints_dir) / cfg.experiment_name
-    results = store.output_dir(experiment_dir) / "results.parquet"
+    experiment = experiment_dir(cfg)
+    results = store.output_dir(experiment) / "results.parquet"
     if not results.exists():
         print(f"error: {results} does not exist; probe the checkpoints first: python -m observatory "
               f"checkpoints_dir={cfg.checkpoints_dir} experiment_name={cfg.experiment_name}", file=sys.stderr)
         return 2
     try:
-        index = write_report(experiment_dir)
+        index = write_report(experiment)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

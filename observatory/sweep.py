@@ -19,7 +19,7 @@ from tqdm import tqdm
 from conf import own_keys
 from observatory import adaptive as adaptive_selection
 from observatory import store
-from observatory.discovery import Checkpoint, Problem, find_runs, list_checkpoints
+from observatory.discovery import Checkpoint, Problem, experiment_dir, find_runs, list_checkpoints
 from observatory.metrics import Metric
 from observatory.probes import PROBES, requested_hooks
 from observatory.probes.context import Context, Items, documents, pack_with_loss_mask, repeated_random_tokens
@@ -140,7 +140,7 @@ def sweep_from_config(cfg: DictConfig) -> Summary:
     """The sweep that a composed observatory config (conf/observatory.yaml) asks for; the
     training keys an experiment file also sets are not read."""
     cfg = own_keys(cfg, "observatory")
-    return sweep(Path(cfg.checkpoints_dir) / cfg.experiment_name, OmegaConf.to_container(cfg.probes, resolve=True),
+    return sweep(experiment_dir(cfg), OmegaConf.to_container(cfg.probes, resolve=True),
                  workers=cfg.workers, batch_size=cfg.batch_size,
                  progress=sys.stderr.isatty() if cfg.progress is None else cfg.progress, adaptive=cfg.adaptive)
 

@@ -272,3 +272,16 @@ def test_wandb_gets_curves_onsets_tables_and_images(report):
             onset |= {item.key or "/".join(item.nested_key): item.value_json for item in record.summary.update}
     expected = emergence[(emergence["run"] == "large-s0") & (emergence["metric"] == "copy/exact_match")]["onset_step"]
     assert float(onset["onset/capability/copy/exact_match"]) == pytest.approx(float(expected.iloc[0]))
+
+
+def test_the_report_command_rebuilds_any_experiments_report_and_refuses_one_with_no_results(report, tmp_path):
+    experiment = tmp_path / "toy"
+    shutil.copytree(report.parent.parent, experiment)
+    (experiment / "observatory" / "index.html").unlink()
+    command = [sys.executable, "-m", "observatory.report", f"checkpoints_dir={tmp_path}", "experiment_name=toy"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"report: {experiment / 'observatory' / 'index.html'}"
+    assert "Emergence report: toy" in (experiment / "observatory" / "index.html").read_text()
+    missing = subprocess.run([*command[:-1], "experiment_name=nothing"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "probe the checkpoints first: python -m observatory" in missing.stderr

@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import logging
 import math
 import tempfile
 import warnings
@@ -263,6 +264,8 @@ def estimate(model, blocks: torch.Tensor, loss_mask: torch.Tensor, cfg: dict | N
 
 def _sample(model, blocks, loss_fn, s: dict, masks, batch_size: int):
     from devinterp.slt.llc import llc as devinterp_llc  # heavy (datasets, transformers): only here
+
+    logging.getLogger("devinterp").setLevel(logging.WARNING)  # its INFO lines (zarr stores, thread pools), per estimate
 
     with tempfile.TemporaryDirectory(prefix="llc-") as tmp, warnings.catch_warnings(record=True) as caught, \
             contextlib.redirect_stderr(io.StringIO()):  # devinterp's per-chain progress bars
