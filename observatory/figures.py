@@ -465,6 +465,7 @@ def trajectory_figure(run: str, traj, stages: pd.DataFrame | None) -> go.Figure 
                                  marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color="#c0392b", width=2))))
     fig.update_xaxes(title_text=f"PC1 ({traj.explained[0]:.0%} of the variance)")
     fig.update_yaxes(title_text=f"PC2 ({traj.explained[1]:.0%})")
+    fig.update_layout(legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"))  # clear of the colour bar
     return _finish(fig, f"essential dynamics {run}", 420, legend_title=None)
 
 

@@ -226,7 +226,7 @@ def _fmt(kind: str, v) -> tuple[str, str | None]:
 
 
 def data_table(table: pd.DataFrame, columns: list[tuple[str, str, str]], table_id: str) -> str:
-    """A sortable table: columns [(header, field, kind)], kind in count, value, share, bool, text."""
+    """A sortable table: columns [(header, field, kind)], kind in count, value, share, bool, text, wrap."""
     head = "".join(f"<th>{esc(h)}</th>" for h, f, _ in columns if f in table)
     rows = []
     for record in table.to_dict("records"):
@@ -235,7 +235,10 @@ def data_table(table: pd.DataFrame, columns: list[tuple[str, str, str]], table_i
             if field not in table:
                 continue
             text, sort = _fmt(kind, record.get(field))
-            cells.append(f'<td data-v="{sort}">{esc(text)}</td>' if sort is not None else f"<td>{esc(text)}</td>")
+            if kind == "wrap":  # long text: wrapped, not widening the table
+                cells.append(f'<td class="reason">{esc(text)}</td>')
+            else:
+                cells.append(f'<td data-v="{sort}">{esc(text)}</td>' if sort is not None else f"<td>{esc(text)}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<table class="t sortable" id="{table_id}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
@@ -273,7 +276,7 @@ MIRAGE_COLUMNS = [("run", "run", "text"), ("task", "task", "text"), ("mirage", "
 STAGE_ONSET_COLUMNS = [("run", "run", "text"), ("signal", "signal", "text"), ("boundary step", "boundary_step", "count"),
                        ("low", "low_step", "count"), ("high", "high_step", "count"),
                        ("checkpoint interval", "interval_steps", "count"), ("found in", "found_in", "share"),
-                       ("onsets within one interval (step)", "onsets", "text")]
+                       ("onsets within one interval (step)", "onsets", "wrap")]
 UNHEALTHY_COLUMNS = [("run", "run", "text"), ("step", "step", "count"), ("signal", "signal", "text"),
                      ("LLC", "value", "value"), ("drift", "drift", "value"), ("diverged", "diverged", "share"),
                      ("negative", "negative", "share")]

@@ -15,7 +15,7 @@ from conftest import REPO
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from observatory import stages, store
+from observatory import figures, stages, store
 from observatory.calibrate import calibrate
 from observatory.calibrate import main as calibrate_main
 from observatory.probes.llc import Estimate, estimate, param_masks, settings
@@ -279,7 +279,14 @@ def test_report_writes_stages_llc_and_trajectory_charts(experiment):
     assert (out / "stage_onsets.csv").exists() and (out / "llc_unhealthy.csv").exists()
     assert (out / "charts" / "llc-13k-s0.png").exists() and (out / "charts" / "essential-dynamics-13k-s0.png").exists()
     page = (out / "index.html").read_text()
-    assert "Developmental stages" in page
+    assert '<section id="stages"><h2>Developmental stages</h2>' in page and "13k-s0: local learning coefficient" in page
+    results = pd.read_parquet(out / "results.parquet")
+    llc = figures.llc_figure("13k-s0", stages.llc_curves(results), table, 20)
+    assert figures.figure_runs(llc) == {"13k-s0"}
+    drawn = {t.name: len(t.y) for t in llc.data if t.meta}  # each curve with a point per healthy estimate
+    healthy = results[(results["probe"] == "llc") & results["metric"].isin(["healthy", "L0H0/healthy"])]
+    assert drawn == {"LLC": int(healthy.query("metric == 'healthy'")["value"].sum()),
+                     "L0H0": int(healthy.query("metric == 'L0H0/healthy'")["value"].sum())}
     emergence = pd.read_csv(out / "emergence.csv")
     assert not emergence["probe"].isin(["llc", "essential_dynamics"]).any()  # stages' signals, not onsets
 
