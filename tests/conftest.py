@@ -1,4 +1,5 @@
 import os
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -12,6 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 # context on modular addition, batches of 8, 11 checkpoints, no logger). On the command line of
 # `python -m train` it is the override "debug=default"; in a test, the fixtures below.
 DEBUG = "debug=default"
+
+
+def unprobed_copy(experiment: Path, into: Path) -> Path:
+    """A copy of a trained experiment without its observatory outputs: a sweep of it starts afresh."""
+    return Path(shutil.copytree(experiment, into / experiment.name, ignore=shutil.ignore_patterns("observatory")))
 
 
 @pytest.fixture(autouse=True, scope="session")

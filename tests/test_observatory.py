@@ -11,7 +11,7 @@ from functools import partial
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO
+from conftest import REPO, unprobed_copy
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -41,8 +41,7 @@ def trained(tmp_path_factory, train_debug):
 
 @pytest.fixture
 def experiment(trained, tmp_path):
-    shutil.copytree(trained, tmp_path / "tiny", ignore=shutil.ignore_patterns("observatory"))
-    return tmp_path / "tiny"
+    return unprobed_copy(trained, tmp_path)
 
 
 def test_tidy_rows_for_every_run_step_probe_metric(experiment):
