@@ -202,12 +202,15 @@ def test_workers_give_the_same_results(experiment, tmp_path):
 
 def test_wandb_offline_run_holds_probe_metrics_against_the_step_axis(experiment):
     table = sweep(experiment, PROBES, progress=False).table
-    log_results(table, "tiny", experiment / "observatory", mode="offline")
+    for _ in range(2):  # a re-run updates the same runs: one offline run directory each
+        log_results(table, "tiny", experiment / "observatory", mode="offline")
     files = {f.name: f for f in run_files(experiment / "observatory")}
+    assert len(run_files(experiment / "observatory")) == len(files) == 3
     assert set(files) == {"run-tiny-13k-s0-observatory.wandb", "run-tiny-13k-s1-observatory.wandb",
-                          "run-tiny-summary-observatory-summary.wandb"}
-    rows = [r for r in history(files["run-tiny-13k-s0-observatory.wandb"]) if "train/step" in r]
-    assert [r["train/step"] for r in rows] == [0, 1, 2, 4, 8, 10, 16, 20]  # in step order
+                          "run-tiny-summary.wandb"}
+    rows = history(files["run-tiny-13k-s0-observatory.wandb"])
+    assert [r["train/step"] for r in rows] == [0, 1, 2, 4, 8, 10, 16, 20]  # in step order, each once
+    assert all(r["_step"] == r["train/step"] for r in rows)  # W&B's own step is the optimizer step too
     expected = table[(table["run"] == "13k-s0") & (table["metric"] == "norm/total")].set_index("step")["value"]
     assert {r["train/step"]: r["weights/norm/total"] for r in rows} == pytest.approx(expected.to_dict())
     assert all(r["train/tokens"] == r["train/step"] * 256 for r in rows)
