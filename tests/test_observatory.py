@@ -193,11 +193,15 @@ def test_a_second_sweep_of_the_same_store_stops_at_once(experiment):
     assert sweep(experiment, PROBES, progress=False).probed == 16  # the lock goes with its holder
 
 
-def test_workers_give_the_same_results(experiment, tmp_path):
+def test_workers_give_the_same_results(experiment, tmp_path, monkeypatch, capsys):
     one = sweep(experiment, PROBES, progress=False).table
     shutil.rmtree(experiment / "observatory")
+    capsys.readouterr()
+    monkeypatch.setattr("train.progress.EVERY_S", 0.0)  # no progress bar: a line after every checkpoint
     two = sweep(experiment, PROBES, workers=2, progress=False).table
     pd.testing.assert_frame_equal(one, two)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("probing: ")]
+    assert len(lines) == 16 and lines[-1].startswith("probing: 16/16 checkpoints (100%)") and "ETA 0s" in lines[-1]
 
 
 def test_wandb_offline_run_holds_probe_metrics_against_the_step_axis(experiment):
@@ -229,6 +233,11 @@ def test_cli_prints_the_summary(experiment):
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 runs, 16 checkpoints: 16 probed, 0 already done, 0 failed" in result.stdout
+    # it ends with what emerged, in the report headline's words, then the report
+    headline = (experiment / "observatory" / "headline.txt").read_text().splitlines()
+    end = result.stdout.split("what emerged:\n")[1].splitlines()
+    assert headline and end[: min(len(headline), 6)] == [f"  {line}" for line in headline[:6]]
+    assert end[-1] == f"report: {experiment / 'observatory' / 'index.html'}"
 
 
 def test_default_probe_config_composes():

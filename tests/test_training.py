@@ -1,6 +1,7 @@
 import hashlib
 import json
 import pickle
+import re
 import subprocess
 import sys
 
@@ -187,6 +188,14 @@ def test_wandb_offline_file_holds_the_logged_metrics(compose_debug):
     assert not any("train/mfu" in r for r in train)  # MFU is logged on GPUs only
     assert "offline-run" in str(run_file) and "default-13k-s0-train" in run_file.name
     assert recorded_exit_code(run_file) == 0  # finished
+
+
+def test_without_a_progress_bar_training_prints_progress_lines(compose_debug, monkeypatch, capsys):
+    monkeypatch.setattr("train.progress.EVERY_S", 0.0)  # a line after every step
+    run_training(compose_debug("trainer.enable_progress_bar=false"))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "steps/s" in line]
+    assert len(lines) == 40
+    assert re.fullmatch(r"13k-s0: 40/40 steps \(100%\), [\d.]+ steps/s, ETA 0s, loss \d\.\d{4}", lines[-1]), lines[-1]
 
 
 def test_csv_logger(compose_debug):

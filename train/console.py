@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import lightning as L
 
-from train.progress import EVERY_S, Progress
+from train.progress import Progress
 
 
 class ProgressLines(L.Callback):
-    """A line every `every_s` seconds when the progress bar is off (output not a terminal):
-    '13k-s0: 1,200/2,000 steps (60%), 45.3 steps/s, ETA 18s, loss 2.4131'."""
+    """A line every so often (train/progress.py) when the progress bar is off (output not a
+    terminal): '13k-s0: 1,200/2,000 steps (60%), 45.3 steps/s, ETA 18s, loss 2.4131'."""
 
-    def __init__(self, run_name: str, every_s: float = EVERY_S):
-        self.run_name, self.every_s = run_name, every_s
+    def __init__(self, run_name: str):
+        self.run_name = run_name
         self.progress: Progress | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.progress = Progress(trainer.max_steps, done=trainer.global_step, every_s=self.every_s)
+        self.progress = Progress(trainer.max_steps, done=trainer.global_step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not trainer.is_global_zero or not self.progress.due():

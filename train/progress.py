@@ -10,8 +10,8 @@ EVERY_S = 20.0
 
 
 class Progress:
-    def __init__(self, total: int, done: int = 0, every_s: float = EVERY_S):
-        self.total, self.every_s = total, every_s
+    def __init__(self, total: int, done: int = 0):
+        self.total, self.every_s = total, EVERY_S
         self.first_done, self.started = done, time.perf_counter()
         self.last_line = self.started
 

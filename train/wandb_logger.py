@@ -17,6 +17,7 @@ class WandbLogger(LightningWandbLogger):
     def __init__(self, experiment_name: str, run_name: str, save_dir: str, mode: str):
         kwargs = wandb_run.init_kwargs(experiment_name, "train", save_dir, mode, run=run_name)
         super().__init__(save_dir=kwargs.pop("dir"), **kwargs)
+        self._wandb_init.pop("anonymous")  # Lightning passes None, and W&B warns that it has no effect
         self._step_run: wandb_run.StepRun | None = None
 
     def __getstate__(self) -> dict:  # pickled under ddp_spawn: a worker starts (resumes) the run anew
