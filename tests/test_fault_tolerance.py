@@ -216,3 +216,19 @@ def test_full_disk_during_a_checkpoint_write_fails_cleanly(reference, tmp_path):
     assert rundir.load_resume_state(run_dir / rundir.RESUME_STATE)["global_step"] == 35
     result = run(train_cmd(tmp_path))  # space freed: the same command finishes the run
     assert result.returncode == 0 and checkpoints(run_dir) == reference
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_pipeline_lets_training_stop_cleanly_and_says_the_same_command_resumes(tmp_path):
+    cmd = [sys.executable, "-m", "observatory.pipeline", f"checkpoints_dir={tmp_path}", "debug=default", "model=13k",
+           "trainer.max_steps=100000", "logger=wandb"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as a terminal's foreground job
+    run_dir = tmp_path / "quickstart" / "13k-s0"
+    wait_for_steps(run_dir, 6, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted: run the same command to resume" in err and "Traceback" not in err
+    [run_file] = run_files(run_dir)
+    assert recorded_exit_code(run_file) == 130  # training finished its W&B run: it was not killed

@@ -292,7 +292,7 @@ def test_mfu_is_the_logged_throughput_times_palm_flops_per_token_over_the_peak(c
     run_dir = run_training(compose_debug("logger=csv"))
     metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
     logged = metrics.dropna(subset=["train/tokens_per_s"])
-    assert list(logged["step"]) == [19, 29, 39] and logged["train/mfu"].notna().all()
+    assert list(logged["step"]) == [20, 30, 40] and logged["train/mfu"].notna().all()
     flops_per_token = rundir.load_model(run_dir, 40).palm_flops_per_token()
     expected = logged["train/tokens_per_s"] * flops_per_token / 1e9
     assert (logged["train/mfu"] - expected).abs().max() < 1e-9 * expected.max()
