@@ -2,13 +2,25 @@
 of an experiment, then write the report (conf/observatory.yaml)."""
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+RESUMES = "run the same command to resume (the checkpoints already probed are kept)"
+
 
 def observe(cfg: DictConfig) -> int:
-    """Sweep, report, W&B: the observatory's whole job for a composed config; the exit status."""
+    """Sweep, report, W&B: the observatory's whole job for a composed config; the exit status
+    (130 after Ctrl-C, which leaves every checkpoint probed so far stored)."""
+    try:
+        return _observe(cfg)
+    except KeyboardInterrupt:
+        print(f"interrupted: {RESUMES}", file=sys.stderr)
+        return 130
+
+
+def _observe(cfg: DictConfig) -> int:
     import pandas as pd
 
     from observatory.report import write_report
@@ -29,9 +41,23 @@ def observe(cfg: DictConfig) -> int:
     index = write_report(summary.experiment_dir)
     if cfg.wandb.mode != "disabled":
         log_results(summary.table, cfg.experiment_name, out, cfg.wandb.mode,
-                    emergence=pd.read_parquet(out / "emergence.parquet"), charts=sorted((out / "charts").glob("*.png")))
+                    emergence=pd.read_parquet(out / "emergence.parquet"), charts=sorted((out / "charts").glob("*.png")),
+                    by_size=pd.read_parquet(out / "onsets_by_size.parquet"), stages=pd.read_parquet(out / "stages.parquet"))
+    print(closing_summary(out, cfg.wandb.mode))
     print(f"report: {index}")
     return 1 if summary.problems else 0
+
+
+def closing_summary(out: Path, wandb_mode: str, most: int = 6) -> str:
+    """What emerged, in the report headline's own sentences (the first `most`), and where the
+    offline W&B runs wait to be uploaded."""
+    found = (out / "headline.txt").read_text().splitlines()
+    lines = ["what emerged:", *(f"  {line}" for line in found[:most])]
+    if len(found) > most:
+        lines.append(f"  ... and {len(found) - most} more in the report")
+    if wandb_mode == "offline":
+        lines.append(f"W&B runs (offline): upload with  wandb sync {out.parent}/*/wandb/offline-run-*")
+    return "\n".join(lines)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="observatory")

@@ -19,6 +19,7 @@ import time
 from hydra import compose, initialize_config_module
 
 from conf import split_overrides
+from train.wandb_run import INTERRUPTED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     print(f"[1/2] training: python -m train -m {' '.join(split['train'])}", flush=True)
-    if subprocess.run([sys.executable, "-m", "train", "-m", *split["train"]]).returncode != 0:
+    status = _train(split["train"])
+    if status == INTERRUPTED:
+        print("interrupted: run the same command to resume (finished runs and checkpoints are kept)", file=sys.stderr)
+        return status
+    if status != 0:
         print("error: training failed; fix it and run the same command again (finished runs are kept)", file=sys.stderr)
         return 1
 
@@ -40,8 +45,25 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose(config_name="observatory", overrides=split["observatory"])
     print(f"[2/2] observatory: python -m observatory {' '.join(split['observatory'])}", flush=True)
     status = observe(cfg)
+    if status == INTERRUPTED:  # observe has said how to resume
+        return status
     print(f"done in {time.perf_counter() - started:.0f}s")
     return status
+
+
+def _train(overrides: list[str]) -> int:
+    """`python -m train -m` in its own process; its exit status. Ctrl-C reaches it too (the
+    terminal signals the whole process group): wait while it stops cleanly (status, resume
+    state, W&B run) rather than kill it, unless Ctrl-C comes again."""
+    process = subprocess.Popen([sys.executable, "-m", "train", "-m", *overrides])
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        try:
+            process.wait()
+        except KeyboardInterrupt:
+            process.kill()
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

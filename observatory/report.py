@@ -19,7 +19,7 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 from observatory import store  # noqa: E402
 from observatory.discovery import experiment_dir  # noqa: E402
 from observatory.emergence import emergence_table, headline_metrics, onsets_over_seeds  # noqa: E402
-from observatory.findings import metric_label, onsets_by_size, sizes, tasks  # noqa: E402
+from observatory.findings import findings, headline_text, metric_label, onsets_by_size, sizes, tasks  # noqa: E402
 from observatory.page import Page, write  # noqa: E402
 from observatory.stages import ED_PROBE, LLC_PROBE, llc_curves, onsets_near_boundaries, stage_table  # noqa: E402
 
@@ -335,6 +335,8 @@ def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5)
         store.write_parquet(out / f"{name}.parquet", table)
         table.to_csv(out / f"{name}.csv", index=False)
     (out / "emergence.json").write_text(emergence.to_json(orient="records", indent=1))
+    # the page's headline in plain sentences, for the console's closing summary
+    (out / "headline.txt").write_text("".join(f"{line}\n" for line in headline_text(findings(capabilities, by_size, mirage))))
     write_charts(out, capabilities, emergence, mirage, stages)
     write_stage_charts(out, results, stages, trajectories)
     return write_page(out, capabilities, tables, llc_curves(results), trajectories)

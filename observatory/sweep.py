@@ -25,6 +25,7 @@ from observatory.probes import PROBES, requested_hooks
 from observatory.probes.context import Context, Items, documents, pack_with_loss_mask, repeated_random_tokens
 from observatory.probes.linear import SPLIT as LINEAR_SPLIT
 from train import rundir
+from train.progress import Progress
 from train.tokenizer import SPECIAL_TOKENS
 
 
@@ -190,14 +191,19 @@ def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers
     summary.skipped = len(done)
     probed = set()
     bar = tqdm(unit="probe", desc="probing checkpoints", disable=not progress)
+    lines = None if progress else Progress(0)  # no bar: a plain line every so often
 
     def probe(selected: set[Checkpoint]) -> None:
         todo = {c: m for c in sorted(selected - probed, key=lambda c: (c.run, c.step)) if (m := missing(c))}
         probed.update(selected)
         bar.total = (bar.total or 0) + sum(map(len, todo.values()))
+        if lines:
+            lines.total += len(todo)
         for ckpt, results, error in _run(todo, workers, batch_size):  # workers return results; only we write
             redone = list(todo[ckpt])
             bar.update(len(redone))
+            if lines and lines.due():
+                print(f"probing: {lines.line(summary.probed + len(summary.problems) + 1, 'checkpoints')}", flush=True)
             if error is not None:
                 summary.problems.append(Problem(ckpt.run, ckpt.step, error))
                 continue

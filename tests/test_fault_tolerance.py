@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO
+from wandb_offline import logged_steps, recorded_exit_code, run_files
 
 from train import rundir
 
 STEPS = ["trainer.max_steps=120"]  # debug=default otherwise: checkpoints every 10 steps, resume state every 5
+WANDB = ["logger=wandb", "trainer.log_every_n_steps=1"]  # a W&B row every step: a repeated one would show
 
 
 def train_cmd(root: Path, *overrides: str, experiment: str = "run") -> list[str]:
@@ -83,7 +85,8 @@ def test_sigkill_anywhere_then_rerun_gives_bitwise_identical_weights(reference, 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGUSR1, marks=pytest.mark.slow)])  # the same path
 def test_preemption_signal_saves_resume_state_and_exits_cleanly(reference, tmp_path, signum):
     run_dir = tmp_path / "run" / "13k-s0"
-    proc = subprocess.Popen(train_cmd(tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(train_cmd(tmp_path, *WANDB), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     wait_for_steps(run_dir, 6, proc)
     sent = time.time()
     proc.send_signal(signum)
@@ -95,9 +98,39 @@ def test_preemption_signal_saves_resume_state_and_exits_cleanly(reference, tmp_p
     step = rundir.load_resume_state(run_dir / rundir.RESUME_STATE)["global_step"]
     assert status.startswith(f"preempted at step {step} ({signal.Signals(signum).name})") and 0 < step < 120
     assert checkpoints(run_dir).items() <= reference.items()
-    result = run(train_cmd(tmp_path))
+    result = run(train_cmd(tmp_path, *WANDB))
     assert result.returncode == 0 and "resuming from" in result.stdout
     assert checkpoints(run_dir) == reference
+    assert_one_wandb_run_logged_once(run_dir, stopped_with=128 + signum)
+
+
+def test_ctrl_c_says_the_same_command_resumes_and_marks_the_wandb_run_failed(reference, tmp_path):
+    run_dir = tmp_path / "run" / "13k-s0"
+    proc = subprocess.Popen(train_cmd(tmp_path, *WANDB), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    wait_for_steps(run_dir, 6, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "13k-s0: interrupted at step" in err and "run the same command to resume" in err and "Traceback" not in err
+    result = run(train_cmd(tmp_path, *WANDB))
+    assert result.returncode == 0 and "resuming from" in result.stdout, result.stderr
+    assert checkpoints(run_dir) == reference
+    assert_one_wandb_run_logged_once(run_dir, stopped_with=130)
+    # the console: none of W&B's banners, nor Lightning's notes on accelerators and tips
+    printed = (result.stdout + result.stderr).splitlines()
+    assert not [line for line in printed if line.startswith("wandb:") or "GPU available" in line or "Tip:" in line]
+
+
+def assert_one_wandb_run_logged_once(run_dir: Path, stopped_with: int) -> None:
+    """The stopped process's W&B file records its exit code (failed, not finished), the resumed
+    one's 0; one run id, and no key logged twice at one step, though the resumed run trains
+    again from the last resume state (a training row every step)."""
+    stopped, resumed = run_files(run_dir)
+    assert (recorded_exit_code(stopped), recorded_exit_code(resumed)) == (stopped_with, 0)
+    steps = logged_steps(run_dir)
+    assert steps["train/loss"] == list(range(1, 121))
+    assert steps["val/loss"] == [r["step"] for r in rundir.read_manifest(run_dir)]
 
 
 def test_submitit_requeues_a_preempted_job_which_resumes(reference, tmp_path):
@@ -183,3 +216,19 @@ def test_full_disk_during_a_checkpoint_write_fails_cleanly(reference, tmp_path):
     assert rundir.load_resume_state(run_dir / rundir.RESUME_STATE)["global_step"] == 35
     result = run(train_cmd(tmp_path))  # space freed: the same command finishes the run
     assert result.returncode == 0 and checkpoints(run_dir) == reference
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_pipeline_lets_training_stop_cleanly_and_says_the_same_command_resumes(tmp_path):
+    cmd = [sys.executable, "-m", "observatory.pipeline", f"checkpoints_dir={tmp_path}", "debug=default", "model=13k",
+           "trainer.max_steps=100000", "logger=wandb"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as a terminal's foreground job
+    run_dir = tmp_path / "quickstart" / "13k-s0"
+    wait_for_steps(run_dir, 6, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted: run the same command to resume" in err and "Traceback" not in err
+    [run_file] = run_files(run_dir)
+    assert recorded_exit_code(run_file) == 130  # training finished its W&B run: it was not killed

@@ -192,21 +192,28 @@ def test_a_second_sweep_of_the_same_store_stops_at_once(experiment):
     assert sweep(experiment, PROBES, progress=False).probed == 16  # the lock goes with its holder
 
 
-def test_workers_give_the_same_results(experiment, tmp_path):
+def test_workers_give_the_same_results(experiment, tmp_path, monkeypatch, capsys):
     one = sweep(experiment, PROBES, progress=False).table
     shutil.rmtree(experiment / "observatory")
+    capsys.readouterr()
+    monkeypatch.setattr("train.progress.EVERY_S", 0.0)  # no progress bar: a line after every checkpoint
     two = sweep(experiment, PROBES, workers=2, progress=False).table
     pd.testing.assert_frame_equal(one, two)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("probing: ")]
+    assert len(lines) == 16 and lines[-1].startswith("probing: 16/16 checkpoints (100%)") and "ETA 0s" in lines[-1]
 
 
 def test_wandb_offline_run_holds_probe_metrics_against_the_step_axis(experiment):
     table = sweep(experiment, PROBES, progress=False).table
-    log_results(table, "tiny", experiment / "observatory", mode="offline")
+    for _ in range(2):  # a re-run updates the same runs: one offline run directory each
+        log_results(table, "tiny", experiment / "observatory", mode="offline")
     files = {f.name: f for f in run_files(experiment / "observatory")}
+    assert len(run_files(experiment / "observatory")) == len(files) == 3
     assert set(files) == {"run-tiny-13k-s0-observatory.wandb", "run-tiny-13k-s1-observatory.wandb",
-                          "run-tiny-summary-observatory-summary.wandb"}
-    rows = [r for r in history(files["run-tiny-13k-s0-observatory.wandb"]) if "train/step" in r]
-    assert [r["train/step"] for r in rows] == [0, 1, 2, 4, 8, 10, 16, 20]  # in step order
+                          "run-tiny-summary.wandb"}
+    rows = history(files["run-tiny-13k-s0-observatory.wandb"])
+    assert [r["train/step"] for r in rows] == [0, 1, 2, 4, 8, 10, 16, 20]  # in step order, each once
+    assert all(r["_step"] == r["train/step"] for r in rows)  # W&B's own step is the optimizer step too
     expected = table[(table["run"] == "13k-s0") & (table["metric"] == "norm/total")].set_index("step")["value"]
     assert {r["train/step"]: r["weights/norm/total"] for r in rows} == pytest.approx(expected.to_dict())
     assert all(r["train/tokens"] == r["train/step"] * 256 for r in rows)
@@ -225,6 +232,11 @@ def test_cli_prints_the_summary(experiment):
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 runs, 16 checkpoints: 16 probed, 0 already done, 0 failed" in result.stdout
+    # it ends with what emerged, in the report headline's words, then the report
+    headline = (experiment / "observatory" / "headline.txt").read_text().splitlines()
+    end = result.stdout.split("what emerged:\n")[1].splitlines()
+    assert headline and end[: min(len(headline), 6)] == [f"  {line}" for line in headline[:6]]
+    assert end[-1] == f"report: {experiment / 'observatory' / 'index.html'}"
 
 
 def test_default_probe_config_composes():

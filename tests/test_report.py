@@ -254,18 +254,21 @@ def test_pipeline_on_a_test_sized_experiment(tmp_path):
 
 
 def test_wandb_gets_curves_onsets_tables_and_images(report):
-    from wandb_offline import history, records, run_files
+    from wandb_offline import history, recorded_exit_code, records, run_files
 
     from observatory.wandb_log import log_results
 
     out = report.parent
     emergence = pd.read_parquet(out / "emergence.parquet")
     log_results(pd.read_parquet(out / "results.parquet"), "toy", out, "offline", emergence=emergence,
-                charts=[out / "charts" / "mirage-copy.png"])
+                charts=[out / "charts" / "mirage-copy.png"], by_size=pd.read_parquet(out / "onsets_by_size.parquet"),
+                stages=pd.read_parquet(out / "stages.parquet"))
     files = {f.name: f for f in run_files(out)}
-    logged = set(history(files["run-toy-summary-observatory-summary.wandb"])[0])  # media are logged by path
-    assert {"results/path", "emergence/path", "charts/mirage-copy/path",
-            "curves/capability/copy/exact_match_table/path"} <= logged
+    assert all(recorded_exit_code(f) == 0 for f in files.values())
+    logged = set(history(files["run-toy-summary.wandb"])[0])  # media are logged by path
+    # the emergence map, the stage boundaries, each task's curves across sizes: panels without chart building
+    assert {"results/path", "emergence/path", "emergence_map/path", "stages/path", "charts/mirage-copy/path",
+            "curves/capability/copy/exact_match_table/path", "curves/capability/copy/token_accuracy_table/path"} <= logged
     onset = {}
     for record in records(files["run-toy-large-s0-observatory.wandb"]):
         if record.WhichOneof("record_type") == "summary":

@@ -1,6 +1,7 @@
 import hashlib
 import json
 import pickle
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from conftest import REPO
 from tokenizers import Tokenizer
-from wandb_offline import history, run_files
+from wandb_offline import history, logged_steps, recorded_exit_code, run_files
 
 from train import rundir
 from train.build import tokens_per_step
@@ -121,7 +122,9 @@ def test_resume_after_interruption_is_bitwise_identical(compose_debug, monkeypat
         if trainer.global_step == 23:
             raise RuntimeError("simulated crash")
 
-    cfg = compose_debug("experiment_name=interrupted", "logger=wandb")
+    # a training row every step: the crash at 23 comes after steps 21-23 were logged, which the
+    # resumed run (from the resume state at 20) trains again
+    cfg = compose_debug("experiment_name=interrupted", "logger=wandb", "trainer.log_every_n_steps=1")
     monkeypatch.setattr(ScheduledCheckpoints, "on_train_batch_end", crash_at_step_23)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_training(cfg)
@@ -138,6 +141,10 @@ def test_resume_after_interruption_is_bitwise_identical(compose_debug, monkeypat
     assert rundir.read_run_json(run_dir)["status"] == "completed"
     first, second = run_files(run_dir)  # the resumed run continues the same W&B run id
     assert first.name == second.name == "run-interrupted-13k-s0-train.wandb"
+    assert recorded_exit_code(first) == 1 and recorded_exit_code(second) == 0  # failed, then finished
+    steps = logged_steps(run_dir)  # one run id, each file's steps in order
+    assert steps["train/loss"] == list(range(1, 41))  # each step once, none again after the resume
+    assert steps["val/loss"] == DEBUG_STEPS
 
 
 def test_callbacks_none_trains_without_writing_checkpoints(compose_debug):
@@ -161,20 +168,34 @@ def test_wandb_offline_file_holds_the_logged_metrics(compose_debug):
     run_dir = run_training(compose_debug("logger=wandb"))
     [run_file] = run_files(run_dir)
     rows = history(run_file)
-    val = {r["trainer/global_step"]: r["val/loss"] for r in rows if "val/loss" in r}
+    # one step axis: W&B's own _step is train/step, the optimizer step, and it only grows
+    assert all(r["_step"] == r["train/step"] for r in rows)
+    assert [r["_step"] for r in rows] == sorted({r["_step"] for r in rows})  # one row per step, in order
+    val = {r["train/step"]: r["val/loss"] for r in rows if "val/loss" in r}
     assert val == {r["step"]: pytest.approx(r["val_loss"]) for r in rundir.read_manifest(run_dir)}
-    per_task = {r["trainer/global_step"]: r["val/loss/modular_addition"] for r in rows if "val/loss" in r}
+    per_task = {r["train/step"]: r["val/loss/modular_addition"] for r in rows if "val/loss" in r}
     assert per_task == {r["step"]: pytest.approx(r["val_loss_by_task"]["modular_addition"])
                         for r in rundir.read_manifest(run_dir)}
     train = [r for r in rows if "train/loss" in r]
-    # every 10 of 40 steps, one row each, at the index of the batch the loss was taken on
-    assert [r["trainer/global_step"] for r in train] == [9, 19, 29, 39]
+    # every 10 of 40 steps, at the step whose weights the manifest lists with that loss
+    assert [r["train/step"] for r in train] == [10, 20, 30, 40]
+    train_loss = {r["step"]: r["train_loss"] for r in rundir.read_manifest(run_dir)}
+    assert {r["train/step"]: r["train/loss"] for r in train} == pytest.approx({s: train_loss[s] for s in (10, 20, 30, 40)})
     assert all({"train/lr", "train/tokens"} <= r.keys() for r in train)
     assert [r["train/tokens"] for r in train] == [10 * 8 * 32, 20 * 8 * 32, 30 * 8 * 32, 40 * 8 * 32]
     # throughput over the interval since the previous log: from the second logged step on
     assert "train/tokens_per_s" not in train[0] and all(r["train/tokens_per_s"] > 0 for r in train[1:])
     assert not any("train/mfu" in r for r in train)  # MFU is logged on GPUs only
     assert "offline-run" in str(run_file) and "default-13k-s0-train" in run_file.name
+    assert recorded_exit_code(run_file) == 0  # finished
+
+
+def test_without_a_progress_bar_training_prints_progress_lines(compose_debug, monkeypatch, capsys):
+    monkeypatch.setattr("train.progress.EVERY_S", 0.0)  # a line after every step
+    run_training(compose_debug("trainer.enable_progress_bar=false"))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "steps/s" in line]
+    assert len(lines) == 40
+    assert re.fullmatch(r"13k-s0: 40/40 steps \(100%\), [\d.]+ steps/s, ETA 0s, loss \d\.\d{4}", lines[-1]), lines[-1]
 
 
 def test_csv_logger(compose_debug):
@@ -187,7 +208,7 @@ def test_csv_logger(compose_debug):
     assert list(val["val/loss/modular_addition"]) == pytest.approx([r["val_loss_by_task"]["modular_addition"]
                                                                     for r in manifest])
     train = metrics.dropna(subset=["train/loss"])  # every 10 steps, as in the W&B file
-    assert list(train["step"]) == [9, 19, 29, 39]
+    assert list(train["step"]) == [10, 20, 30, 40]
     assert list(train["train/tokens"]) == [10 * 8 * 32, 20 * 8 * 32, 30 * 8 * 32, 40 * 8 * 32]
     assert train["train/lr"].iloc[-1] == pytest.approx(0.1 * 0.001)  # the cosine's floor at the last step
     by_step = {r["step"]: r["train_loss"] for r in manifest}  # the loss of the batch before each checkpoint
@@ -271,7 +292,7 @@ def test_mfu_is_the_logged_throughput_times_palm_flops_per_token_over_the_peak(c
     run_dir = run_training(compose_debug("logger=csv"))
     metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
     logged = metrics.dropna(subset=["train/tokens_per_s"])
-    assert list(logged["step"]) == [19, 29, 39] and logged["train/mfu"].notna().all()
+    assert list(logged["step"]) == [20, 30, 40] and logged["train/mfu"].notna().all()
     flops_per_token = rundir.load_model(run_dir, 40).palm_flops_per_token()
     expected = logged["train/tokens_per_s"] * flops_per_token / 1e9
     assert (logged["train/mfu"] - expected).abs().max() < 1e-9 * expected.max()

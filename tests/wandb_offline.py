@@ -1,49 +1,19 @@
-"""Read back the history rows of an offline W&B run file (`run-*.wandb`).
+"""Read back offline W&B run files: the readers live in train/wandb_run.py (a resumed run reads
+what its earlier processes logged); the tests import them from here."""
 
-wandb ships no reader: the file is LevelDB-log framed — a 7-byte file header
-(`:W&B`, magic 0xBEE1, version), then 32 KiB blocks of chunks, each with a 7-byte header
-(crc32, little-endian length, type: 1 full, 2 first, 3 middle, 4 last). Each reassembled
-payload is a `wandb_internal_pb2.Record`; history rows carry `item`s of key + JSON value.
-"""
-
-import json
-import struct
-from pathlib import Path
-
-from wandb.proto import wandb_internal_pb2
-
-BLOCK, HEADER = 32 * 1024, 7
+from train.wandb_run import history, recorded_exit_code, records, run_files  # noqa: F401
 
 
-def records(path: Path):
-    data = Path(path).read_bytes()
-    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
-    pos, parts = HEADER, []
-    while pos + HEADER <= len(data):
-        if BLOCK - pos % BLOCK < HEADER:  # block trailer too short for a header: padding
-            pos += BLOCK - pos % BLOCK
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
-        if kind == 0 and length == 0:
-            break
-        parts.append(data[pos + HEADER : pos + HEADER + length])
-        pos += HEADER + length
-        if kind in (1, 4):  # full or last chunk: one record complete
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(b"".join(parts))
-            parts = []
-            yield record
-
-
-def history(path: Path) -> list[dict]:
-    rows = []
-    for record in records(path):
-        if record.WhichOneof("record_type") == "history":
-            rows.append({
-                (item.key or "/".join(item.nested_key)): json.loads(item.value_json) for item in record.history.item
-            })
-    return rows
-
-
-def run_files(root: Path) -> list[Path]:
-    return sorted(Path(root).glob("**/offline-run-*/run-*.wandb"))
+def logged_steps(run_dir) -> dict[str, list[int]]:
+    """key -> the steps it was logged at, over every offline file of the one W&B run under
+    run_dir, after checking that there is one run id and that each file's steps only grow."""
+    files = run_files(run_dir)
+    assert len({f.name for f in files}) == 1, f"more than one W&B run id: {[f.name for f in files]}"
+    steps: dict[str, list[int]] = {}
+    for f in files:
+        rows = history(f)
+        assert [r["_step"] for r in rows] == sorted(r["_step"] for r in rows), f"{f}: the step axis goes back"
+        for row in rows:
+            for key in row.keys() - {"_step", "_runtime", "_timestamp"}:
+                steps.setdefault(key, []).append(row["_step"])
+    return steps

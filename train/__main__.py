@@ -21,6 +21,9 @@ def main(cfg: DictConfig) -> None:
 
     try:
         run_training(cfg)
+    except KeyboardInterrupt:  # before or after fit (within it, run_training says where it stopped)
+        print(f"{cfg.run_name}: interrupted; run the same command to resume", file=sys.stderr)
+        sys.exit(130)
     except (ConfigError, NonFiniteLoss) as e:  # no traceback: the message says what to do
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise RunFailed(f"{cfg.run_name}: {e}") from None

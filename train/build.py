@@ -13,6 +13,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from train.checkpointing import AtomicCheckpointIO, Preemption
 from train.config import plain_config
+from train.console import ProgressLines
 from train.data import BlocksDataModule, build_corpus
 from train.module import LitGPT
 from train.packing import Corpus
@@ -55,10 +56,12 @@ def _trainer(cfg, callbacks: list[L.Callback]) -> L.Trainer:
     plugins = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # requeueing is submitit's job (hydra/launcher=slurm), not a second one
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    progress_bar = cfg.trainer.enable_progress_bar
+    progress_bar = sys.stderr.isatty() if cfg.trainer.enable_progress_bar is None else cfg.trainer.enable_progress_bar
+    if not progress_bar:  # a plain line every so often instead
+        callbacks = [*callbacks, ProgressLines(cfg.run_name)]
     return instantiate(
         cfg.trainer, callbacks=callbacks, logger=logger, plugins=plugins,
-        enable_progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
+        enable_progress_bar=progress_bar,
         max_epochs=-1, enable_checkpointing=False,
         use_distributed_sampler=False,  # the step sampler shards batches itself
     )

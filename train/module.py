@@ -116,9 +116,10 @@ class LitGPT(L.LightningModule):
         self._last_logged = (now, step)
         # One row straight to the loggers, as Lightning's LearningRateMonitor writes it: a self.log
         # call costs ~0.5 ms (5% of a 13k step), and its key is gathered again after every later
-        # step. The row's step is self.log's: the index of the batch this loss was taken on.
+        # step. The row's step is the optimizer step that produced the weights it leads to, as the
+        # manifest counts it (its train_loss at step N is this loss), so one step axis holds all.
         for logger in self.loggers:
-            logger.log_metrics(metrics, step=step - 1)
+            logger.log_metrics(metrics, step=step)
 
     @torch.no_grad()
     def heldout_losses(self, loaders: dict[str, DataLoader]) -> dict[str, float]:

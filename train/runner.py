@@ -10,12 +10,11 @@ import warnings
 from pathlib import Path
 
 import datasets
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from conf import own_keys
-from train import rundir
+from train import rundir, wandb_run
 from train.build import build, tokens_per_step
 from train.checkpointing import Preempted, Preemption
 from train.config import ConfigError, config_differences, package_versions, plain_config, validate
@@ -23,15 +22,28 @@ from train.durable import remove_temp_files, write_json
 from train.module import NonFiniteLoss
 from train.multirun import is_rank_zero, one_job_of_many, share_cores
 from train.packing import DataError
+from train.wandb_logger import WandbLogger
+
+RESUMES = "run the same command to resume (from the last resume state; finished runs are kept)"
+
+
+class Interrupted(SystemExit):
+    """Ctrl-C stopped the run; the same command resumes it."""
+
+    def __init__(self):
+        super().__init__(wandb_run.INTERRUPTED)
 
 
 def _quiet_libraries() -> None:
     """Lightning adds its own console handler; under Hydra, whose root handlers already print
-    (and write train.log), every message would show twice. Also hide a warning from inside
-    Lightning that users cannot act on, and datasets' progress bars for sub-second steps."""
+    (and write train.log), every message would show twice. Lightning's info lines (which
+    accelerators exist, a tip to install its cloud logger, why fit stopped) go: our own lines
+    say what a run does; its warnings stay. Also hide a warning from inside Lightning that users
+    cannot act on, and datasets' progress bars for sub-second steps."""
     datasets.disable_progress_bars()
     if logging.getLogger().hasHandlers():
         logging.getLogger("lightning").handlers.clear()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
@@ -64,24 +76,27 @@ def run_training(cfg: DictConfig) -> Path:
 
     for logger in trainer.loggers:
         logger.log_hyperparams(config)
-    started = time.perf_counter()
+    started, error = time.perf_counter(), None
     try:
         with one_job_of_many():
             trainer.fit(module, datamodule=training.data, ckpt_path=resume_path if resuming else None)
     except BaseException as e:
-        preemption = training.preemption
+        error, preemption = e, training.preemption
         status = _failure_status(e, preemption)
+        interrupted = not preemption.preempted and wandb_run.exit_code(e) == wandb_run.INTERRUPTED  # Ctrl-C
         if writer:
             rundir.update_status(run_dir, status)
-            print(f"{cfg.run_name}: {status}", file=sys.stderr, flush=True)
+            said = f"interrupted at step {trainer.global_step}; {RESUMES}" if interrupted else status
+            print(f"{cfg.run_name}: {said}", file=sys.stderr, flush=True)
         if isinstance(e, SIGTERMException) and preemption.preempted:
             raise Preempted(*preemption.preempted) from None
+        if interrupted:  # Lightning turned it into SystemExit(1): say so in the exit status, as a shell does
+            raise Interrupted() from None
         raise
     finally:
-        if isinstance(trainer.logger, WandbLogger):
-            import wandb
-
-            wandb.finish()  # one W&B run per job, also between multirun jobs
+        if isinstance(trainer.logger, WandbLogger):  # one W&B run per job, also between multirun jobs
+            preempted = training.preemption.preempted
+            trainer.logger.finish(128 + preempted[0] if preempted else wandb_run.exit_code(error))
     if writer:
         rundir.update_status(run_dir, "completed")
         manifest = rundir.read_manifest(run_dir)
