@@ -34,7 +34,7 @@ def _log_run(run: wandb_run.StepRun, rows: pd.DataFrame, emergence: pd.DataFrame
     run.run.config.update({k: first[k].item() if hasattr(first[k], "item") else first[k]
                            for k in ("model", "seed", "n_params", "n_params_non_embedding")}, allow_val_change=True)
     for step, at_step in rows.groupby("step", sort=True):
-        metrics = {_key(p, m, at_step): v for p, m, v in zip(at_step["probe"], at_step["metric"], at_step["value"])}
+        metrics = {metric_key(p, m, at_step): v for p, m, v in zip(at_step["probe"], at_step["metric"], at_step["value"])}
         run.log({"train/tokens": int(at_step["tokens"].iloc[0]), **metrics}, step=int(step))
     if emergence is not None:
         found = emergence[(emergence["run"] == first["run"]) & emergence["has_onset"]]
@@ -65,7 +65,7 @@ def _readable(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.where(frame.notna(), None)
 
 
-def _key(probe: str, metric: str, at_step: pd.DataFrame) -> str:
+def metric_key(probe: str, metric: str, at_step: pd.DataFrame) -> str:
     """The W&B key of a metric; an LLC estimate the sampler flags as unhealthy (its `healthy`
     is 0 at this step) goes under llc/unhealthy/..., so that llc/mean never charts it as fine."""
     if probe != "llc" or not (metric.endswith("mean") or "chain/" in metric):

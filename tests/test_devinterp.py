@@ -313,9 +313,9 @@ def test_devinterp_is_loaded_only_when_an_estimate_runs():
 
 
 def test_wandb_logs_an_unhealthy_estimate_apart_from_the_curve():
-    from observatory.wandb_log import _key
+    from observatory.wandb_log import metric_key
 
     at_step = pd.DataFrame({"probe": "llc", "metric": ["mean", "healthy", "chain/0", "L1H0/mean", "L1H0/healthy"],
                             "value": [1.0, 0.0, 1.0, 2.0, 1.0]})
-    keys = [_key("llc", m, at_step) for m in at_step["metric"]]
+    keys = [metric_key("llc", m, at_step) for m in at_step["metric"]]
     assert keys == ["llc/unhealthy/mean", "llc/healthy", "llc/unhealthy/chain/0", "llc/L1H0/mean", "llc/L1H0/healthy"]
