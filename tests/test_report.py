@@ -277,14 +277,22 @@ def test_wandb_gets_curves_onsets_tables_and_images(report):
     assert float(onset["onset/capability/copy/exact_match"]) == pytest.approx(float(expected.iloc[0]))
 
 
-def test_the_report_command_rebuilds_any_experiments_report_and_refuses_one_with_no_results(report, tmp_path):
+def test_the_report_command_rebuilds_any_experiments_report_and_refuses_one_with_no_results(report, tmp_path, capsys):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from observatory.report import main
+
+    def report_command(*overrides) -> int:  # python -m observatory.report <overrides>, in this process
+        GlobalHydra.instance().clear()
+        with initialize_config_module(config_module="conf", version_base="1.3"):
+            return main(compose(config_name="observatory", overrides=[f"checkpoints_dir={tmp_path}", *overrides]))
+
     experiment = tmp_path / "toy"
     shutil.copytree(report.parent.parent, experiment)
     (experiment / "observatory" / "index.html").unlink()
-    command = [sys.executable, "-m", "observatory.report", f"checkpoints_dir={tmp_path}", "experiment_name=toy"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == f"report: {experiment / 'observatory' / 'index.html'}"
+    assert report_command("experiment_name=toy") == 0
+    assert capsys.readouterr().out.strip() == f"report: {experiment / 'observatory' / 'index.html'}"
     assert "Emergence report: toy" in (experiment / "observatory" / "index.html").read_text()
-    missing = subprocess.run([*command[:-1], "experiment_name=nothing"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert missing.returncode == 2 and "probe the checkpoints first: python -m observatory" in missing.stderr
+    assert report_command("experiment_name=nothing") == 2
+    assert "probe the checkpoints first: python -m observatory" in capsys.readouterr().err

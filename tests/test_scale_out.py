@@ -61,6 +61,7 @@ def test_jobs_run_in_parallel_take_their_share_of_the_cores(overrides, mode, sha
         HydraConfig.instance().cfg = None
 
 
+@pytest.mark.slow  # DDP and multirun each have a default test; this is their combination
 def test_ddp_cpu_under_multirun_makes_no_duplicate_sweep_dirs(tmp_path):
     result = train(tmp_path, "trainer=ddp_cpu", "data.batch_size=4", "seed=0,1", multirun=True)
     assert result.returncode == 0, result.stderr

@@ -20,7 +20,7 @@ SETUPS = {
     "grammar": ({}, 200, 1 / 2),  # 1.0 at 200 steps
 }
 # the two that need 1200-2000 steps (a minute between them on 2 cores) run with pytest -m slow
-SLOW = {"induction", "associative_recall"}
+SLOW = {"induction", "associative_recall", "modular_addition"}  # the last: also learned in the slow grokking test
 
 
 def answer_token_accuracy(model, items) -> float:

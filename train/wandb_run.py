@@ -79,7 +79,12 @@ class StepRun:
             self.run.log({**new, STEP: step}, step=step)
 
     def finish(self, exit_code: int = 0) -> None:
+        import wandb
+
         self.run.finish(exit_code=exit_code)
+        # finish() can return before wandb's service has written the last records of the offline
+        # file (seen as a truncated file read back at once); teardown waits for the service to exit
+        wandb.teardown()
 
 
 @contextmanager
