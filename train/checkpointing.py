@@ -57,7 +57,8 @@ class Preempted(SystemExit):
 
 class Preemption(L.Callback):
     """SIGTERM, SIGUSR1 and SIGUSR2 (what SLURM and submitit send before a preemption or time
-    limit) end the run at the end of the current step, with its resume state saved.
+    limit) end the run after the current step (before the next one starts), with its resume
+    state saved.
 
     SIGTERM is Lightning's: it raises SIGTERMException at the end of the step, and we save
     on that exception. SIGUSR1/2 are deferred the same way; after saving, the handler that
@@ -78,7 +79,9 @@ class Preemption(L.Callback):
     def _defer(self, signum, frame) -> None:
         self.pending = signum
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # acted on before the next step rather than at the end of this one: Lightning runs the
+        # callbacks' batch-end hooks before the module's, which logs the finished step's row
         if self.pending is None:
             return
         signum, self.pending = self.pending, None
