@@ -7,6 +7,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from train.wandb_run import INTERRUPTED
+
 RESUMES = "run the same command to resume (the checkpoints already probed are kept)"
 
 
@@ -17,7 +19,7 @@ def observe(cfg: DictConfig) -> int:
         return _observe(cfg)
     except KeyboardInterrupt:
         print(f"interrupted: {RESUMES}", file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 def _observe(cfg: DictConfig) -> int:

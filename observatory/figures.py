@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 
 from observatory.findings import count, metric_label
 from observatory.stages import ED_PROBE
+from observatory.store import flops_6nd
 
 STEP0 = 0.5  # where step 0 (the initial weights) sits on the log step axis, labelled "0"
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
@@ -348,7 +349,10 @@ def onset_compute_figure(curves: Curves, tasks: list, by_size: pd.DataFrame) -> 
     continuous metrics; sizes with no transition as open triangles at the compute they were
     trained with (the onset, if any, comes later)."""
     sizes = curves.sizes.set_index("model")
-    flops = lambda model, step: 6.0 * sizes.loc[model, "n_params_non_embedding"] * sizes.loc[model, "tokens_per_step"] * step  # noqa: E731
+
+    def flops(model, step):
+        return flops_6nd(sizes.loc[model, "n_params_non_embedding"], sizes.loc[model, "tokens_per_step"] * step)
+
     shown = [t for t in tasks if by_size[by_size["metric"].isin(t.metrics) & by_size["has_onset"]].shape[0]]
     if not shown:
         return None

@@ -24,7 +24,6 @@ from observatory.findings import (
     Finding,
     absent_text,
     count,
-    findings,
     interval,
     metric_label,
     mirage_text,
@@ -55,6 +54,7 @@ class Page:
     over_seeds: pd.DataFrame
     by_size: pd.DataFrame
     sizes: pd.DataFrame
+    found: list[Finding]  # the headline's findings (observatory/findings.py), also written as headline.txt
     stages: pd.DataFrame | None = None  # observatory/stages.py: boundaries and the onsets near them
     stage_onsets: pd.DataFrame | None = None
     llc_unhealthy: pd.DataFrame | None = None
@@ -326,7 +326,7 @@ def stages_html(page: Page, chart: Charts, max_step: float) -> str:
 def render(page: Page) -> str:
     chart = Charts()
     curves = F.Curves(page.results, page.sizes, page.by_size)
-    found = findings(page.results, page.by_size, page.mirage)
+    found = page.found
     all_tasks = tasks(page.results)
     cap = page.by_size[page.by_size["probe"] == "capability"]
     with_onset = set(cap.loc[cap["has_onset"], "metric"])

@@ -335,11 +335,13 @@ def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5)
         store.write_parquet(out / f"{name}.parquet", table)
         table.to_csv(out / f"{name}.csv", index=False)
     (out / "emergence.json").write_text(emergence.to_json(orient="records", indent=1))
+    found = findings(capabilities, by_size, mirage)
     # the page's headline in plain sentences, for the console's closing summary
-    (out / "headline.txt").write_text("".join(f"{line}\n" for line in headline_text(findings(capabilities, by_size, mirage))))
+    (out / "headline.txt").write_text("".join(f"{line}\n" for line in headline_text(found)))
+    llc = llc_curves(results)
     write_charts(out, capabilities, emergence, mirage, stages)
-    write_stage_charts(out, results, stages, trajectories)
-    return write_page(out, capabilities, tables, llc_curves(results), trajectories)
+    write_stage_charts(out, llc, stages, trajectories)
+    return write_page(out, capabilities, tables, found, llc, trajectories)
 
 
 def write_charts(out: Path, results, emergence, mirage, stages) -> list[Path]:
@@ -365,12 +367,11 @@ def write_charts(out: Path, results, emergence, mirage, stages) -> list[Path]:
     return written
 
 
-def write_stage_charts(out: Path, results, stages, trajectories) -> list[Path]:
-    """The LLC curves and essential-dynamics trajectories of every run, as PNG."""
+def write_stage_charts(out: Path, llc: dict, stages, trajectories) -> list[Path]:
+    """The LLC curves ((run, signal) -> curve) and essential-dynamics trajectories of every run, as PNG."""
     charts, written = out / "charts", []
-    curves = llc_curves(results)
-    for run in sorted({r for r, _ in curves}):
-        plot_llc(run, curves, stages, charts / f"llc-{run}.png")
+    for run in sorted({r for r, _ in llc}):
+        plot_llc(run, llc, stages, charts / f"llc-{run}.png")
         written.append(charts / f"llc-{run}.png")
     for run, traj in sorted(trajectories.items()):
         plot_trajectory(run, traj, stages, charts / f"essential-dynamics-{run}.png")
@@ -379,11 +380,12 @@ def write_stage_charts(out: Path, results, stages, trajectories) -> list[Path]:
     return written
 
 
-def write_page(out: Path, results: pd.DataFrame, tables: dict[str, pd.DataFrame], llc: dict, trajectories: dict) -> Path:
+def write_page(out: Path, results: pd.DataFrame, tables: dict[str, pd.DataFrame], found: list, llc: dict,
+               trajectories: dict) -> Path:
     """index.html from the capability results, the tables and the stage signals (observatory/page.py)."""
     page = Page(experiment=str(results["experiment"].iloc[0]), results=results, emergence=tables["emergence"],
                 scale=tables["scale"], mirage=tables["mirage"], over_seeds=tables["onsets_over_seeds"],
-                by_size=tables["onsets_by_size"], sizes=sizes(results), stages=tables["stages"],
+                by_size=tables["onsets_by_size"], sizes=sizes(results), found=found, stages=tables["stages"],
                 stage_onsets=tables["stage_onsets"], llc_unhealthy=tables["llc_unhealthy"],
                 llc=llc, trajectories=trajectories)
     return write(page, out / "index.html")

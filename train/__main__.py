@@ -5,6 +5,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from train.wandb_run import INTERRUPTED
+
 
 class RunFailed(Exception):
     """One job of a sweep failed: Hydra records it, runs the other jobs, then exits 1."""
@@ -23,7 +25,7 @@ def main(cfg: DictConfig) -> None:
         run_training(cfg)
     except KeyboardInterrupt:  # before or after fit (within it, run_training says where it stopped)
         print(f"{cfg.run_name}: interrupted; run the same command to resume", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except (ConfigError, NonFiniteLoss) as e:  # no traceback: the message says what to do
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise RunFailed(f"{cfg.run_name}: {e}") from None
