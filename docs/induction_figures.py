@@ -2,7 +2,7 @@
 results: the curves of the transition on one step axis, and the attention pattern of the
 strongest induction head on one repeated random sequence [BOS] r r, before and after.
 
-    python docs/induction_figures.py checkpoints/induction/100k-s0 --steps 256 2000
+    python docs/induction_figures.py checkpoints/induction/2l-attn-d128h2-s0 --steps 128 2000
 """
 
 from __future__ import annotations
