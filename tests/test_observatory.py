@@ -226,19 +226,6 @@ def test_nothing_to_sweep_is_a_clear_error(tmp_path):
         sweep(tmp_path, {"telepathy": {}})
 
 
-def test_cli_prints_the_summary(experiment):
-    result = subprocess.run([sys.executable, "-m", "observatory", f"checkpoints_dir={experiment.parent}",
-                             "experiment_name=tiny", "wandb.mode=disabled"], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "2 runs, 16 checkpoints: 16 probed, 0 already done, 0 failed" in result.stdout
-    # it ends with what emerged, in the report headline's words, then the report
-    headline = (experiment / "observatory" / "headline.txt").read_text().splitlines()
-    end = result.stdout.split("what emerged:\n")[1].splitlines()
-    assert headline and end[: min(len(headline), 6)] == [f"  {line}" for line in headline[:6]]
-    assert end[-1] == f"report: {experiment / 'observatory' / 'index.html'}"
-
-
 def test_default_probe_config_composes():
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="conf", version_base="1.3"):
