@@ -1,6 +1,7 @@
 """The report from a small results table with known curves, checked in a real browser."""
 
 import io
+import re
 import shutil
 import subprocess
 import sys
@@ -236,12 +237,14 @@ def test_pipeline_on_a_test_sized_experiment(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "quickstart" / "observatory"
-    assert "1 runs, 11 checkpoints: 11 probed" in result.stdout  # steps 0 1 2 4 8 10 16 20 30 32 40
-    # the observatory stage ends with what emerged, in the report headline's words, then the report
+    # steps 0 1 2 4 8 10 16 20 30 32 40
+    assert "1 runs, 11 checkpoints: 11 probed, 0 already done, 0 failed" in result.stdout
+    # the observatory stage ends with what emerged, in the report headline's words, then the
+    # report; the pipeline's own last line is its time
     headline = (out / "headline.txt").read_text().splitlines()
     end = result.stdout.split("what emerged:\n")[1].splitlines()
     assert headline and end[: min(len(headline), 6)] == [f"  {line}" for line in headline[:6]]
-    assert f"report: {out / 'index.html'}" in end
+    assert end[-2] == f"report: {out / 'index.html'}" and re.fullmatch(r"done in \d+s", end[-1])
     results = pd.read_parquet(out / "results.parquet")
     assert set(results["run"]) == {"13k-s0"} and sorted(results["step"].unique()) == [0, 1, 2, 4, 8, 10, 16, 20, 30, 32, 40]
     assert "essential_dynamics" in set(results["probe"])  # on by default: a signal of stages, not a curve with an onset
