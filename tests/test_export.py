@@ -58,3 +58,10 @@ def test_a_model_without_layernorm_is_refused_with_the_reason(tmp_path, capsys):
     assert main([str(tmp_path / "run"), f"out={tmp_path / 'hf'}", "step=3"]) == 2
     assert "no checkpoint for step 3" in capsys.readouterr().err
     assert not (tmp_path / "hf").exists()
+
+
+def test_a_model_with_positions_in_queries_and_keys_alone_is_refused(tmp_path):
+    make_run(tmp_path / "run", positions="qk")
+    with pytest.raises(ExportError, match="positions=qk"):
+        export(tmp_path / "run", tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()

@@ -37,9 +37,9 @@ def test_longer_than_context_is_an_error():
         tiny()(torch.zeros(1, 17, dtype=torch.long))
 
 
-@pytest.mark.parametrize("attn_only", [False, True])
-def test_causality(attn_only):
-    model = tiny(attn_only=attn_only)
+@pytest.mark.parametrize("kw", [{}, {"attn_only": True}, {"positions": "qk"}], ids=["default", "attn_only", "qk"])
+def test_causality(kw):
+    model = tiny(**kw)
     tokens = torch.randint(0, 50, (2, 16))
     changed = tokens.clone()
     changed[:, 10:] = (changed[:, 10:] + 1) % 50
@@ -73,11 +73,14 @@ def test_hook_names_and_shapes():
                                + cache["blocks.1.hook_mlp_out"])
 
 
-def test_every_hook_holds_what_its_transformerlens_namesake_holds():
+@pytest.mark.parametrize("positions", ["residual", "qk"])
+def test_every_hook_holds_what_its_transformerlens_namesake_holds(positions):
     """Each hook recomputed by hand from the weights, by TransformerLens's definitions
     (HookedTransformer with an unfolded LayerNorm: `ln_final.hook_normalized` is the LayerNorm's
-    output, (x - mean) / sqrt(var + eps) * w + b, what the unembedding reads)."""
-    model = tiny()
+    output, (x - mean) / sqrt(var + eps) * w + b, what the unembedding reads). With
+    positions="qk" the residual stream starts from the token embeddings alone, and the queries
+    and keys read LN(resid + positions) while the values read LN(resid)."""
+    model = tiny(positions=positions)
     with torch.no_grad():  # non-trivial LayerNorm weights and biases, so that the affine part shows
         for module in model.modules():
             if isinstance(module, torch.nn.LayerNorm):
@@ -97,13 +100,15 @@ def test_every_hook_holds_what_its_transformerlens_namesake_holds():
     close = lambda a, b: torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)  # noqa: E731
     close(cache["hook_embed"], model.wte.weight[tokens])
     close(cache["hook_pos_embed"], model.wpe.weight[:16])
-    resid = cache["hook_embed"] + cache["hook_pos_embed"]
+    qk = positions == "qk"
+    resid = cache["hook_embed"] + (0 if qk else cache["hook_pos_embed"])
     for i, block in enumerate(model.blocks):
         close(cache[f"blocks.{i}.hook_resid_pre"], resid)
         w_q, w_k, w_v = block.attn.qkv.weight.split(d)
         b_q, b_k, b_v = block.attn.qkv.bias.split(d)
         x = ln(resid, block.ln1)
-        q, k, v = heads(x @ w_q.T + b_q), heads(x @ w_k.T + b_k), heads(x @ w_v.T + b_v)
+        x_qk = ln(resid + cache["hook_pos_embed"], block.ln1) if qk else x
+        q, k, v = heads(x_qk @ w_q.T + b_q), heads(x_qk @ w_k.T + b_k), heads(x @ w_v.T + b_v)
         for name, value in (("q", q), ("k", k), ("v", v)):
             close(cache[f"blocks.{i}.attn.hook_{name}"], value)
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / D**0.5

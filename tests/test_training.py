@@ -230,6 +230,7 @@ def test_log_every_n_steps_0_logs_no_training_rows(compose_debug):
     ("data.tasks.modular_addition.p=1", "data.tasks.modular_addition: modular_addition: p must be >= 2"),
     ("model.d_model=100 model.n_head=3", "model: d_model=100 is not divisible by n_head=3"),
     ("model.init_std=0", "model: init_std=0 must be positive"),
+    ("model.positions=rotary", "model: positions='rotary' is not one of 'residual', 'qk'"),
     ("data.loss_on=answers", "data.loss_on=answers is not one of all, answer"),
     ("data=text data.loss_on=answer", "data.loss_on=answer needs task data with answers"),
 ])

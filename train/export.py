@@ -10,7 +10,8 @@ extra (`pip install -e '.[hf]'`). Without `step=` the run's last checkpoint is e
 
 The mapping is exact: our blocks are GPT-2's (pre-LayerNorm, fused qkv, exact GELU, learned
 positions, no bias in the unembedding). An attention-only model becomes a GPT-2 whose MLPs
-are all zero; a model without LayerNorm has no GPT-2 equivalent and is refused.
+are all zero; a model without LayerNorm, or with its positions in the queries and keys alone
+(`positions="qk"`), has no GPT-2 equivalent and is refused.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def gpt2_config(model: GPT, tokenizer_ids: dict[str, int]):
     if not cfg.layer_norm:
         raise ExportError("this model has no LayerNorm (model.layer_norm=false, the grokking model); GPT-2 always "
                           "normalizes, so no GPT-2 directory computes what it computes")
+    if cfg.positions != "residual":
+        raise ExportError(f"this model adds its positions to the queries and keys alone (model.positions="
+                          f"{cfg.positions}); GPT-2 adds them to the residual stream once, so no GPT-2 directory "
+                          "computes what it computes")
     return GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.n_ctx, n_embd=cfg.d_model, n_layer=cfg.n_layer,
                       n_head=cfg.n_head, n_inner=cfg.d_mlp, activation_function="gelu", layer_norm_epsilon=LN_EPS,
                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=cfg.tied_embeddings,

@@ -1,7 +1,8 @@
 """The GPT family: one decoder, TransformerLens-style hook points.
 
 Pre-LayerNorm blocks, causal attention through `scaled_dot_product_attention`, GELU MLP,
-learned positions, optional tied embeddings, an attention-only variant and, for grokking
+learned positions (in the residual stream as in GPT-2, or in the queries and keys alone:
+`positions="qk"`), optional tied embeddings, an attention-only variant and, for grokking
 studies, a variant without LayerNorm and a configurable initial weight scale. Every
 intermediate activation passes through an identity `HookPoint` (train/hooks.py) named as in
 TransformerLens (`blocks.0.attn.hook_pattern`, `blocks.1.hook_resid_post`, ...), so probes
@@ -34,9 +35,16 @@ class Attention(nn.Module):
         self.hook_attn_scores, self.hook_pattern = HookPoint(), HookPoint()
         self.hook_z = HookPoint()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, qk_input: torch.Tensor | None = None) -> torch.Tensor:
+        """x: the normalized residual (B, T, C); qk_input, where given, feeds the queries and
+        keys instead of x (positions="qk": it holds the positions, the values never do)."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.d_head).unbind(dim=2)  # (B, T, H, D) each
+        if qk_input is None:
+            qkv = self.qkv(x)  # (B, T, 3C)
+        else:
+            w, b = self.qkv.weight, self.qkv.bias
+            qkv = torch.cat([F.linear(qk_input, w[: 2 * C], b[: 2 * C]), F.linear(x, w[2 * C :], b[2 * C :])], dim=-1)
+        q, k, v = qkv.view(B, T, 3, self.n_head, self.d_head).unbind(dim=2)  # (B, T, H, D) each
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
         if self.hook_pattern.active or self.hook_attn_scores.active:
@@ -84,9 +92,10 @@ class Block(nn.Module):
             self.mlp = MLP(cfg)
             self.hook_resid_mid, self.hook_mlp_out = HookPoint(), HookPoint()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, qk_positions: torch.Tensor | None = None) -> torch.Tensor:
         x = self.hook_resid_pre(x)  # (B, T, C)
-        x = x + self.hook_attn_out(self.attn(self.ln1(x)))
+        qk_input = None if qk_positions is None else self.ln1(x + qk_positions)  # positions="qk"
+        x = x + self.hook_attn_out(self.attn(self.ln1(x), qk_input))
         if not self.attn_only:
             x = self.hook_resid_mid(x)
             x = x + self.hook_mlp_out(self.mlp(self.ln2(x)))
@@ -124,10 +133,13 @@ class GPT(nn.Module):
         B, T = tokens.shape
         if T > self.cfg.n_ctx:
             raise ValueError(f"sequence length {T} exceeds the model's context n_ctx={self.cfg.n_ctx}")
-        pos = torch.arange(T, device=tokens.device)
-        x = self.hook_embed(self.wte(tokens)) + self.hook_pos_embed(self.wpe(pos))  # (B, T, C)
+        positions = self.hook_pos_embed(self.wpe(torch.arange(T, device=tokens.device)))  # (T, C)
+        x = self.hook_embed(self.wte(tokens))  # (B, T, C)
+        if self.cfg.positions == "residual":
+            x = x + positions
+        qk_positions = positions if self.cfg.positions == "qk" else None
         for block in self.blocks:
-            x = block(x)
+            x = block(x, qk_positions)
         x = self.ln_final.hook_normalized(self.ln_final(x))
         return self.lm_head(x)  # (B, T, vocab)
 

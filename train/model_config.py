@@ -11,6 +11,11 @@ from dataclasses import asdict, dataclass
 
 ASPECT_RATIO = 32  # d_model / n_layer
 HEAD_SIZE = 32  # d_model / n_head
+POSITIONS = {
+    "residual": "learned positions added to the token embeddings once (GPT-2)",
+    "qk": "learned positions added to every layer's query and key input, before its LayerNorm; values and "
+          "the residual stream never carry them (Shortformer's position-infused attention)",
+}
 
 
 @dataclass
@@ -25,6 +30,7 @@ class GPTConfig:
     tied_embeddings: bool = False
     layer_norm: bool = True  # False: no LayerNorm anywhere (Nanda et al.'s grokking model)
     init_std: float = 0.02  # std of every weight matrix at init (GPT-2); Nanda et al.: 1/sqrt(d_model)
+    positions: str = "residual"  # "residual" (GPT-2) or "qk": only queries and keys see them (see POSITIONS)
     name: str = ""
 
     def __post_init__(self):
@@ -36,6 +42,8 @@ class GPTConfig:
             self.d_mlp = 4 * self.d_model
         if self.init_std <= 0:
             raise ValueError(f"init_std={self.init_std} must be positive")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions={self.positions!r} is not one of {', '.join(map(repr, POSITIONS))}")
         if self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
 
