@@ -49,6 +49,19 @@ def reference(tmp_path_factory) -> dict[int, str]:
     return checkpoints(root / "run" / "13k-s0")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def ctrl_c_reaches_the_processes_started():
+    """The Ctrl-C tests signal the processes they start, as a terminal signals its foreground
+    job. A shell starts a background job (`pytest &` in a script) with SIGINT ignored, and a
+    child inherits that: the signal would do nothing. With a handler here, a child starts
+    with the default disposition instead, as a terminal's job does."""
+    inherited = signal.getsignal(signal.SIGINT)
+    if inherited == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited)
+
+
 def wait_for_steps(run_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
