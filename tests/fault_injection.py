@@ -1,8 +1,10 @@
 """Run `python -m train` with a fault injected into the weights/resume writer: the write of
 the file whose name contains MATCH stops halfway, then the process is SIGKILLed (KILL) or
-the write fails as on a full disk (ENOSPC).
+the write fails as on a full disk (ENOSPC). INT: Ctrl-C (SIGINT to itself) just after the
+resume state of step MATCH is saved, inside that step, before the step's training row is logged.
 
     python tests/fault_injection.py KILL|ENOSPC MATCH [train overrides]
+    python tests/fault_injection.py INT STEP [train overrides]
 """
 
 import builtins
@@ -17,7 +19,7 @@ from pathlib import Path
 # so that its train package is the one run (not one an editable install points elsewhere)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train import durable  # noqa: E402
+from train import checkpointing, durable  # noqa: E402
 
 mode, match = sys.argv[1], sys.argv[2]
 
@@ -48,6 +50,16 @@ def faulty_open(path, mode_="r", *args, **kwargs):
     return HalfWrite(f) if match in str(path) and "w" in mode_ else f
 
 
-durable.open = faulty_open  # the module's writes (atomic_write_bytes) look `open` up here first
+def save_resume_state_then_ctrl_c(trainer, run_dir):
+    save_resume_state(trainer, run_dir)
+    if trainer.global_step == int(match):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+if mode == "INT":
+    save_resume_state = checkpointing.save_resume_state
+    checkpointing.save_resume_state = save_resume_state_then_ctrl_c  # looked up there at each call
+else:
+    durable.open = faulty_open  # the module's writes (atomic_write_bytes) look `open` up here first
 sys.argv = ["train", *sys.argv[3:]]
 runpy.run_module("train", run_name="__main__", alter_sys=True)

@@ -119,14 +119,13 @@ def test_preemption_signal_saves_resume_state_and_exits_cleanly(reference, tmp_p
 
 
 def test_ctrl_c_says_the_same_command_resumes_and_marks_the_wandb_run_failed(reference, tmp_path):
+    """Ctrl-C at the worst moment: inside step 10, after its checkpoint and resume state and
+    before its training row. The step completes (its row too) and the run stops before step 11."""
     run_dir = tmp_path / "run" / "13k-s0"
-    proc = subprocess.Popen(train_cmd(tmp_path, *WANDB), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    wait_for_steps(run_dir, 6, proc)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "13k-s0: interrupted at step" in err and "run the same command to resume" in err and "Traceback" not in err
+    stopped = run([sys.executable, "tests/fault_injection.py", "INT", "10", *train_cmd(tmp_path, *WANDB)[3:]])
+    assert stopped.returncode == 130, stopped.stderr
+    assert "13k-s0: interrupted at step 10; run the same command to resume" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
     result = run(train_cmd(tmp_path, *WANDB))
     assert result.returncode == 0 and "resuming from" in result.stdout, result.stderr
     assert checkpoints(run_dir) == reference

@@ -11,7 +11,7 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-from train.checkpointing import AtomicCheckpointIO, Preemption
+from train.checkpointing import AtomicCheckpointIO, CtrlCBetweenSteps, Preemption
 from train.config import plain_config
 from train.console import ProgressLines
 from train.data import BlocksDataModule, build_corpus
@@ -48,7 +48,7 @@ def build(cfg, corpus: Corpus | None = None) -> Training:
     # the config's callbacks first: a checkpoint due at a step is written before a preemption stops there
     preemption = Preemption(cfg.run_dir)
     callbacks = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
-    return Training(module, data, _trainer(cfg, [*callbacks, preemption]), preemption)
+    return Training(module, data, _trainer(cfg, [*callbacks, preemption, CtrlCBetweenSteps()]), preemption)
 
 
 def _trainer(cfg, callbacks: list[L.Callback]) -> L.Trainer:

@@ -107,6 +107,39 @@ class Preemption(L.Callback):
         self._previous = {}
 
 
+class CtrlCBetweenSteps(L.Callback):
+    """Ctrl-C (SIGINT) stops the run before the next step starts, not inside the current one:
+    a step's checkpoint, resume state and W&B rows are then all written. Inside a step, a
+    Ctrl-C after the resume state but before the step's training row (the module logs after
+    the callbacks) lost that row for good: the resumed run starts after that step. A second
+    Ctrl-C interrupts at once. Left alone where SIGINT is not Python's default handler (a
+    background job ignores it; an embedding program may handle it)."""
+
+    def __init__(self):
+        self.pending = False
+        self._previous = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._defer)
+
+    def _defer(self, signum, frame) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt  # Lightning's interrupt path, as an undeferred Ctrl-C takes
+
+    def teardown(self, trainer, pl_module, stage) -> None:
+        # Lightning ignores SIGINT while it shuts down after a Ctrl-C: leave that in place
+        if self._previous is not None and signal.getsignal(signal.SIGINT) == self._defer:
+            signal.signal(signal.SIGINT, self._previous)
+        self._previous = None
+
+
 class ScheduledCheckpoints(L.Callback):
     """At each step of checkpoint_steps(max_steps, log2_max, every, extra): weights
     (safetensors) → manifest row → resume state, in that order, so a crash anywhere leaves
