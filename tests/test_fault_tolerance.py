@@ -146,6 +146,7 @@ def assert_one_wandb_run_logged_once(run_dir: Path, stopped_with: int) -> None:
     assert steps["val/loss"] == [r["step"] for r in rundir.read_manifest(run_dir)]
 
 
+@pytest.mark.slow  # the SIGTERM variant above, in the default run, takes the same save-and-stop path
 def test_submitit_requeues_a_preempted_job_which_resumes(reference, tmp_path):
     """submitit's own preemption signal (USR2) sent to the job's process: the job saves its
     state at the end of the step, submitit requeues it, and the requeued job resumes."""
