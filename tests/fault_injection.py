@@ -50,6 +50,9 @@ def faulty_open(path, mode_="r", *args, **kwargs):
     return HalfWrite(f) if match in str(path) and "w" in mode_ else f
 
 
+save_resume_state = checkpointing.save_resume_state  # the real one, which the INT fault wraps
+
+
 def save_resume_state_then_ctrl_c(trainer, run_dir):
     save_resume_state(trainer, run_dir)
     if trainer.global_step == int(match):
@@ -57,7 +60,6 @@ def save_resume_state_then_ctrl_c(trainer, run_dir):
 
 
 if mode == "INT":
-    save_resume_state = checkpointing.save_resume_state
     checkpointing.save_resume_state = save_resume_state_then_ctrl_c  # looked up there at each call
 else:
     durable.open = faulty_open  # the module's writes (atomic_write_bytes) look `open` up here first

@@ -51,9 +51,9 @@ def reference(tmp_path_factory) -> dict[int, str]:
 
 @pytest.fixture(autouse=True, scope="module")
 def ctrl_c_reaches_the_processes_started():
-    """The Ctrl-C tests signal the processes they start, as a terminal signals its foreground
-    job. A shell starts a background job (`pytest &` in a script) with SIGINT ignored, and a
-    child inherits that: the signal would do nothing. With a handler here, a child starts
+    """The Ctrl-C tests signal the processes they start (or those signal themselves), as a
+    terminal signals its foreground job. A shell starts a background job (`pytest &` in a
+    script) with SIGINT ignored, and a child inherits that: the signal would do nothing. With a handler here, a child starts
     with the default disposition instead, as a terminal's job does."""
     inherited = signal.getsignal(signal.SIGINT)
     if inherited == signal.SIG_IGN:

@@ -112,8 +112,9 @@ class CtrlCBetweenSteps(L.Callback):
     a step's checkpoint, resume state and W&B rows are then all written. Inside a step, a
     Ctrl-C after the resume state but before the step's training row (the module logs after
     the callbacks) lost that row for good: the resumed run starts after that step. A second
-    Ctrl-C interrupts at once. Left alone where SIGINT is not Python's default handler (a
-    background job ignores it; an embedding program may handle it)."""
+    Ctrl-C interrupts at once; a Ctrl-C in the last step lets the run complete. Left alone
+    where SIGINT is not Python's default handler (a background job ignores it; an embedding
+    program may handle it)."""
 
     def __init__(self):
         self.pending = False
