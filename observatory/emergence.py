@@ -33,6 +33,7 @@ class Onset:
     rise_start_step: float | None = None  # where the curve last crosses 10% of its rise: the rise begins
     rise_end_step: float | None = None  # and 90%: the rise is done
     center_step: float | None = None  # the sigmoid fit's midpoint
+    steepest_step: float | None = None  # where it improves fastest per decade of steps (see `steepest`)
     ci_low_step: float | None = None  # 95% bootstrap interval of the midpoint
     ci_high_step: float | None = None
     ci_method: str | None = None  # "items" (resampled probe items) or "residuals" (resampled fit residuals)
@@ -98,6 +99,15 @@ def step_noise(y: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(d - np.median(d))))
 
 
+def steepest(x: np.ndarray, y: np.ndarray) -> float:
+    """The middle (on the x axis) of the checkpoint interval where y rises fastest per unit of x.
+    A curve that moves in stages (a loss that falls early, rests on a plateau, then drops at a
+    phase change) has its half-way point wherever the stages' sizes put it; this is the
+    sharpest stage, e.g. the loss drop of a phase change (Olsson et al. 2022)."""
+    i = int(np.argmax(np.diff(y) / np.diff(x)))
+    return float((x[i] + x[i + 1]) / 2)
+
+
 def first_stays_above(x: np.ndarray, normalized: np.ndarray, level: float) -> float | None:
     """Where the curve crosses `level` for the last time, interpolated linearly between the
     checkpoints on either side: from there on every checkpoint is at or above it."""
@@ -147,7 +157,7 @@ def detect_onset(steps, values, fraction: float = 0.5, min_snr: float = 4.0, min
     return Onset(
         True, "", onset_step=10**onset_x - 1, width_decades=(hi - lo) if lo is not None and hi is not None else None,
         rise_start_step=10**lo - 1 if lo is not None else None, rise_end_step=10**hi - 1 if hi is not None else None,
-        center_step=10**c - 1, ci_low_step=10 ** ci[0] - 1 if ci else None,
+        center_step=10**c - 1, steepest_step=10 ** steepest(x, y) - 1, ci_low_step=10 ** ci[0] - 1 if ci else None,
         ci_high_step=10 ** ci[1] - 1 if ci else None, ci_method="residuals" if ci else None, abruptness=1 / width,
         r2=r2, start_value=start, final_value=final,
     )

@@ -253,8 +253,9 @@ def table_block(title: str, csv: str, table: pd.DataFrame, columns, table_id: st
 
 EMERGENCE_COLUMNS = [("run", "run", "text"), ("probe", "probe", "text"), ("metric", "metric", "text"),
                      ("onset step", "onset_step", "count"), ("low", "onset_ci_low_step", "count"),
-                     ("high", "onset_ci_high_step", "count"), ("tokens at onset", "onset_tokens", "count"),
-                     ("FLOPs at onset", "onset_flops_6nd", "count"), ("width (decades)", "width_decades", "value"),
+                     ("high", "onset_ci_high_step", "count"), ("steepest at", "steepest_step", "count"),
+                     ("tokens at onset", "onset_tokens", "count"), ("FLOPs at onset", "onset_flops_6nd", "count"),
+                     ("width (decades)", "width_decades", "value"),
                      ("abruptness (/decade)", "abruptness", "value"), ("start", "start_value", "value"),
                      ("final", "final_value", "value"), ("why no onset", "reason", "text")]
 SCALE_COLUMNS = [("probe", "probe", "text"), ("metric", "metric", "text"), ("size", "model", "text"),

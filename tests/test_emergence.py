@@ -30,6 +30,22 @@ def test_known_onsets_are_recovered(center):
     assert center * 10**0.2 / 1.3 < onset.rise_end_step < center * 10**0.2 * 1.3
 
 
+def test_the_steepest_point_finds_the_sharp_stage_of_a_curve_that_moves_in_two():
+    """A loss that falls 60% of its way early and slowly (around step 30, over 1.5 decades), then
+    40% sharply at a phase change (step 1500, 0.1 decades): its half-way point lies in the first
+    stage, its steepest point at the second's centre (a logistic of height h and scale w is
+    steepest at its centre, h / 4w: 8.8 nats per decade there against the first stage's 0.88)."""
+    steps = np.arange(0, 4001, 25)
+    x = np.log10(steps + 1)
+
+    def stage(center, width_decades):  # a logistic from 0 to 1 on the log axis, 10% to 90% in width_decades
+        return 1 / (1 + np.exp(-(x - np.log10(center + 1)) / (width_decades / (2 * np.log(9)))))
+    loss = 4.0 - 1.2 * stage(30, 1.5) - 0.8 * stage(1500, 0.1)
+    onset = detect_onset(steps, -loss, n_boot=0)
+    assert onset.onset_step < 500  # 296: in the first stage
+    assert 1500 - 25 <= onset.steepest_step <= 1500 + 25  # within the checkpoint interval holding it
+
+
 def test_sharp_transitions_are_more_abrupt_than_smooth_ones():
     sharp = detect_onset(STEPS, sigmoid_curve(300, 0.2), n_boot=10)
     smooth = detect_onset(STEPS, sigmoid_curve(300, 2.0), n_boot=10)
