@@ -2,7 +2,7 @@
 results: the curves of the transition on one step axis, and the attention pattern of the
 strongest induction head on one repeated random sequence [BOS] r r, before and after.
 
-    python docs/induction_figures.py checkpoints/induction/2l-attn-d128h2-s0 --steps 128 2000
+    python docs/induction_figures.py checkpoints/induction/2l-attn-d128h2-s0 --steps 150 2000
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ CURVES = [("attention", "prev_token/max", "prev-token head"), ("attention", "ind
 
 
 def plot_curves(run_dir: Path, out: Path) -> None:
-    """The transition's curves, one panel each, on one step axis, with each curve's onset."""
+    """The transition's curves, one panel each, on one step axis, with each curve's onset (where
+    it crosses half its rise) and steepest point (where it moves fastest per decade of steps)."""
     observatory = run_dir.parent / "observatory"
     results = pd.read_parquet(observatory / "results.parquet")
     onsets = pd.read_parquet(observatory / "emergence.parquet")
@@ -50,9 +51,14 @@ def plot_curves(run_dir: Path, out: Path) -> None:
         ax.fill_between(curve["step"], curve["value"] - 2 * curve["stderr"], curve["value"] + 2 * curve["stderr"],
                         color="C0", alpha=0.2)
         onset = onsets[(onsets["probe"] == probe) & (onsets["metric"] == metric) & onsets["has_onset"]]
-        for step in onset["onset_step"]:
+        low, top = ax.get_ylim()
+        for step, steepest in zip(onset["onset_step"], onset["steepest_step"]):
             ax.axvline(step, color="C3", linestyle="--", linewidth=1)
-            ax.text(step, ax.get_ylim()[1], f" onset {step:.0f}", color="C3", va="top", fontsize=8)
+            ax.axvline(steepest, color="0.4", linestyle=":", linewidth=1)
+            ax.text(step, top, f" onset {step:.0f} ", color="C3", va="top", fontsize=8,
+                    ha="right" if step < steepest else "left")
+            ax.text(steepest, top - 0.15 * (top - low), f" steepest {steepest:.0f} ", color="0.4", va="top", fontsize=8,
+                    ha="left" if step < steepest else "right")
         ax.set_ylabel(label, fontsize=8)
     axes[-1].set_xscale("symlog", linthresh=10)
     axes[-1].set_xlim(left=0)
