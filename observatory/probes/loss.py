@@ -1,6 +1,6 @@
 """Loss probes. On the held-out examples packed as in training: the loss per task and by
 position in the block. On whole held-out examples that fill the context, each starting at
-position 0 (so that a position is the length of the context read): the in-context learning
+position 0 (so that position t has read t + 1 tokens, all of its own example): the in-context learning
 score of Olsson et al. 2022, the loss at token 500 minus the loss at token 50 of 512, here
 scaled to the context length. Runs whose examples are all shorter than the context (the
 task suite's short tasks) get no ICL score: on them it would not measure context use."""
