@@ -72,7 +72,7 @@ def test_ddp_cpu_under_multirun_makes_no_duplicate_sweep_dirs(tmp_path):
         assert [r["step"] for r in rundir.read_manifest(tmp_path / "exp" / run)] == STEPS  # each written once
 
 
-@pytest.mark.slow  # the submitit launcher runs in the default suite too, in the requeue test (test_fault_tolerance.py)
+@pytest.mark.slow  # with the requeue test (test_fault_tolerance.py), the slow suite covers submitit; laptops do not use it
 def test_submitit_local_sweep_runs_both_jobs(tmp_path):
     result = train(tmp_path, "hydra/launcher=submitit_local", "data.batch_size=8", "seed=0,1", multirun=True)
     assert result.returncode == 0, result.stderr
