@@ -10,10 +10,14 @@ from train.checkpointing import checkpoint_steps
 STEPS = np.array(checkpoint_steps(4000, None, 250))  # 0, powers of two, every 250, as training writes
 
 
-def sigmoid_curve(center_step: float, width_decades: float, noise: float = 0.0, seed: int = 0):
-    x = np.log10(STEPS + 1)
+def logistic(steps, center_step: float, width_decades: float) -> np.ndarray:
+    """0 to 1 on the log-step axis, centred at center_step, from 10% to 90% in width_decades."""
     w = width_decades / (2 * np.log(9))
-    y = 0.05 + 0.9 / (1 + np.exp(-(x - np.log10(center_step + 1)) / w))
+    return 1 / (1 + np.exp(-(np.log10(steps + 1) - np.log10(center_step + 1)) / w))
+
+
+def sigmoid_curve(center_step: float, width_decades: float, noise: float = 0.0, seed: int = 0):
+    y = 0.05 + 0.9 * logistic(STEPS, center_step, width_decades)
     return y + noise * np.random.default_rng(seed).normal(size=len(y))
 
 
@@ -36,11 +40,7 @@ def test_the_steepest_point_finds_the_sharp_stage_of_a_curve_that_moves_in_two()
     stage, its steepest point at the second's centre (a logistic of height h and scale w is
     steepest at its centre, h / 4w: 8.8 nats per decade there against the first stage's 0.88)."""
     steps = np.arange(0, 4001, 25)
-    x = np.log10(steps + 1)
-
-    def stage(center, width_decades):  # a logistic from 0 to 1 on the log axis, 10% to 90% in width_decades
-        return 1 / (1 + np.exp(-(x - np.log10(center + 1)) / (width_decades / (2 * np.log(9)))))
-    loss = 4.0 - 1.2 * stage(30, 1.5) - 0.8 * stage(1500, 0.1)
+    loss = 4.0 - 1.2 * logistic(steps, 30, 1.5) - 0.8 * logistic(steps, 1500, 0.1)
     onset = detect_onset(steps, -loss, n_boot=0)
     assert onset.onset_step < 500  # 296: in the first stage
     assert 1500 - 25 <= onset.steepest_step <= 1500 + 25  # within the checkpoint interval holding it

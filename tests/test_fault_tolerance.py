@@ -53,8 +53,8 @@ def reference(tmp_path_factory) -> dict[int, str]:
 def ctrl_c_reaches_the_processes_started():
     """The Ctrl-C tests signal the processes they start (or those signal themselves), as a
     terminal signals its foreground job. A shell starts a background job (`pytest &` in a
-    script) with SIGINT ignored, and a child inherits that: the signal would do nothing. With a handler here, a child starts
-    with the default disposition instead, as a terminal's job does."""
+    script) with SIGINT ignored, and a child inherits that: the signal would do nothing. With a
+    handler here, a child starts with the default disposition instead, as a terminal's job does."""
     inherited = signal.getsignal(signal.SIGINT)
     if inherited == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
