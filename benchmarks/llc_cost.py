@@ -23,8 +23,9 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from observatory.discovery import experiment_dir, find_runs
+from observatory.store import experiment_dir
 from observatory.sweep import RunInputs, probe_checkpoint, sweep
+from observatory.sweep.discovery import find_runs
 from train import rundir
 
 

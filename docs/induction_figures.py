@@ -42,7 +42,7 @@ def plot_curves(run_dir: Path, out: Path) -> None:
     it crosses half its rise) and steepest point (where it moves fastest per decade of steps)."""
     observatory = run_dir.parent / "observatory"
     results = pd.read_parquet(observatory / "results.parquet")
-    onsets = pd.read_parquet(observatory / "emergence.parquet")
+    onsets = pd.read_parquet(observatory / "tables" / "emergence.parquet")
     results, onsets = results[results["run"] == run_dir.name], onsets[onsets["run"] == run_dir.name]
     fig, axes = plt.subplots(len(CURVES), 1, figsize=(7, 9), sharex=True)
     for ax, (probe, metric, label) in zip(axes, CURVES):

@@ -23,11 +23,9 @@ def observe(cfg: DictConfig) -> int:
 
 
 def _observe(cfg: DictConfig) -> int:
-    import pandas as pd
-
-    from observatory.report import write_report
+    from observatory.report.build import analyse, write
+    from observatory.report.wandb_log import log_results
     from observatory.sweep import SweepError, sweep_from_config
-    from observatory.wandb_log import log_results
 
     try:
         summary = sweep_from_config(cfg)
@@ -40,11 +38,10 @@ def _observe(cfg: DictConfig) -> int:
     if not len(summary.table):
         print("error: no results to report (every checkpoint failed to load; see above)", file=sys.stderr)
         return 1
-    index = write_report(summary.experiment_dir)
+    report = analyse(summary.experiment_dir)
+    index = write(report, summary.experiment_dir)
     if cfg.wandb.mode != "disabled":
-        log_results(summary.table, cfg.experiment_name, out, cfg.wandb.mode,
-                    emergence=pd.read_parquet(out / "emergence.parquet"), charts=sorted((out / "charts").glob("*.png")),
-                    by_size=pd.read_parquet(out / "onsets_by_size.parquet"), stages=pd.read_parquet(out / "stages.parquet"))
+        log_results(summary.table, cfg.experiment_name, out, cfg.wandb.mode, report)
     print(closing_summary(out, cfg.wandb.mode))
     print(f"report: {index}")
     return 1 if summary.problems else 0

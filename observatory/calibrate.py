@@ -13,6 +13,7 @@ config (e.g. conf/probes/llc/<experiment>.yaml, which an experiment file selects
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 from pathlib import Path
@@ -20,20 +21,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from observatory.discovery import experiment_dir
-from observatory.probes.llc import DEFAULTS, Estimate, estimate, settings
+from observatory.probes.llc import Estimate, Settings, estimate, settings
+from observatory.store import experiment_dir
 
 GRID_KEYS = ("lr", "n_beta", "localization")
 
 
-def calibrate(model, blocks, loss_mask, base: dict, grid: dict[str, list[float]],
+def calibrate(model, blocks, loss_mask, base: Settings, grid: dict[str, list[float]],
               component: str | None = None, log=None) -> tuple[pd.DataFrame, dict[tuple, Estimate]]:
     """One estimate per grid point: (a table with each setting's verdict, {setting: Estimate})."""
     rows, estimates = [], {}
-    points = list(itertools.product(*(grid.get(k) or [base[k]] for k in GRID_KEYS)))
+    points = list(itertools.product(*(grid.get(k) or [getattr(base, k)] for k in GRID_KEYS)))
     for i, point in enumerate(points):
-        cfg = settings(base) | dict(zip(GRID_KEYS, point))
-        e = estimate(model, blocks, loss_mask, cfg, component)
+        e = estimate(model, blocks, loss_mask, dataclasses.replace(base, **dict(zip(GRID_KEYS, map(float, point)))),
+                     component)
         estimates[point] = e
         rows.append(dict(zip(GRID_KEYS, point)) | verdict(e))
         if log:
@@ -108,12 +109,11 @@ def plot_traces(table: pd.DataFrame, estimates: dict[tuple, Estimate], path: Pat
     plt.close(fig)
 
 
-def write_settings(path: Path, chosen: dict, note: str) -> None:
+def write_settings(path: Path, chosen: Settings, note: str) -> None:
     """The chosen LLC settings as a probe config file (every setting spelled out)."""
     lines = [f"# LLC sampler settings chosen by python -m observatory.calibrate ({note})",
              "# (observatory/probes/llc.py for what each one does)"]
-    for key in DEFAULTS:
-        value = chosen[key]
+    for key, value in dataclasses.asdict(chosen).items():
         if isinstance(value, float) and "e" in repr(value) and "." not in repr(value):
             value = repr(value).replace("e", ".0e")  # 3.0e-05: a float in YAML 1.1 too (3e-05 is a string there)
         lines.append(f"{key}: {list(value) if isinstance(value, (list, tuple)) else value}")
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
+    from conf import CONF_DIR
     from observatory.probes.context import pack_with_loss_mask
     from train import rundir
 
@@ -149,11 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {run_dir} has no training-split probe items to sample on", file=sys.stderr)
         return 2
     model = rundir.load_model(run_dir, step)
-    probe = settings(OmegaConf.to_container(cfg.probes, resolve=True).get("llc") or {})
-    base = probe | {k: v for k, v in OmegaConf.to_container(cfg.sampler, resolve=True).items() if v is not None}
+    given = OmegaConf.to_container(cfg.probes, resolve=True).get("llc")  # the experiment's, else the probe's defaults
+    probe = settings(given or OmegaConf.to_container(OmegaConf.load(CONF_DIR / "probes" / "llc" / "default.yaml")))
+    overrides = {k: v for k, v in OmegaConf.to_container(cfg.sampler, resolve=True).items() if v is not None}
+    base = dataclasses.replace(probe, **overrides)
     grid = OmegaConf.to_container(cfg.grid, resolve=True)
     print(f"calibrating the LLC sampler on {run} step {step} ({len(blocks)} blocks of training data; "
-          f"{base['chains']} chains, {base['burnin']} burn-in + {base['draws']} draws each)", flush=True)
+          f"{base.chains} chains, {base.burnin} burn-in + {base.draws} draws each)", flush=True)
     table, estimates = calibrate(model, blocks, mask, base, grid, cfg.component, log=lambda m: print(m, flush=True))
     out = experiment / "observatory" / "calibration"
     out.mkdir(parents=True, exist_ok=True)
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no setting passed: widen the grid (smaller step sizes, larger nβ or localization) and run again")
         return 1
     best = chosen.iloc[0]
-    settings_chosen = probe | {k: float(best[k]) for k in GRID_KEYS}  # the grid's own sampler overrides stay out
+    settings_chosen = dataclasses.replace(probe, **{k: float(best[k]) for k in GRID_KEYS})  # not the grid's sampler
     print(f"chosen: lr={best['lr']:g} n_beta={best['n_beta']:g} localization={best['localization']:g} "
           f"(llc {best['llc']:.4g} ± {best['stderr']:.2g}, drift {best['drift']:+.3f})")
     if cfg.write:

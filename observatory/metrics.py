@@ -1,17 +1,37 @@
-"""What a probe's number is. Every probe metric carries its kind, its range, the direction
-in which it improves, its chance level where it has one, and its sampling error; onset
-detection, charts and the report read these, never a metric's name, so the same numbers get
-the same verdict whatever they are called."""
+"""What a probe's number is. Every probe metric carries what it measures (its spec: kind,
+range, the direction in which it improves, chance level, sampling error) and what it is
+(its identity: role, task, split, component, label, unit). Onset detection, tables, charts
+and the report read these columns, never a metric's name, so the same numbers get the same
+verdict and the same words whatever they are called."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
 KINDS = ("accuracy", "logprob", "loss", "norm", "score")
-SPEC_COLUMNS = ["kind", "higher_is_better", "low", "high", "chance", "stderr"]  # beside `value` in the results
+
+# What part a metric plays in the analysis.
+ALL_OR_NOTHING = "all-or-nothing"  # a task's answer scored right or wrong as a whole (exact match)
+CONTINUOUS = "continuous"  # a task's score that credits partial progress (per-token accuracy, log-prob)
+MECHANISM = "mechanism"  # a circuit's signature (head scores, the in-context learning score)
+REPRESENTATION = "representation"  # what a readout finds in the activations (linear probes)
+LOSS = "loss"  # held-out loss
+WEIGHTS = "weights"  # statistics of the weights (norms)
+STAGE_SIGNAL = "stage signal"  # a developmental signal whose change points are stages, not onsets (LLC)
+SAMPLER = "sampler"  # a stage signal's own detail: one chain's estimate, the sampler's health
+ROLES = (ALL_OR_NOTHING, CONTINUOUS, MECHANISM, REPRESENTATION, LOSS, WEIGHTS, STAGE_SIGNAL, SAMPLER)
+CURVE_ROLES = ROLES[:6]  # the curves that onsets are read from
+TASK_ROLES = (ALL_OR_NOTHING, CONTINUOUS)  # the mirage question compares these within a task
+SPLITS = ("heldout", "train")  # items the run never trained on, items from its training stream
+
+SPEC_COLUMNS = ["kind", "higher_is_better", "low", "high", "chance", "stderr"]
+IDENTITY_COLUMNS = ["role", "task", "split", "layer", "head", "sample", "label", "unit", "primary"]
+# LLC health (role SAMPLER), one label each, read per estimate: observatory/analysis/tables.py
+LLC_HEALTH = {"drift": "sampler drift", "diverged": "diverged chains", "negative": "negative chains",
+              "healthy": "healthy", "init_loss": "loss at the checkpoint"}
 
 
 @dataclass(frozen=True)
@@ -23,10 +43,24 @@ class Metric:
     high: float | None = None
     chance: float | None = None  # the value of a model that has not learned the capability
     stderr: float | None = None  # sampling error of `value` over the items or sequences it averages
+    _: KW_ONLY
+    role: str  # one of ROLES
+    label: str  # what it is, in words: "exact match", "induction score"
+    unit: str = ""  # "fraction of items", "nats", "attention weight"
+    task: str | None = None  # the capability task it scores
+    split: str | None = None  # one of SPLITS: the items it is measured on
+    layer: int | None = None  # the component it belongs to (TransformerLens numbering); None: the whole model
+    head: int | None = None
+    sample: int | None = None  # which of an estimate's independent samples it is (an SGLD chain)
+    primary: bool = False  # the metric that stands for its task's role, or for its probe, in summaries
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"metric kind {self.kind!r} is not one of {KINDS}")
+        if self.role not in ROLES:
+            raise ValueError(f"metric role {self.role!r} is not one of {ROLES}")
+        if self.split not in (None, *SPLITS):
+            raise ValueError(f"metric split {self.split!r} is not one of {SPLITS}")
 
     @property
     def best(self) -> float | None:
@@ -52,7 +86,22 @@ def mean_with_error(values, weights=None, **spec) -> Metric:
 
 # the specs the built-in probes share
 ACCURACY = dict(kind="accuracy", low=0.0, high=1.0)
-LOSS = dict(kind="loss", higher_is_better=False, low=0.0)
+LOSS_SPEC = dict(kind="loss", higher_is_better=False, low=0.0, role=LOSS, unit="nats per token")
+
+
+def component_name(layer: int | None, head: int | None) -> str | None:
+    """A component as TransformerLens's demos write it: "L1H0" (a head), "L1" (a layer)."""
+    if absent(layer):  # the whole model
+        return None
+    return f"L{int(layer)}" + ("" if absent(head) else f"H{int(head)}")
+
+
+def absent(value) -> bool:
+    """None, NaN or pandas' NA: a field the metric does not have."""
+    try:
+        return value is None or bool(value != value)
+    except TypeError:  # pandas' NA has no truth value
+        return True
 
 
 def min_rise(low: float | None, high: float | None, share: float = 0.05) -> float:

@@ -11,17 +11,17 @@ import os
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from observatory.discovery import Checkpoint
-from observatory.metrics import SPEC_COLUMNS
+from observatory.metrics import IDENTITY_COLUMNS, SPEC_COLUMNS
 from train.durable import atomic_write, atomic_write_bytes
 
 COLUMNS = ["experiment", "run", "model", "seed", "n_params", "n_params_non_embedding", "step", "tokens", "flops_6nd",
-           "probe", "metric", "value", *SPEC_COLUMNS, "checkpoint_sha256", "probe_hash"]
+           "probe", "metric", "value", *SPEC_COLUMNS, *IDENTITY_COLUMNS, "checkpoint_sha256", "probe_hash"]
 ITEM_COLUMNS = ["run", "step", "probe", "metric", "item", "value", "weight", "checkpoint_sha256", "probe_hash"]
 TABLES = {"checkpoints": ("results.parquet", COLUMNS), "items": ("item_results.parquet", ITEM_COLUMNS)}
 RENAMED = {"flops": "flops_6nd"}  # columns of files written before the rename
@@ -33,11 +33,26 @@ def flops_6nd(n_params_non_embedding: int, tokens: float) -> float:
     return 6.0 * n_params_non_embedding * tokens
 
 
+class Checkpoint(Protocol):
+    """What the store keys a checkpoint's results by, wherever the checkpoint comes from."""
+
+    run: str
+    step: int
+    tokens: int
+    sha256: str
+
+
 def typed(table: pd.DataFrame) -> pd.DataFrame:
     """The results columns with their types fixed (an unbounded metric's range is NaN, not a
-    column of None that Parquet would type as null)."""
+    column of None that Parquet would type as null; a metric of the whole model has no layer)."""
     return table.astype({"value": float, "low": float, "high": float, "chance": float, "stderr": float,
-                         "higher_is_better": bool})
+                         "higher_is_better": bool, "layer": "Int64", "head": "Int64", "sample": "Int64", "primary": bool,
+                         "task": "string", "split": "string", "role": "string", "label": "string", "unit": "string"})
+
+
+def experiment_dir(cfg) -> Path:
+    """Where a config's experiment lives: <checkpoints_dir>/<experiment_name>, as training writes it."""
+    return Path(cfg.checkpoints_dir) / cfg.experiment_name
 
 
 def output_dir(experiment_dir: Path) -> Path:

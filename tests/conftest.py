@@ -9,6 +9,15 @@ from hydra.core.global_hydra import GlobalHydra
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def probe_defaults() -> dict:
+    """Every probe's settings as its config files set them (conf/probes/): the one source of
+    their defaults. The LLC, off by default, with conf/probes/llc/default.yaml."""
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "probes" / "default.yaml"))
+    return settings | {"llc": OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "probes" / "llc" / "default.yaml"))}
+
 # conf/debug/default.yaml: a few seconds of training (40 steps of the 13k model with a 32-token
 # context on modular addition, batches of 8, 11 checkpoints, no logger). On the command line of
 # `python -m train` it is the override "debug=default"; in a test, the fixtures below.

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from observatory.adaptive import coarse_to_fine, log_spaced, onset_intervals
-from observatory.emergence import detect_onset
+from observatory.analysis.emergence import detect_onset
+from observatory.sweep.adaptive import coarse_to_fine, log_spaced, onset_intervals
 
 STEPS = list(range(0, 1001, 5))  # 201 dense checkpoints
 LEVEL = 0.5
@@ -43,7 +43,8 @@ def _probe(curve: pd.Series):
         steps = sorted(selected["toy"])
         return {"toy": pd.DataFrame({"step": steps, "probe": "capability", "metric": "toy/exact_match",
                                      "value": curve.loc[steps].to_numpy(), "kind": "accuracy",
-                                     "higher_is_better": True, "low": 0.0, "high": 1.0, "stderr": np.nan})}
+                                     "higher_is_better": True, "low": 0.0, "high": 1.0, "stderr": np.nan,
+                                     "role": "all-or-nothing", "primary": True})}
 
     return probe
 
@@ -91,8 +92,10 @@ def test_the_checkpoints_on_either_side_of_an_llc_change_point_end_up_adjacent()
 
     def probe(selected):
         s = sorted(selected["toy"])
-        rows = [{"step": step, "probe": "llc", "metric": m, "value": v, "stderr": se}
-                for step in s for m, v, se in (("mean", llc[step], 1.0), ("healthy", 1.0, np.nan))]
+        rows = [{"step": step, "probe": "llc", "metric": m, "value": v, "stderr": se, "role": role, "label": label,
+                 "layer": None, "head": None, "sample": None, "primary": False}
+                for step in s for m, v, se, role, label in (("mean", llc[step], 1.0, "stage signal", "LLC"),
+                                                           ("healthy", 1.0, np.nan, "sampler", "healthy"))]
         return {"toy": pd.DataFrame(rows)}
 
     chosen = sorted(coarse_to_fine({"toy": STEPS}, 8, {}, probe)["toy"])

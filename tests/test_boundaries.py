@@ -28,7 +28,7 @@ def test_the_check_sees_what_an_import_loads():
 
 
 def test_the_observatory_loads_no_training_machinery():
-    statement = "import observatory, observatory.sweep, observatory.report, observatory.emergence, observatory.probes"
+    statement = "import observatory, observatory.sweep, observatory.report, observatory.analysis.emergence, observatory.probes"
     assert loaded_by(statement, TRAINING) == []
 
 
@@ -74,3 +74,38 @@ def test_no_import_cycle_between_the_projects_modules():
     graph = import_graph()
     assert {"observatory.probes.registry", "train.model"} <= set(graph)
     assert cycles(graph) == []
+
+
+# The observatory's parts by role, and what each may import: report -> analysis -> store <- sweep -> probes,
+# all of them -> metrics (what a number is). The entry points (python -m ...) may import anything.
+LAYERS = {"observatory.metrics": set(), "observatory.store": {"observatory.metrics"},
+          "observatory.probes": {"observatory.metrics"},
+          "observatory.analysis": {"observatory.store", "observatory.metrics"},
+          "observatory.sweep": {"observatory.probes", "observatory.store", "observatory.analysis", "observatory.metrics"},
+          "observatory.report": {"observatory.analysis", "observatory.store", "observatory.metrics"}}
+ENTRY_POINTS = {"observatory", "observatory.__main__", "observatory.pipeline", "observatory.calibrate"}
+
+
+def layer_of(module: str) -> str | None:
+    return next((layer for layer in LAYERS if module == layer or module.startswith(layer + ".")), None)
+
+
+def crossings(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(module, import) pairs of the observatory that go against the layers' direction."""
+    bad = []
+    for module, imports in graph.items():
+        mine = layer_of(module)
+        if module.startswith("observatory") and mine is None and module not in ENTRY_POINTS:
+            bad.append((module, "(a module outside every layer)"))
+        for imported in imports:
+            theirs = layer_of(imported)
+            if mine and theirs and theirs != mine and theirs not in LAYERS[mine]:
+                bad.append((module, imported))
+    return bad
+
+
+def test_the_observatory_imports_in_one_direction_report_analysis_store_sweep_probes():
+    assert crossings({"observatory.store": {"observatory.report.page"}}) == [("observatory.store", "observatory.report.page")]
+    graph = import_graph()
+    assert {"observatory.report.page", "observatory.analysis.tables", "observatory.sweep.runner"} <= set(graph)
+    assert crossings(graph) == []

@@ -10,17 +10,26 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, unprobed_copy
+from conftest import REPO, probe_defaults, unprobed_copy
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from observatory import figures, stages, store
+from observatory import store
+from observatory.analysis import stages
 from observatory.calibrate import calibrate
 from observatory.calibrate import main as calibrate_main
+from observatory.metrics import LLC_HEALTH
 from observatory.probes.llc import Estimate, estimate, param_masks, settings
-from observatory.report import write_report
+from observatory.report import figures, write_report
 from observatory.sweep import sweep
 from train.model import GPT, GPTConfig
+
+DEFAULT = probe_defaults()["llc"]  # conf/probes/llc/default.yaml
+
+
+def llc_settings(**changed):
+    """The LLC probe's settings: its config file's, with some changed."""
+    return settings(DEFAULT | changed)
 
 
 # ---- the estimate ------------------------------------------------------------------------------
@@ -42,8 +51,8 @@ def test_llc_at_the_minimum_of_a_quadratic_is_half_the_dimension():
     blocks = torch.zeros(64, 2, dtype=torch.long)  # rows for the sampler to batch; the loss ignores them
     # ε·nβ·h <= 0.08: the discretized chain's variance is within 2% of the posterior's
     e = estimate(Quadratic(d), blocks, torch.ones(64, 1, dtype=torch.bool),
-                 {"lr": 4e-4, "n_beta": 100, "localization": 0.0, "chains": 4, "burnin": 200, "draws": 2000,
-                  "batch_size": 8}, loss_fn=quadratic_loss)
+                 llc_settings(lr=4e-4, n_beta=100.0, localization=0.0, chains=4, burnin=200, draws=2000, batch_size=8),
+                 loss_fn=quadratic_loss)
     assert e.init_loss == 0.0 and e.healthy
     assert abs(e.mean - d / 2) <= 3 * e.stderr, (e.mean, e.stderr)
     assert 0.05 < e.stderr < 0.5  # the chains' error is an error, not zero
@@ -69,18 +78,22 @@ def test_health_flags_divergence_negative_chains_and_drift():
     assert estimate_from(rising).drift > 0.2 and not estimate_from(rising).healthy
     # the draws are whole passes over the batches (epoch 2: the last, odd step is left out)
     assert estimate_from([[1.0, 1.0, 1.2, 1.4, 1.2, 1.4, 5.0]]).mean == pytest.approx(3.0)
-    metrics = estimate_from(below).metrics("L1H0/")
+    metrics = estimate_from(below).metrics("L1H0")
     assert metrics["L1H0/healthy"].value == 0.0 and metrics["L1H0/negative"].value == 0.5
     assert metrics["L1H0/mean"].stderr == pytest.approx(np.std(e.per_chain, ddof=1) / math.sqrt(2))
+    assert {(m.layer, m.head) for m in metrics.values()} == {(1, 0)}  # each says what it is of
+    assert [m.sample for m in metrics.values() if m.role == "sampler" and m.label == "LLC"] == [0, 1]
 
 
 def test_unknown_settings_are_an_error_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match="unknown llc setting"):
-        settings({"step_size": 1e-4})
+    with pytest.raises(ValueError, match=r"probes.llc: unknown setting\(s\) \['step_size'\]"):
+        settings(DEFAULT | {"step_size": 1e-4})
+    with pytest.raises(ValueError, match=r"probes.llc: missing setting\(s\) \['chains'\]"):
+        settings({k: v for k, v in DEFAULT.items() if k != "chains"})
     from observatory.sweep import SweepError
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "run.json").write_text("{}")
-    with pytest.raises(SweepError, match="probes.llc: unknown llc setting"):
+    with pytest.raises(SweepError, match=r"probes.llc: unknown setting\(s\) \[.step_size.\]"):
         sweep(tmp_path, {"llc": {"step_size": 1e-4}}, progress=False)
 
 
@@ -119,7 +132,7 @@ def small_trained_model():
 
 def test_calibration_picks_a_stable_setting_and_rejects_a_diverging_one(tmp_path):
     model, blocks, mask = small_trained_model()
-    base = {"chains": 2, "burnin": 32, "draws": 64, "batch_size": 32}
+    base = llc_settings(chains=2, burnin=32, draws=64, batch_size=32)
     table, estimates = calibrate(model, blocks, mask, base, {"lr": [1e-3, 1.0], "n_beta": [100.0],
                                                              "localization": [100.0]})
     stable, diverging = table.set_index("lr").loc[1e-3], table.set_index("lr").loc[1.0]
@@ -157,10 +170,13 @@ def llc_rows(run, values, healthy, chains=4, spread=1.0, seed=0):
     rows = []
     for step, value, ok in zip(STEPS, values, healthy):
         per_chain = value + rng.normal(0, spread, chains)
-        metrics = {"mean": (per_chain.mean(), spread / math.sqrt(chains)), "healthy": (float(ok), None)}
-        metrics |= {f"chain/{i}": (v, None) for i, v in enumerate(per_chain)}
-        rows += [{"run": run, "step": int(step), "probe": "llc", "metric": m, "value": v, "stderr": se}
-                 for m, (v, se) in metrics.items()]
+        none = dict(layer=None, head=None, sample=None)
+        metrics = {"mean": (per_chain.mean(), spread / math.sqrt(chains), none | dict(role="stage signal", label="LLC")),
+                   "healthy": (float(ok), None, none | dict(role="sampler", label=LLC_HEALTH["healthy"]))}
+        metrics |= {f"chain/{i}": (v, None, none | dict(role="sampler", label="LLC", sample=i))
+                    for i, v in enumerate(per_chain)}
+        rows += [{"run": run, "step": int(step), "probe": "llc", "metric": m, "value": v, "stderr": se} | identity
+                 for m, (v, se, identity) in metrics.items()]
     return rows
 
 
@@ -214,8 +230,8 @@ def test_each_boundary_lists_the_onsets_within_one_checkpoint_interval():
 
 
 # ---- on real (tiny) runs -------------------------------------------------------------------------
-LLC = {"lr": 1e-4, "n_beta": 100.0, "localization": 100.0, "chains": 2, "burnin": 8, "draws": 16, "batch_size": 8,
-       "components": ["L0H0"]}
+LLC = DEFAULT | {"lr": 1e-4, "n_beta": 100.0, "localization": 100.0, "chains": 2, "burnin": 8, "draws": 16,
+                 "batch_size": 8, "components": ["L0H0"]}
 SIGNALS = {"llc": LLC, "essential_dynamics": {"max_positions": 256, "seed": 0}, "weights": {}}
 
 
@@ -273,9 +289,9 @@ def test_report_writes_stages_llc_and_trajectory_charts(experiment):
     sweep(experiment, SIGNALS | {"capability": {}}, progress=False)
     write_report(experiment, n_boot=10)
     out = experiment / "observatory"
-    table = pd.read_csv(out / "stages.csv")
+    table = pd.read_csv(out / "tables" / "stages.csv")
     assert list(table.columns) == stages.STAGE_COLUMNS
-    assert (out / "stage_onsets.csv").exists() and (out / "llc_unhealthy.csv").exists()
+    assert (out / "tables" / "stage_onsets.csv").exists() and (out / "tables" / "llc_unhealthy.csv").exists()
     assert (out / "charts" / "llc-13k-s0.png").exists() and (out / "charts" / "essential-dynamics-13k-s0.png").exists()
     page = (out / "index.html").read_text()
     assert '<section id="stages"><h2>Developmental stages</h2>' in page and "13k-s0: local learning coefficient" in page
@@ -286,7 +302,7 @@ def test_report_writes_stages_llc_and_trajectory_charts(experiment):
     healthy = results[(results["probe"] == "llc") & results["metric"].isin(["healthy", "L0H0/healthy"])]
     assert drawn == {"LLC": int(healthy.query("metric == 'healthy'")["value"].sum()),
                      "L0H0": int(healthy.query("metric == 'L0H0/healthy'")["value"].sum())}
-    emergence = pd.read_csv(out / "emergence.csv")
+    emergence = pd.read_csv(out / "tables" / "emergence.csv")
     assert not emergence["probe"].isin(["llc", "essential_dynamics"]).any()  # stages' signals, not onsets
 
 
@@ -298,24 +314,29 @@ def test_calibrate_command_writes_the_chosen_settings_as_a_probe_config(tiny_run
                            "grid.lr=[1e-2,3.0]", "grid.n_beta=[10]", "grid.localization=[100]", f"write={target}"])
     assert code == 0
     written = settings(OmegaConf.to_container(OmegaConf.load(target)))
-    assert written["lr"] == 1e-2 and written["n_beta"] == 10
-    assert written["chains"] == settings({})["chains"]  # the grid's sampler overrides are not the probe's
+    assert written.lr == 1e-2 and written.n_beta == 10
+    assert written.chains == DEFAULT["chains"]  # the grid's sampler overrides are not the probe's
     out = tiny_run / "observatory" / "calibration"
     assert (out / "13k-s0-step20.png").exists()
     assert pd.read_csv(out / "13k-s0-step20.csv")["chosen"].sum() == 1
 
 
 def test_devinterp_is_loaded_only_when_an_estimate_runs():
-    code = ("import sys, observatory.sweep, observatory.report, observatory.stages, observatory.calibrate; "
+    code = ("import sys, observatory.sweep, observatory.report, observatory.analysis.stages, observatory.calibrate; "
             "print(sorted(m for m in ('devinterp', 'datasets', 'transformers', 'lightning') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_wandb_logs_an_unhealthy_estimate_apart_from_the_curve():
-    from observatory.wandb_log import metric_key
+    from dataclasses import asdict
 
-    at_step = pd.DataFrame({"probe": "llc", "metric": ["mean", "healthy", "chain/0", "L1H0/mean", "L1H0/healthy"],
-                            "value": [1.0, 0.0, 1.0, 2.0, 1.0]})
-    keys = [metric_key("llc", m, at_step) for m in at_step["metric"]]
-    assert keys == ["llc/unhealthy/mean", "llc/healthy", "llc/unhealthy/chain/0", "llc/L1H0/mean", "llc/L1H0/healthy"]
+    from observatory.report.wandb_log import metric_keys
+
+    settled = [[1.0, 1.1, 1.2, 1.2, 1.2, 1.2, 1.2, 1.2]] * 2
+    below = settled[:1] + [[1.0, 0.9, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]]  # a negative chain: unhealthy
+    metrics = estimate_from(below).metrics() | estimate_from(settled).metrics("L1H0")
+    rows = pd.DataFrame([{"run": "r", "step": 5, "probe": "llc", "metric": name} | asdict(m) for name, m in metrics.items()])
+    keys = dict(zip(rows["metric"], metric_keys(rows)))
+    assert (keys["mean"], keys["chain/1"], keys["healthy"]) == ("llc/unhealthy/mean", "llc/unhealthy/chain/1", "llc/healthy")
+    assert (keys["L1H0/mean"], keys["L1H0/chain/0"]) == ("llc/L1H0/mean", "llc/L1H0/chain/0")  # its component is healthy

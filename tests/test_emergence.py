@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from observatory.emergence import detect_onset, emergence_table, step_noise
+from observatory.analysis.emergence import detect_onset, emergence_table, step_noise
 from train.checkpointing import checkpoint_steps
 
 STEPS = np.array(checkpoint_steps(4000, None, 250))  # 0, powers of two, every 250, as training writes
@@ -88,14 +88,16 @@ def test_a_rise_by_one_item_in_128_is_within_its_sampling_error():
     from observatory.metrics import ACCURACY, mean_with_error
 
     one = np.where(STEPS > 100, 1, 0)  # item 0 right from step 128 on, the other 127 never
-    metrics = [mean_with_error(np.r_[k, np.zeros(127)], **ACCURACY) for k in one]
+    identity = dict(role="all-or-nothing", label="exact match")
+    metrics = [mean_with_error(np.r_[k, np.zeros(127)], **ACCURACY, **identity) for k in one]
     values, stderr = np.array([m.value for m in metrics]), np.array([m.stderr for m in metrics])
     assert values[-1] == 1 / 128 and step_noise(values) == 0.0  # flat steps: the curve alone shows no noise
     onset = detect_onset(STEPS, values, stderr=stderr, n_boot=0)  # no minimum rise: the sampling error decides
     assert not onset.has_onset and "within noise" in onset.reason
     table = emergence_table(pd.DataFrame(curve_rows(values, stderr=stderr, **ACCURACY)), n_boot=0)
     assert not table["has_onset"].iloc[0]
-    real = [mean_with_error(np.r_[np.ones(k), np.zeros(128 - k)], **ACCURACY) for k in np.where(STEPS > 100, 40, 0)]
+    real = [mean_with_error(np.r_[np.ones(k), np.zeros(128 - k)], **ACCURACY, **identity)
+            for k in np.where(STEPS > 100, 40, 0)]
     assert detect_onset(STEPS, [m.value for m in real], stderr=[m.stderr for m in real], n_boot=0).has_onset
 
 

@@ -1,5 +1,6 @@
 """The sweep over real (tiny) runs: tidy rows, idempotence, kill-and-resume, bad files, W&B."""
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -18,9 +19,9 @@ from omegaconf import OmegaConf
 from wandb_offline import history, run_files
 
 from observatory import store
-from observatory.emergence import emergence_table, headline_metrics
+from observatory.analysis.emergence import emergence_table, headline_metrics
+from observatory.report.wandb_log import log_results
 from observatory.sweep import SweepError, sweep
-from observatory.wandb_log import log_results
 from train import rundir
 from train.runner import run_training
 
@@ -224,6 +225,39 @@ def test_nothing_to_sweep_is_a_clear_error(tmp_path):
         sweep(tmp_path / "nothing", PROBES)
     with pytest.raises(SweepError, match=r"unknown probe\(s\) \['telepathy'\]"):
         sweep(tmp_path, {"telepathy": {}})
+
+
+def test_probe_settings_are_checked_against_their_schema_before_any_work(tmp_path):
+    with pytest.raises(SweepError, match=r"probes.attention: missing setting\(s\) \['n_sequences'\]"):
+        sweep(tmp_path, dict(PROBES, attention={"seed": 0}))
+    with pytest.raises(SweepError, match=r"probes.linear.fit_fraction: 'most' is not a <class 'float'>"):
+        sweep(tmp_path, dict(PROBES, linear=dict(PROBES["linear"], fit_fraction="most")))
+
+
+def test_a_probe_default_changed_in_its_config_redoes_that_probe_and_nothing_else(experiment, monkeypatch):
+    """The settings come from conf/probes/ and are hashed as filled in: a default changed there
+    (here by an override of the composed config) changes that probe's hash alone."""
+    from observatory.probes import PROBES as REGISTRY
+    from observatory.sweep import sweep_from_config
+
+    def observatory(*overrides):
+        GlobalHydra.instance().clear()
+        with initialize_config_module(config_module="conf", version_base="1.3"):
+            return compose(config_name="observatory", overrides=[f"checkpoints_dir={experiment.parent}",
+                                                                 f"experiment_name={experiment.name}", "progress=false",
+                                                                 "~probes.essential_dynamics", *overrides])
+
+    first = sweep_from_config(observatory()).table
+    for name in set(REGISTRY) - {"attention"}:  # any probe but attention running again fails the test
+        monkeypatch.setitem(REGISTRY, name, dataclasses.replace(REGISTRY[name], fn=lambda ctx, s: pytest.fail("redone")))
+    again = sweep_from_config(observatory("probes.attention.n_sequences=4"))
+    assert (again.probed, again.skipped) == (16, 0)
+    before, after = (t.set_index(KEY) for t in (first, again.table))
+    others = before.index[before.index.get_level_values("probe") != "attention"]
+    assert after.loc[others, ["value", "probe_hash"]].equals(before.loc[others, ["value", "probe_hash"]])
+    attention = (after.index.get_level_values("probe") == "attention")
+    assert set(after.loc[attention, "probe_hash"]).isdisjoint(before.loc[before.index.get_level_values("probe")
+                                                                          == "attention", "probe_hash"])
 
 
 def test_default_probe_config_composes():

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from conftest import probe_defaults
 
 from observatory.metrics import Metric
 from observatory.probes import PROBES, requested_hooks
@@ -14,6 +15,7 @@ from observatory.probes.loss import icl_positions
 from train.model import GPT
 from train.model_config import GPTConfig
 
+DEFAULTS = probe_defaults()
 V, HALF = 12, 7  # vocabulary; repeated sequences are [BOS] + 2 x 7 tokens
 
 
@@ -24,7 +26,7 @@ def model(**kw) -> GPT:
 
 def context(m: GPT, items: list[dict] | None = None, probes=("capability", "loss", "attention", "linear")) -> Context:
     items = items or []
-    hooks = requested_hooks(m.cfg, {name: {} for name in probes})
+    hooks = requested_hooks(m.cfg, {name: DEFAULTS[name] for name in probes})
     blocks, block_tasks = pack_blocks(items, m.cfg.n_ctx + 1) if items else (torch.zeros(0, 17, dtype=torch.long), [])
     repeated = repeated_random_tokens(16, HALF, list(range(4, V)), bos=1, seed=0)
     linear = [it for it in items if it.get("split") == "linear"]
@@ -38,6 +40,11 @@ def context(m: GPT, items: list[dict] | None = None, probes=("capability", "loss
     # one batch of up to 1024 rows: the planting hooks below see every row at once
     return Context(m, inputs, hooks, 1024, parsed, Items.from_probe_items(linear) if linear else None, block_tasks,
                    {f"w{i}": i for i in range(V)}, {"blocks": blocks[:, 1:], "documents": docs[:, 1:]})
+
+
+def run(name: str, ctx: Context) -> dict[str, Metric]:
+    """One probe on a context, with its settings from its config file."""
+    return PROBES[name].fn(ctx, PROBES[name].configure(DEFAULTS[name]))
 
 
 def values(metrics: dict[str, Metric]) -> dict[str, float]:
@@ -77,7 +84,7 @@ def force(kind: str):
 def test_exact_induction_and_previous_token_heads_score_one():
     m = model()
     with m.hooks([("blocks.0.attn.hook_pattern", force("prev")), ("blocks.1.attn.hook_pattern", force("induction"))]):
-        metrics = values(PROBES["attention"].fn(context(m, probes=("attention",)), {}))
+        metrics = values(run("attention", context(m, probes=("attention",))))
     assert metrics["prev_token/L0H0"] == pytest.approx(1.0)
     assert metrics["induction/L1H0"] == pytest.approx(1.0)
     assert metrics["induction/max"] == pytest.approx(1.0) and metrics["prev_token/max"] == pytest.approx(1.0)
@@ -91,7 +98,7 @@ def test_uniform_attention_scores_one_over_n():
         for block in m.blocks:  # zero queries and keys: every score 0, attention uniform over the past
             block.attn.qkv.weight[: 2 * 32].zero_()
             block.attn.qkv.bias[: 2 * 32].zero_()
-    metrics = PROBES["attention"].fn(context(m, probes=("attention",)), {})
+    metrics = run("attention", context(m, probes=("attention",)))
     T = 2 * HALF + 1
     induction = sum(1 / (q + 1) for q in range(HALF + 1, 2 * HALF)) / (HALF - 1)
     previous = sum(1 / (q + 1) for q in range(1, T)) / (T - 1)
@@ -133,7 +140,7 @@ def test_forced_answers_give_closed_form_metrics(logit):
     m, hooks = forced_model(ctx.inputs["items"], logit)
     ctx.model = m
     with m.hooks(hooks):
-        metrics = values(PROBES["capability"].fn(ctx, {}))
+        metrics = values(run("capability", ctx))
     p = math.exp(logit) / (math.exp(logit) + V - 1)  # probability of the right token
     q = 1 / (math.exp(logit) + V - 1)  # of each other token
     assert metrics["copy/answer_logprob"] == pytest.approx(math.log(p), rel=1e-6)
@@ -150,7 +157,7 @@ def test_training_part_items_are_scored_separately():
     m, hooks = forced_model(ctx.inputs["items"], 5.0, wrong_positions=[3])  # every first answer token wrong
     ctx.model = m
     with m.hooks(hooks):
-        metrics = values(PROBES["capability"].fn(ctx, {}))
+        metrics = values(run("capability", ctx))
     assert {"copy/exact_match", "copy/train_exact_match", "copy/train_brier"} <= set(metrics)
     assert metrics["copy/token_accuracy"] == metrics["copy/train_token_accuracy"] == 0.5
 
@@ -161,7 +168,7 @@ def test_one_wrong_answer_token_breaks_exact_match_only():
     m, hooks = forced_model(ctx.inputs["items"], 5.0, wrong_positions=[4])
     ctx.model = m
     with m.hooks(hooks):
-        metrics = values(PROBES["capability"].fn(ctx, {}))
+        metrics = values(run("capability", ctx))
     assert metrics["copy/exact_match"] == 0.0
     assert metrics["copy/token_accuracy"] == pytest.approx(2 / 3)
 
@@ -174,7 +181,7 @@ def test_agreement_compares_the_right_and_wrong_forms():
     m, hooks = forced_model(ctx.inputs["items"], 3.0)
     ctx.model = m
     with m.hooks(hooks):
-        metrics = values(PROBES["capability"].fn(ctx, {}))
+        metrics = values(run("capability", ctx))
     # a choice between two forms is scored by that choice alone: the verb's lemma is not the model's to know
     assert metrics == {"grammar/agreement": 1.0, "grammar/agreement_prob": pytest.approx(1 / (1 + math.exp(-3.0)))}
 
@@ -184,7 +191,7 @@ def test_position_independent_loss_on_packed_blocks():
     m = model()
     with torch.no_grad():
         m.lm_head.weight.zero_()  # uniform predictions: loss log V at every position
-    metrics = values(PROBES["loss"].fn(context(m, items_of("copy", 40, 3) + items_of("add", 40, 2), ("loss",)), {}))
+    metrics = values(run("loss", context(m, items_of("copy", 40, 3) + items_of("add", 40, 2), ("loss",))))
     assert metrics["all"] == pytest.approx(math.log(V)) and metrics["task/add"] == pytest.approx(math.log(V))
     assert metrics["position/0"] == pytest.approx(math.log(V)) and metrics["position/15"] == pytest.approx(math.log(V))
     assert "icl_score" not in metrics  # no example fills the context: no document to score
@@ -237,7 +244,7 @@ def test_icl_score_is_zero_without_context_use_and_negative_with_it(rule, expect
     assert (early, late) == (3, 31)
     inputs = {"documents": docs[:, :-1], "blocks": torch.zeros(0, n_ctx, dtype=torch.long)}
     ctx = Context(RuleModel(rule, n_ctx), inputs, {}, 1024, targets={"documents": docs[:, 1:]})
-    score = PROBES["loss"].fn(ctx, {})["icl_score"]
+    score = run("loss", ctx)["icl_score"]
     if expected == "zero":
         assert score.value == 0.0
     else:  # the late token is copied (loss ~0), the early one is a uniform guess (log V)
@@ -254,7 +261,7 @@ def test_weight_norms_in_closed_form():
     with torch.no_grad():
         for p in m.parameters():
             p.fill_(0.5)
-    metrics = values(PROBES["weights"].fn(context(m, probes=()), {}))
+    metrics = values(run("weights", context(m, probes=())))
     assert metrics["norm/total"] == pytest.approx(0.5 * math.sqrt(m.n_params()))
     block0 = sum(p.numel() for p in m.blocks[0].parameters())
     assert metrics["norm/blocks.0"] == pytest.approx(0.5 * math.sqrt(block0))
@@ -294,7 +301,7 @@ def test_linear_probe_reads_the_residual_stream_of_every_layer_on_its_own_items(
     assert ctx.inputs["linear_items"].shape[0] == 200
     m.hook_embed.current_tokens = ctx.inputs["linear_items"]
     with m.hooks([("hook_embed", plant)]):
-        metrics = PROBES["linear"].fn(ctx, {"tasks": ["modular_addition"]})
+        metrics = run("linear", ctx)
     assert metrics["modular_addition/layer0"].value == 1.0 and metrics["modular_addition/best"].value == 1.0
     assert set(metrics) == {f"modular_addition/layer{i}" for i in range(3)} | {"modular_addition/best"}
     assert 0.1 < metrics["modular_addition/layer0"].chance < 0.3  # the commonest of 8 answers, 50 scored items
@@ -341,7 +348,7 @@ def test_a_model_that_always_answers_right_scores_the_top_of_every_bounded_metri
     vocab = tokenizer.get_vocab()
     rule_model = RuleModel(oracle(items + population, len(vocab)), parsed.tokens.shape[1])
     ctx = Context(rule_model, {"items": parsed.tokens}, {}, 1024, parsed, token_ids=vocab)
-    metrics = PROBES["capability"].fn(ctx, {})
+    metrics = run("capability", ctx)
     bounded = {name: m for name, m in metrics.items() if m.best is not None}
     assert {f"{t.name}/{split}exact_match" for t in tasks if t.name != "grammar" for split in ("", "train_")} <= set(bounded)
     assert {"grammar/agreement", "grammar/train_agreement_prob"} <= set(bounded)

@@ -11,22 +11,17 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from observatory import figures, store
-from observatory.emergence import emergence_table, onsets_over_seeds
-from observatory.findings import (
-    count,
-    findings,
-    headline_text,
-    interval,
-    onsets_by_size,
-    sizes,
-    tasks,
-    value,
-)
-from observatory.report import mirage_table, write_report
-from observatory.stages import STAGE_COLUMNS
+from observatory import store
+from observatory.analysis.emergence import emergence_table, onsets_over_seeds
+from observatory.analysis.stages import STAGE_COLUMNS
+from observatory.analysis.tables import mirage_table, onsets_by_size, sizes, tasks
+from observatory.report import figures, write_report
+from observatory.report.build import analyse
+from observatory.report.findings import findings, headline_text
+from observatory.report.format import count, interval, value
 from train.checkpointing import checkpoint_steps
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 STEPS = checkpoint_steps(2000, None, 250)
 SIZES = {"small": 1_000, "large": 100_000}
 RUNS = {f"{model}-s{seed}" for model in SIZES for seed in (0, 1)}
@@ -62,7 +57,7 @@ def results_table() -> pd.DataFrame:
                       ("weights", "norm/total"): 30 - np.array(STEPS) / 100,
                       ("loss", "all"): 2.0 + 0 * sigmoid(center, 1)}
             for (probe, metric), values in curves.items():
-                spec = SPECS.get(metric.split("/")[-1]) or SPECS[probe]
+                spec = SPECS[metric]
                 noise = 0.005 * rng.normal(size=len(STEPS)) if probe in ("capability", "attention", "linear") else 0
                 for step, v in zip(STEPS, values + noise):
                     rows.append(base | {"step": step, "tokens": 64 * step, "flops_6nd": 6.0 * n * 64 * step, "probe": probe,
@@ -71,13 +66,31 @@ def results_table() -> pd.DataFrame:
 
 
 ACCURACY = dict(kind="accuracy", higher_is_better=True, low=0.0, high=1.0, chance=np.nan, stderr=0.005)
-SPECS = {"exact_match": ACCURACY, "token_accuracy": ACCURACY, "train_exact_match": ACCURACY,
-         "answer_logprob": dict(kind="logprob", higher_is_better=True, low=np.nan, high=0.0, chance=np.nan, stderr=0.005),
-         "attention": dict(kind="score", higher_is_better=True, low=0.0, high=1.0, chance=0.02, stderr=0.002),
-         "icl_score": dict(kind="score", higher_is_better=False, low=np.nan, high=np.nan, chance=np.nan, stderr=0.01),
-         "linear": dict(ACCURACY, chance=0.01), "weights": dict(kind="norm", higher_is_better=True, low=0.0, high=np.nan,
-                                                               chance=np.nan, stderr=np.nan),
-         "all": dict(kind="loss", higher_is_better=False, low=0.0, high=np.nan, chance=np.nan, stderr=0.001)}
+NONE = dict(task=None, split=None, layer=None, head=None, sample=None, unit="", primary=False)
+TASK = NONE | dict(task="copy", split="heldout")
+SPECS = {  # each curve's spec and identity, as the probes declare them
+    "copy/exact_match": ACCURACY | TASK | dict(role="all-or-nothing", label="exact match", primary=True),
+    "copy/token_accuracy": ACCURACY | TASK | dict(role="continuous", label="token accuracy", primary=True),
+    "copy/answer_logprob": dict(kind="logprob", higher_is_better=True, low=np.nan, high=0.0, chance=np.nan,
+                                stderr=0.005) | TASK | dict(role="continuous", label="answer log-probability"),
+    "copy/train_exact_match": ACCURACY | TASK | dict(split="train", role="all-or-nothing", label="exact match",
+                                                     primary=True),
+    "induction/L1H0": dict(kind="score", higher_is_better=True, low=0.0, high=1.0, chance=0.02, stderr=0.002) | NONE
+    | dict(role="mechanism", label="induction score", layer=1, head=0),
+    "induction/L0H0": dict(kind="score", higher_is_better=True, low=0.0, high=1.0, chance=0.02, stderr=0.002) | NONE
+    | dict(role="mechanism", label="induction score", layer=0, head=0),
+    "induction/max": dict(kind="score", higher_is_better=True, low=0.0, high=1.0, chance=0.02, stderr=0.002) | NONE
+    | dict(role="mechanism", label="induction-head score", primary=True),
+    "icl_score": dict(kind="score", higher_is_better=False, low=np.nan, high=np.nan, chance=np.nan, stderr=0.01) | NONE
+    | dict(role="mechanism", label="in-context learning score", split="heldout", primary=True),
+    "copy/layer0": dict(ACCURACY, chance=0.01) | TASK | dict(role="representation", label="linear probe accuracy", layer=0),
+    "copy/layer1": dict(ACCURACY, chance=0.01) | TASK | dict(role="representation", label="linear probe accuracy", layer=1),
+    "copy/best": dict(ACCURACY, chance=0.01) | TASK | dict(role="representation", label="linear probe accuracy, best layer",
+                                                           primary=True),
+    "norm/total": dict(kind="norm", higher_is_better=True, low=0.0, high=np.nan, chance=np.nan, stderr=np.nan) | NONE
+    | dict(role="weights", label="weight norm, all parameters", primary=True),
+    "all": dict(kind="loss", higher_is_better=False, low=0.0, high=np.nan, chance=np.nan, stderr=0.001) | NONE
+    | dict(role="loss", label="held-out loss", split="heldout", primary=True)}
 
 
 @pytest.fixture(scope="module")
@@ -90,25 +103,25 @@ def report(tmp_path_factory):
 
 def test_report_tables_find_the_planted_onsets(report):
     out = report.parent
-    emergence = pd.read_csv(out / "emergence.csv")
+    emergence = pd.read_csv(out / "tables" / "emergence.csv")
     exact = emergence[emergence["metric"] == "copy/exact_match"].set_index("run")
     assert exact["has_onset"].all()
     assert all(150 < exact.loc[f"large-s{s}", "onset_step"] < 270 for s in (0, 1))
     assert all(600 < exact.loc[f"small-s{s}", "onset_step"] < 1100 for s in (0, 1))
     assert not emergence[emergence["metric"] == "all"]["has_onset"].any()  # flat loss: no onset
-    assert set(pd.read_json(out / "emergence.json")["metric"]) == set(emergence["metric"])
-    mirage = pd.read_csv(out / "mirage.csv")
+    assert set(pd.read_json(out / "tables" / "emergence.json")["metric"]) == set(emergence["metric"])
+    mirage = pd.read_csv(out / "tables" / "mirage.csv")
     assert mirage["mirage"].all()  # exact match sharp, continuous metrics smooth
-    seeds = pd.read_csv(out / "onsets_over_seeds.csv").set_index(["model", "metric"])
+    seeds = pd.read_csv(out / "tables" / "onsets_over_seeds.csv").set_index(["model", "metric"])
     large = seeds.loc[("large", "copy/exact_match")]
     assert large["n_seeds"] == 2 and large["ci_low_step"] <= large["onset_step"] <= large["ci_high_step"]
     assert 150 < large["ci_low_step"] and large["ci_high_step"] < 270  # two close seeds: a narrow interval
     assert not seeds.loc[("small", "all"), "has_onset"]
-    scale = pd.read_csv(out / "scale.csv")
+    scale = pd.read_csv(out / "tables" / "scale.csv")
     row = scale[(scale["metric"] == "copy/exact_match")].set_index("model")
     assert row.loc["large", "onset_tokens"] < row.loc["small", "onset_tokens"]
     assert set(row["smallest_size_reaching_threshold"]) == {"small"}
-    by_size = pd.read_csv(out / "onsets_by_size.csv").set_index(["model", "metric"])  # the emergence map's table
+    by_size = pd.read_csv(out / "tables" / "onsets_by_size.csv").set_index(["model", "metric"])  # the emergence map's table
     assert by_size.loc[("large", "copy/exact_match"), "onset_step"] == pytest.approx(large["onset_step"])
     assert by_size.loc[("large", "copy/exact_match"), "interval"] == "seeds"
 
@@ -139,12 +152,12 @@ def test_whole_model_stage_boundaries_are_drawn_on_their_runs_curves(report):
                            "low_step": [150, 80], "high_step": [260, 100], "interval_steps": [110, 20], "found_in": [0.9, 1.0]})
     assert list(stages.columns) == STAGE_COLUMNS
     results = pd.read_parquet(out / "results.parquet")
-    curves = figures.Curves(results, sizes(results), pd.read_parquet(out / "onsets_by_size.parquet"))
+    curves = figures.Curves(results, sizes(results), pd.read_parquet(out / "tables" / "onsets_by_size.parquet"))
     task = next(t for t in tasks(results) if t.name == "copy")
-    fig, drawn = figures.task_figure(task, curves, stages)
+    fig = figures.task_figure(task, curves, stages)
     bands = [s for s in fig.layout.shapes if s.type == "rect"]
     assert len(bands) == 2 and {(b.x0, b.x1) for b in bands} == {(150, 260)}  # on both panels
-    assert drawn == ["large-s0: step 200 [150–260] (llc)"]
+    assert figures.stage_captions(curves, stages) == ["large-s0: step 200 [150–260] (llc)"]
     assert all(b.fillcolor == curves.colors["large"] for b in bands)  # in the colour of the run's size
 
 
@@ -157,6 +170,9 @@ def test_the_page_is_one_offline_file_with_plotly_once(report):
     assert "<img" not in page  # charts are plotly figures; the PNGs stay beside the page
     flat = page.split('id="flat-weights"')[1].split("</table>")[0]  # a curve with no transition: listed, not drawn
     assert "weight norm, all parameters" in flat and 'id="flat-loss"' in page
+    if not CHROMIUM:  # kaleido draws the PNGs in a local Chrome or Chromium
+        assert "no PNG charts" in page
+        return
     charts = {p.name for p in (report.parent / "charts").glob("*.png")}
     assert {"curve-capability-copy-exact_match.png", "heatmap-capability-copy-exact_match.png",
             "onset-vs-compute.png", "mirage-copy.png", "curve-loss-all.png", "generalization-copy.png"} <= charts
@@ -164,7 +180,6 @@ def test_the_page_is_one_offline_file_with_plotly_once(report):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png.name
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 CHART_RUNS = """
 return Array.from(document.querySelectorAll('.js-plotly-plot')).map(function (gd) {
@@ -250,7 +265,7 @@ def test_pipeline_on_a_test_sized_experiment(tmp_path):
     assert "essential_dynamics" in set(results["probe"])  # on by default: a signal of stages, not a curve with an onset
     results = results[results["probe"] != "essential_dynamics"]
     # the report's table is of these results: a row per curve, from its first to its last checkpoint's value
-    emergence = pd.read_csv(out / "emergence.csv").set_index(["probe", "metric"])
+    emergence = pd.read_csv(out / "tables" / "emergence.csv").set_index(["probe", "metric"])
     first, last = (results[results["step"] == s].set_index(["probe", "metric"])["value"] for s in (0, 40))
     assert sorted(emergence.index) == sorted(last.index) and set(emergence["run"]) == {"13k-s0"}
     assert emergence["start_value"].to_numpy() == pytest.approx(first.loc[emergence.index].to_numpy(), nan_ok=True)
@@ -263,13 +278,12 @@ def test_pipeline_on_a_test_sized_experiment(tmp_path):
 def test_wandb_gets_curves_onsets_tables_and_images(report):
     from wandb_offline import history, recorded_exit_code, records, run_files
 
-    from observatory.wandb_log import log_results
+    from observatory.report.wandb_log import log_results
 
     out = report.parent
-    emergence = pd.read_parquet(out / "emergence.parquet")
-    log_results(pd.read_parquet(out / "results.parquet"), "toy", out, "offline", emergence=emergence,
-                charts=[out / "charts" / "mirage-copy.png"], by_size=pd.read_parquet(out / "onsets_by_size.parquet"),
-                stages=pd.read_parquet(out / "stages.parquet"))
+    built = analyse(out.parent, n_boot=20)
+    emergence = built.tables["emergence"]
+    log_results(pd.read_parquet(out / "results.parquet"), "toy", out, "offline", built)
     files = {f.name: f for f in run_files(out)}
     assert all(recorded_exit_code(f) == 0 for f in files.values())
     logged = set(history(files["run-toy-summary.wandb"])[0])  # media are logged by path
@@ -288,7 +302,7 @@ def test_the_report_command_rebuilds_any_experiments_report_and_refuses_one_with
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from observatory.report import main
+    from observatory.report.__main__ import main
 
     def report_command(*overrides) -> int:  # python -m observatory.report <overrides>, in this process
         GlobalHydra.instance().clear()
@@ -303,3 +317,97 @@ def test_the_report_command_rebuilds_any_experiments_report_and_refuses_one_with
     assert "Emergence report: toy" in (experiment / "observatory" / "index.html").read_text()
     assert report_command("experiment_name=nothing") == 2
     assert "probe the checkpoints first: python -m observatory" in capsys.readouterr().err
+
+
+# ---- the report reads what metrics are, never their names ----------------------------------------
+def test_renamed_metrics_leave_the_report_unchanged(report, tmp_path):
+    """Every metric renamed to an opaque name, identity unchanged: the same onsets, tables and
+    sentences (but for the names themselves)."""
+    results = pd.read_parquet(report.parent / "results.parquet")
+    names = {m: f"m{i:02d}" for i, m in enumerate(sorted(results["metric"].unique()))}
+    renamed = tmp_path / "toy"
+    store.write_parquet(store.output_dir(renamed) / "results.parquet", results.assign(metric=results["metric"].map(names)))
+    before, after = analyse(report.parent.parent, n_boot=20), analyse(renamed, n_boot=20)
+
+    back = {new: old for old, new in names.items()}
+    for name in ("emergence", "onsets_by_size", "mirage", "scale"):
+        theirs = after.tables[name].assign(metric=after.tables[name]["metric"].map(back))
+        key = [c for c in ("run", "model", "probe", "metric", "task") if c in theirs]
+        pd.testing.assert_frame_equal(theirs.sort_values(key, ignore_index=True),
+                                      before.tables[name].sort_values(key, ignore_index=True), check_like=True)
+    lines = headline_text(after.found)
+    for old, new in names.items():
+        lines = [line.replace(f"/{new})", f"/{old})") for line in lines]  # a mechanism's sentence names its metric
+    assert lines == headline_text(before.found) and len(lines) >= 3
+    charts = set(after.charts)  # a curve's chart is named after its metric
+    for old, new in names.items():
+        charts = {c.removesuffix(f"-{new}") + f"-{old.replace('/', '-')}" if c.endswith(f"-{new}") else c for c in charts}
+    assert charts == set(before.charts)
+
+
+def agreement_results() -> pd.DataFrame:
+    """A task scored by agreement (grammar): the all-or-nothing agreement jumps, its continuous
+    probability rises smoothly; one seed per size."""
+    rows = []
+    for model, n in SIZES.items():
+        center = 200 if model == "large" else 800
+        base = {"experiment": "toy", "run": f"{model}-s0", "model": model, "seed": 0, "n_params": n,
+                "n_params_non_embedding": n, "checkpoint_sha256": "x", "probe_hash": "h"}
+        task = NONE | dict(task="grammar", split="heldout", primary=True)
+        curves = {"grammar/agreement": (0.5 + 0.48 * sigmoid(center, 0.25), ACCURACY | task | dict(
+                      chance=0.5, role="all-or-nothing", label="agreement")),
+                  "grammar/agreement_prob": (0.5 + 0.4 * sigmoid(center, 3.0), dict(
+                      kind="score", higher_is_better=True, low=0.0, high=1.0, chance=0.5, stderr=0.005) | task | dict(
+                      role="continuous", label="agreement probability"))}
+        for metric, (values, spec) in curves.items():
+            for step, v in zip(STEPS, values):
+                rows.append(base | {"step": step, "tokens": 64 * step, "flops_6nd": 6.0 * n * 64 * step,
+                                    "probe": "capability", "metric": metric, "value": v} | spec)
+    return store.typed(pd.DataFrame(rows, columns=store.COLUMNS))
+
+
+def test_the_mirage_question_is_asked_of_a_task_scored_by_agreement():
+    results = agreement_results()
+    emergence = emergence_table(results, n_boot=0)
+    mirage = mirage_table(emergence).set_index("run")
+    assert list(mirage["task"]) == ["grammar", "grammar"] and mirage["mirage"].all()
+    assert set(mirage["label"]) == {"agreement"} and set(mirage["continuous"]) == {"agreement probability"}
+    lines = headline_text(findings(results, onsets_by_size(emergence, onsets_over_seeds(results, n_boot=0)),
+                                   mirage_table(emergence)))
+    assert ("grammar looks abrupt only under agreement in small, large: its agreement probability rises more "
+            "gradually there (the mirage question).") in lines
+
+
+def test_a_finding_is_one_record_rendered_as_text_and_as_html():
+    from markupsafe import Markup
+
+    from observatory.report.findings import Emerged, SizeOnset, sentence
+
+    found = Emerged("a<b", "exact match", (SizeOnset("100k", 2394.2, 2322.3, 2528.4, 0.287, "items", 1, 1),),
+                    (SizeOnset("13k", None, None, None, 0.01, None, 0, 2, ((0, None), (1, 900.0))),), None)
+    text, html = sentence(found), sentence(found, html=True)
+    assert text == ("a<b (exact match) emerged in 100k at step 2.39k [2.32k–2.53k] → 0.287; "
+                    "not in 13k (0.0100 at the end; seed 1 alone at 900).")
+    assert '<a href="#task-a-b">a&lt;b</a>' in html and "<b>100k</b>" in html  # escaped, linked, bold
+    assert Markup(re.sub(r"<[^>]+>", "", html)).unescape() == text  # the same sentence
+
+
+def test_a_table_asked_for_a_column_it_lacks_is_an_error(report):
+    import jinja2
+
+    from observatory.report import page
+
+    emergence = pd.read_parquet(report.parent / "tables" / "emergence.parquet")
+    with pytest.raises(KeyError, match=r"has no column\(s\) \['steepest_step'\]"):
+        page.table_block("curves", "emergence.csv", emergence.drop(columns="steepest_step"), page.EMERGENCE_COLUMNS, "t")
+    with pytest.raises(jinja2.UndefinedError):  # the page's template: anything missing fails, never a blank
+        page._ENV.get_template("page.html.j2").render(title="x")
+
+
+def test_every_chart_is_one_figure_for_the_page_the_pngs_and_wandb(report):
+    built = analyse(report.parent.parent, n_boot=20)
+    page = report.read_text()
+    for name in ("task-copy", "mechanisms", "heads", "linear", "onset-vs-compute"):
+        assert f'"chart":"{built.charts[name].layout.meta["chart"]}"' in page.replace(": ", ":")
+    if CHROMIUM:
+        assert {p.stem for p in (report.parent / "charts").glob("*.png")} == set(built.charts)  # every chart, only those

@@ -5,11 +5,22 @@ Chance is the score of uniform attention over the visible positions."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 
-from observatory.metrics import Metric, mean_with_error
+from observatory.metrics import MECHANISM, Metric, mean_with_error
 from observatory.probes.registry import probe
 from train.hooks import act_name, hook_layer
+
+SCORES = {"induction": ("induction score", "induction-head score"),  # (each head, the strongest head)
+          "prev_token": ("previous-token score", "previous-token-head score")}
+
+
+@dataclass(frozen=True)
+class Settings:
+    n_sequences: int  # repeated random sequences
+    seed: int
 
 
 def _pattern_hooks(model_cfg, cfg):
@@ -36,8 +47,8 @@ def uniform_scores(T: int, half: int) -> tuple[float, float]:
     return (1.0 / (iq + 1.0)).mean().item(), (1.0 / (pq + 1.0)).mean().item()
 
 
-@probe("attention", hooks=_pattern_hooks, version=2)
-def attention(ctx, cfg) -> dict:
+@probe("attention", hooks=_pattern_hooks, version=2, settings=Settings)
+def attention(ctx, settings: Settings) -> dict:
     fwd = ctx.forward("repeated")
     T = fwd.tokens.shape[1]
     half = (T - 1) // 2
@@ -48,7 +59,9 @@ def attention(ctx, cfg) -> dict:
         for score, per_sequence in zip(("induction", "prev_token"), head_scores(fwd.cache[name].float(), half)):
             for head in range(per_sequence.shape[1]):
                 metrics[f"{score}/L{layer}H{head}"] = mean_with_error(
-                    per_sequence[:, head].double().numpy(), kind="score", low=0.0, high=1.0, chance=chance[score])
-    for score in ("induction", "prev_token"):  # the strongest head, with its own sampling error
-        metrics[f"{score}/max"] = max((m for k, m in metrics.items() if k.startswith(f"{score}/")), key=lambda m: m.value)
+                    per_sequence[:, head].double().numpy(), kind="score", low=0.0, high=1.0, chance=chance[score],
+                    role=MECHANISM, label=SCORES[score][0], unit="attention weight", layer=layer, head=head)
+    for score, (each, strongest) in SCORES.items():  # the strongest head, with its own sampling error
+        best = max((m for m in metrics.values() if m.label == each), key=lambda m: m.value)
+        metrics[f"{score}/max"] = replace(best, label=strongest, layer=None, head=None, primary=True)
     return metrics

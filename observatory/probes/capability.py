@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import torch
 
-from observatory.metrics import ACCURACY
+from observatory.metrics import ACCURACY, ALL_OR_NOTHING, CONTINUOUS
 from observatory.probes.registry import probe
 
+# Each metric's spec and identity. The mirage question (Schaeffer et al. 2023) sets a task's
+# all-or-nothing score of the answer against its continuous ones; the primary ones stand for
+# the task in the emergence map.
 SPECS = {
-    "exact_match": ACCURACY,
-    "token_accuracy": ACCURACY,
-    "answer_logprob": dict(kind="logprob", low=None, high=0.0),
-    "brier": dict(kind="score", higher_is_better=False, low=0.0, high=2.0),
-    "agreement": ACCURACY | dict(chance=0.5),
-    "agreement_prob": dict(kind="score", low=0.0, high=1.0, chance=0.5),
+    "exact_match": ACCURACY | dict(role=ALL_OR_NOTHING, label="exact match", unit="fraction of items", primary=True),
+    "token_accuracy": ACCURACY | dict(role=CONTINUOUS, label="token accuracy", unit="fraction of tokens", primary=True),
+    "answer_logprob": dict(kind="logprob", low=None, high=0.0, role=CONTINUOUS, label="answer log-probability",
+                           unit="nats"),
+    "brier": dict(kind="score", higher_is_better=False, low=0.0, high=2.0, role=CONTINUOUS, label="Brier score",
+                  unit="0–2, lower is better"),
+    "agreement": ACCURACY | dict(chance=0.5, role=ALL_OR_NOTHING, label="agreement", unit="fraction of items",
+                                 primary=True),
+    "agreement_prob": dict(kind="score", low=0.0, high=1.0, chance=0.5, role=CONTINUOUS, label="agreement probability",
+                           unit="probability", primary=True),
 }
 
 
 @probe("capability", version=4)
-def capability(ctx, cfg) -> dict:
+def capability(ctx, settings) -> dict:
     """Held-out items as `<task>/<metric>`; items from the training stream as `<task>/train_<metric>`.
     Each metric is the weighted mean of per-item scores, which are recorded for the
     item bootstrap of the emergence analysis."""
@@ -32,7 +39,8 @@ def capability(ctx, cfg) -> dict:
     for task, split in dict.fromkeys(zip(items.tasks, items.splits)):
         prefix = f"{task}/" if split == "heldout" else f"{task}/train_"
         for name, (rows, values, weights) in _item_scores(ctx, *items.answer_tokens(task, split)).items():
-            metrics[prefix + name] = ctx.record_items(prefix + name, rows, values, weights, **SPECS[name])
+            metrics[prefix + name] = ctx.record_items(prefix + name, rows, values, weights, task=task, split=split,
+                                                      **SPECS[name])
     return metrics
 
 

@@ -10,8 +10,11 @@ so the vectors live in item_results.parquet beside the other per-item scores."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from observatory.metrics import STAGE_SIGNAL
 from observatory.probes.registry import probe
 
 INPUTS = ("blocks", "train_blocks")  # held-out examples, training-data examples: both packed as training packs
@@ -39,10 +42,16 @@ def positions(ctx, max_positions: int, seed: int) -> list[tuple[str, torch.Tenso
     return out
 
 
-@probe("essential_dynamics", version=1)
-def essential_dynamics(ctx, cfg) -> dict:
+@dataclass(frozen=True)
+class Settings:
+    max_positions: int  # positions of the fixed set
+    seed: int  # draws them, once per run
+
+
+@probe("essential_dynamics", version=1, settings=Settings)
+def essential_dynamics(ctx, settings: Settings) -> dict:
     values = []
-    for name, rows, cols in positions(ctx, cfg.get("max_positions", 2048), cfg.get("seed", 0)):
+    for name, rows, cols in positions(ctx, settings.max_positions, settings.seed):
         fwd = ctx.forward(name)
         targets = ctx.targets[name][rows, cols]
         values.append(fwd.logprobs(rows, cols).gather(1, targets[:, None]).squeeze(1).double())
@@ -50,4 +59,5 @@ def essential_dynamics(ctx, cfg) -> dict:
         return {}
     v = torch.cat(values)
     return {"logprob": ctx.record_items("logprob", torch.arange(len(v)), v, torch.ones_like(v), kind="logprob",
-                                        low=None, high=0.0)}
+                                        low=None, high=0.0, role=STAGE_SIGNAL, primary=True,
+                                        label="next-token log-probability at fixed positions", unit="nats")}

@@ -15,13 +15,22 @@ it at 1.000."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 
-from observatory.metrics import ACCURACY, Metric, mean_with_error
+from observatory.metrics import ACCURACY, REPRESENTATION, Metric, mean_with_error
 from observatory.probes.registry import probe
 from train.hooks import act_name, hook_layer
 
 SPLIT = "linear"
+
+
+@dataclass(frozen=True)
+class Settings:
+    tasks: list[str]  # tasks with linear items (data.tasks.<task>.linear_items)
+    fit_fraction: float  # the first share of the items fit the readout, the rest score it
+    shrinkage: float  # of the shared covariance, towards its mean variance
 
 
 def _resid_hooks(model_cfg, cfg):
@@ -46,24 +55,27 @@ def linear_probe(features: torch.Tensor, labels: torch.Tensor, n_fit: int, shrin
     return (predicted == labels[n_fit:]).double(), chance
 
 
-@probe("linear", hooks=_resid_hooks, version=3)
-def linear(ctx, cfg) -> dict:
+@probe("linear", hooks=_resid_hooks, version=3, settings=Settings)
+def linear(ctx, settings: Settings) -> dict:
     items = ctx.linear_items
     if items is None:
         return {}
     fwd, metrics = ctx.forward("linear_items"), {}
     names = sorted(fwd.cache, key=lambda h: (hook_layer(h), h.endswith("post")))
-    for task in cfg.get("tasks", []):
+    for task in settings.tasks:
         rows = torch.tensor(items.rows(task, SPLIT), dtype=torch.long)
-        n_fit = int(len(rows) * cfg.get("fit_fraction", 0.75))
+        n_fit = int(len(rows) * settings.fit_fraction)
         if n_fit < 2 or len(rows) - n_fit < 2:
             continue
         last_prompt = items.prompt_len[rows] - 1
         labels = torch.tensor([items.answer_ids[i][0] for i in rows.tolist()])
         scores: list[Metric] = []
         for layer, name in enumerate(names):  # layer 0: embeddings; layer L: the final residual stream
-            correct, chance = linear_probe(fwd.cache[name][rows, last_prompt], labels, n_fit, cfg.get("shrinkage", 0.01))
-            metrics[f"{task}/layer{layer}"] = mean_with_error(correct.numpy(), chance=chance, **ACCURACY)
+            correct, chance = linear_probe(fwd.cache[name][rows, last_prompt], labels, n_fit, settings.shrinkage)
+            metrics[f"{task}/layer{layer}"] = mean_with_error(
+                correct.numpy(), chance=chance, role=REPRESENTATION, label="linear probe accuracy",
+                unit="fraction of items", task=task, split="heldout", layer=layer, **ACCURACY)
             scores.append(metrics[f"{task}/layer{layer}"])
-        metrics[f"{task}/best"] = max(scores, key=lambda m: m.value)
+        best = max(scores, key=lambda m: m.value)
+        metrics[f"{task}/best"] = replace(best, label="linear probe accuracy, best layer", layer=None, primary=True)
     return metrics

@@ -44,6 +44,7 @@ import gc
 import io
 import logging
 import math
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -53,30 +54,32 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from observatory.metrics import Metric
-from observatory.probes.registry import probe
-
-DEFAULTS = {  # ε, nβ, γ as calibrated for the induction experiment (docs/devinterp.md); calibrate your own
-    "lr": 1e-5,  # SGLD step size ε
-    "n_beta": 1000.0,  # inverse temperature nβ
-    "localization": 3000.0,  # γ: pull towards the checkpoint's weights
-    "chains": 4,
-    "draws": 64,  # SGLD steps counted in the estimate (whole passes over the batches)
-    "burnin": 64,  # steps before the draws (not counted)
-    "batch_size": 16,  # blocks per SGLD step
-    "seed": 0,
-    "max_blocks": 1024,  # blocks of training data kept (evenly spaced over all tasks' blocks)
-    "components": [],  # per-component LLCs: "L1H0", "L1", "heads", "layers"
-    "max_drift": 0.2,  # |drift| above this: unhealthy
-    "max_loss_rise": 5.0,  # nats above the checkpoint's loss: the chain left the neighbourhood
-}
+from observatory.metrics import LLC_HEALTH, SAMPLER, STAGE_SIGNAL, Metric
+from observatory.probes.registry import parse_settings, probe
 
 
-def settings(cfg: dict | None) -> dict:
-    unknown = set(cfg or {}) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown llc setting(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    return DEFAULTS | dict(cfg or {})
+@dataclass(frozen=True)
+class Settings:
+    """The sampler's settings: their values live in conf/probes/llc/ alone (calibrated per
+    experiment with python -m observatory.calibrate; docs/devinterp.md)."""
+
+    lr: float  # SGLD step size ε
+    n_beta: float  # inverse temperature nβ
+    localization: float  # γ: pull towards the checkpoint's weights
+    chains: int
+    draws: int  # SGLD steps counted in the estimate (whole passes over the batches)
+    burnin: int  # steps before the draws (not counted)
+    batch_size: int  # blocks per SGLD step
+    seed: int
+    max_blocks: int  # blocks of training data kept (evenly spaced over all tasks' blocks)
+    components: list[str]  # per-component LLCs: "L1H0", "L1", "heads", "layers"
+    max_drift: float  # |drift| above this: unhealthy
+    max_loss_rise: float  # nats above the checkpoint's loss: the chain left the neighbourhood
+
+
+def settings(cfg: dict) -> Settings:
+    """The LLC settings of a probe config, checked: every one given, none unknown."""
+    return parse_settings(Settings, dict(cfg), "probes.llc")
 
 
 # ---- the sampling data and loss -----------------------------------------------------------
@@ -115,6 +118,14 @@ class TrainingLoss:
 
 
 # ---- weight restrictions ------------------------------------------------------------------
+def component_coordinates(component: str) -> tuple[int, int | None]:
+    """A component as the settings name it ("L1H0", "L1") -> (layer, head or None)."""
+    found = re.fullmatch(r"L(\d+)(?:H(\d+))?", component)
+    if not found:
+        raise ValueError(f"unknown component {component!r}: use L<layer> or L<layer>H<head>, 'layers' or 'heads'")
+    return int(found[1]), (int(found[2]) if found[2] is not None else None)
+
+
 def component_names(model_cfg, spec: list[str]) -> list[str]:
     """Expand "heads" / "layers" into L{i}H{j} / L{i}."""
     names = []
@@ -133,13 +144,7 @@ def param_masks(model, component: str) -> dict[str, torch.Tensor | None]:
     i) or "L{i}H{j}" (head j of block i: its query, key and value rows of the fused qkv
     projection and their biases, and its columns of the output projection)."""
     cfg, params = model.cfg, dict(model.named_parameters())
-    head = None
-    if component.startswith("L") and "H" in component:
-        layer, head = (int(x) for x in component[1:].split("H"))
-    elif component.startswith("L") and component[1:].isdigit():
-        layer = int(component[1:])
-    else:
-        raise ValueError(f"unknown component {component!r}: use L<layer> or L<layer>H<head>, 'layers' or 'heads'")
+    layer, head = component_coordinates(component)
     if layer >= cfg.n_layer or (head is not None and head >= cfg.n_head):
         raise ValueError(f"component {component!r} is outside the model ({cfg.n_layer} layers, {cfg.n_head} heads)")
     prefix = f"blocks.{layer}."
@@ -226,29 +231,38 @@ class Estimate:
         return bool(not self.diverged.any() and not self.negative.any() and np.isfinite(self.drift)
                     and abs(self.drift) <= self.max_drift)
 
-    def metrics(self, prefix: str = "") -> dict[str, Metric]:
-        llc = dict(kind="score", low=None, high=None)
-        share = dict(kind="score", higher_is_better=False, low=0.0, high=1.0)
-        out = {f"{prefix}mean": Metric(self.mean, stderr=self.stderr, **llc)}
-        out |= {f"{prefix}chain/{i}": Metric(float(v), **llc) for i, v in enumerate(self.per_chain)}
-        out[f"{prefix}drift"] = Metric(self.drift, kind="score", higher_is_better=False)
-        out[f"{prefix}diverged"] = Metric(float(self.diverged.mean()), **share)
-        out[f"{prefix}negative"] = Metric(float(self.negative.mean()), **share)
-        out[f"{prefix}healthy"] = Metric(float(self.healthy), kind="score", low=0.0, high=1.0)
-        out[f"{prefix}init_loss"] = Metric(self.init_loss, kind="loss", higher_is_better=False, low=0.0)
+    def metrics(self, component: str | None = None) -> dict[str, Metric]:
+        """The estimate (`mean`), each chain's (`chain/<i>`) and the sampler's health, named
+        `<component>/...` for a component's, and each carrying the component it is of."""
+        prefix = f"{component}/" if component else ""
+        where = dict(zip(("layer", "head"), component_coordinates(component))) if component else {}
+        llc = dict(kind="score", low=None, high=None, label="LLC", **where)
+        sampler = dict(role=SAMPLER, **where)
+        share = dict(kind="score", higher_is_better=False, low=0.0, high=1.0, **sampler)
+        out = {f"{prefix}mean": Metric(self.mean, stderr=self.stderr, role=STAGE_SIGNAL, primary=not component, **llc)}
+        out |= {f"{prefix}chain/{i}": Metric(float(v), role=SAMPLER, sample=i, **llc) for i, v in enumerate(self.per_chain)}
+        out[f"{prefix}drift"] = Metric(self.drift, kind="score", higher_is_better=False, label=LLC_HEALTH["drift"],
+                                       unit="share of the loss rise", **sampler)
+        out[f"{prefix}diverged"] = Metric(float(self.diverged.mean()), label=LLC_HEALTH["diverged"],
+                                          unit="share of chains", **share)
+        out[f"{prefix}negative"] = Metric(float(self.negative.mean()), label=LLC_HEALTH["negative"],
+                                          unit="share of chains", **share)
+        out[f"{prefix}healthy"] = Metric(float(self.healthy), kind="score", low=0.0, high=1.0,
+                                         label=LLC_HEALTH["healthy"], **sampler)
+        out[f"{prefix}init_loss"] = Metric(self.init_loss, kind="loss", higher_is_better=False, low=0.0,
+                                           label=LLC_HEALTH["init_loss"], unit="nats per token", **sampler)
         return out
 
 
-def estimate(model, blocks: torch.Tensor, loss_mask: torch.Tensor, cfg: dict | None = None,
-             component: str | None = None, loss_fn=None) -> Estimate:
+def estimate(model, blocks: torch.Tensor, loss_mask: torch.Tensor, s: Settings, component: str | None = None,
+             loss_fn=None) -> Estimate:
     """The LLC of `model` (or of one component's weights, the rest held fixed) on the sampling
     `blocks` (M, seq_len + 1) with the training loss's `loss_mask` (M, seq_len), by devinterp.
     `loss_fn(model, blocks) -> (B, seq_len)` per-token losses replaces the training loss (tests)."""
-    s = settings(cfg)
-    if len(blocks) > s["max_blocks"]:
-        keep = torch.linspace(0, len(blocks) - 1, s["max_blocks"]).round().long()
+    if len(blocks) > s.max_blocks:
+        keep = torch.linspace(0, len(blocks) - 1, s.max_blocks).round().long()
         blocks, loss_mask = blocks[keep], loss_mask[keep]
-    batch_size = min(s["batch_size"], len(blocks))
+    batch_size = min(s.batch_size, len(blocks))
     masks = param_masks(model, component) if component else None
     gc.freeze()  # devinterp collects garbage twice per chain: leave what is alive now out of every scan
     try:
@@ -258,11 +272,11 @@ def estimate(model, blocks: torch.Tensor, loss_mask: torch.Tensor, cfg: dict | N
     trace = np.asarray(result["loss_trace"].values, dtype=float)  # (chains, steps)
     init_loss = float(result["init_loss"].values)
     failures = [str(w.message) for w in caught if "failed" in str(w.message).lower()]
-    return Estimate(trace, init_loss, s["burnin"], len(blocks) // batch_size, s["n_beta"], s["max_drift"],
-                    s["max_loss_rise"], failures)
+    return Estimate(trace, init_loss, s.burnin, len(blocks) // batch_size, s.n_beta, s.max_drift,
+                    s.max_loss_rise, failures)
 
 
-def _sample(model, blocks, loss_fn, s: dict, masks, batch_size: int):
+def _sample(model, blocks, loss_fn, s: Settings, masks, batch_size: int):
     from devinterp.slt.llc import llc as devinterp_llc  # heavy (datasets, transformers): only here
 
     logging.getLogger("devinterp").setLevel(logging.WARNING)  # its INFO lines (zarr stores, thread pools), per estimate
@@ -271,24 +285,24 @@ def _sample(model, blocks, loss_fn, s: dict, masks, batch_size: int):
             contextlib.redirect_stderr(io.StringIO()):  # devinterp's per-chain progress bars
         warnings.simplefilter("always")
         result = devinterp_llc(
-            model, Blocks(blocks), {}, lr=s["lr"], n_beta=s["n_beta"], param_masks=masks,
-            loss_fn=loss_fn, num_chains=s["chains"], num_draws=s["draws"],
-            num_burnin_steps=s["burnin"], batch_size=batch_size, localization=s["localization"],
+            model, Blocks(blocks), {}, lr=s.lr, n_beta=s.n_beta, param_masks=masks,
+            loss_fn=loss_fn, num_chains=s.chains, num_draws=s.draws,
+            num_burnin_steps=s.burnin, batch_size=batch_size, localization=s.localization,
             num_init_loss_batches=max(1, len(blocks) // batch_size),  # one pass over the batches the chains cycle
-            init_seed=s["seed"], device=str(next(model.parameters()).device),
+            init_seed=s.seed, device=str(next(model.parameters()).device),
             output_path=Path(tmp) / "samples.zarr")
         result = result.load()  # read out of the temporary zarr store before it goes
     return result, caught
 
 
-@probe("llc", version=2, check=settings)  # 2: max_blocks keeps evenly spaced blocks (was the first)
-def llc(ctx, cfg) -> dict:
+@probe("llc", version=2, settings=Settings)  # 2: max_blocks keeps evenly spaced blocks (was the first)
+def llc(ctx, s: Settings) -> dict:
     """The whole model's LLC (`mean`, `chain/<i>`, health) and each configured component's
     (`<component>/mean`, ...), on the run's training-data blocks."""
     if ctx.train_blocks is None or not len(ctx.train_blocks):
         return {}  # no training-split items (e.g. a text run): nothing to sample on
-    s, mask = settings(cfg), ctx.loss_masks["train_blocks"]
+    mask = ctx.loss_masks["train_blocks"]
     metrics = estimate(ctx.model, ctx.train_blocks, mask, s).metrics()
-    for component in component_names(ctx.model.cfg, s["components"]):
-        metrics |= estimate(ctx.model, ctx.train_blocks, mask, s, component).metrics(f"{component}/")
+    for component in component_names(ctx.model.cfg, s.components):
+        metrics |= estimate(ctx.model, ctx.train_blocks, mask, s, component).metrics(component)
     return metrics

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from observatory.metrics import LOSS, Metric, mean_with_error
+from observatory.metrics import LOSS_SPEC, MECHANISM, Metric, mean_with_error
 from observatory.probes.registry import probe
 
 
@@ -29,11 +29,13 @@ def icl_score(per_token: torch.Tensor) -> Metric:
     """Olsson et al.'s score over documents (D, T): per document, late minus early loss;
     negative when later tokens are predicted better, i.e. when the context is used."""
     early, late = icl_positions(per_token.shape[1])
-    return mean_with_error((per_token[:, late] - per_token[:, early]).numpy(), kind="score", higher_is_better=False)
+    return mean_with_error((per_token[:, late] - per_token[:, early]).numpy(), kind="score", higher_is_better=False,
+                           role=MECHANISM, label="in-context learning score", unit="nats, late − early token loss",
+                           split="heldout", primary=True)
 
 
 @probe("loss", version=4)  # 4: held-out blocks of data.seq_len + 1 tokens, as training cuts them (were n_ctx + 1)
-def loss(ctx, cfg) -> dict:
+def loss(ctx, settings) -> dict:
     metrics = _block_losses(ctx) if len(ctx.inputs.get("blocks", ())) else {}
     if len(ctx.inputs.get("documents", ())):
         metrics["icl_score"] = icl_score(per_token_loss(ctx.forward("documents"), ctx.targets["documents"]))
@@ -42,12 +44,15 @@ def loss(ctx, cfg) -> dict:
 
 def _block_losses(ctx) -> dict:
     per_token = per_token_loss(ctx.forward("blocks"), ctx.targets["blocks"])  # (M, T)
-    metrics = {"all": mean_with_error(per_token.mean(1).numpy(), **LOSS)}
+    spec = LOSS_SPEC | dict(split="heldout")
+    metrics = {"all": mean_with_error(per_token.mean(1).numpy(), label="held-out loss", primary=True, **spec)}
     tasks = ctx.block_tasks
     for task in dict.fromkeys(tasks):
         rows = torch.tensor([i for i, t in enumerate(tasks) if t == task])
-        metrics[f"task/{task}"] = mean_with_error(per_token[rows].mean(1).numpy(), **LOSS)
+        metrics[f"task/{task}"] = mean_with_error(per_token[rows].mean(1).numpy(), label="held-out loss", task=task,
+                                                  **spec)
     n = per_token.shape[1]
     for pos in sorted({2**k for k in range(n.bit_length()) if 2**k < n} | {0, n - 1}):
-        metrics[f"position/{pos}"] = mean_with_error(per_token[:, pos].numpy(), **LOSS)
+        metrics[f"position/{pos}"] = mean_with_error(per_token[:, pos].numpy(), label=f"held-out loss at position {pos}",
+                                                     **spec)
     return metrics

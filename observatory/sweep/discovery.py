@@ -9,11 +9,6 @@ from pathlib import Path
 from train import rundir
 
 
-def experiment_dir(cfg) -> Path:
-    """Where a config's experiment lives: <checkpoints_dir>/<experiment_name>, as training writes it."""
-    return Path(cfg.checkpoints_dir) / cfg.experiment_name
-
-
 @dataclass(frozen=True)
 class Checkpoint:
     run_dir: Path

@@ -3,8 +3,8 @@ settings, the one step axis): one observatory run per training run, whose probe 
 train/step as their x-axis (the training run's losses use it too) with train/tokens, and one
 summary run per experiment whose panels need no chart building: the emergence map, each task's
 curves across sizes, the stage boundaries, the results and emergence tables and the report's
-charts. The same ids on a re-run: the runs are updated, not copied. Offline unless asked
-otherwise, like training."""
+charts, the very figures of the page (interactive, as plotly). The same ids on a re-run: the
+runs are updated, not copied. Offline unless asked otherwise, like training."""
 
 from __future__ import annotations
 
@@ -12,50 +12,64 @@ from pathlib import Path
 
 import pandas as pd
 
-from observatory.findings import tasks
+from observatory.analysis.stages import LLC_PROBE, llc_estimates, llc_signal
+from observatory.analysis.tables import tasks
+from observatory.metrics import STAGE_SIGNAL
 from train import wandb_run
 
 
-def log_results(table: pd.DataFrame, experiment: str, save_dir: Path, mode: str = "offline",
-                emergence: pd.DataFrame | None = None, charts: list[Path] = (), by_size: pd.DataFrame | None = None,
-                stages: pd.DataFrame | None = None) -> None:
+def log_results(table: pd.DataFrame, experiment: str, save_dir: Path, mode: str = "offline", report=None) -> None:
     """Per training run: its probe curves against train/step, and its onsets in the run summary.
-    Per experiment: the summary run (`by_size`: onsets_by_size, the emergence map; `stages`:
-    the stage boundaries; both as the report wrote them)."""
+    Per experiment: the summary run, from the report (observatory/report/build.py) when given."""
+    emergence = report.tables["emergence"] if report is not None else None
     for run_name, rows in table.groupby("run", sort=True):
         with wandb_run.started(experiment, "observatory", save_dir, mode, run=run_name) as run:
             _log_run(run, rows, emergence)
     with wandb_run.started(experiment, "summary", save_dir, mode) as summary:
-        summary.run.log(_summary_panels(table, emergence, charts, by_size, stages))
+        summary.run.log(_summary_panels(table, report))
 
 
 def _log_run(run: wandb_run.StepRun, rows: pd.DataFrame, emergence: pd.DataFrame | None) -> None:
     first = rows.iloc[0]
     run.run.config.update({k: first[k].item() if hasattr(first[k], "item") else first[k]
                            for k in ("model", "seed", "n_params", "n_params_non_embedding")}, allow_val_change=True)
+    keys = metric_keys(rows)
     for step, at_step in rows.groupby("step", sort=True):
-        metrics = {metric_key(p, m, at_step): v for p, m, v in zip(at_step["probe"], at_step["metric"], at_step["value"])}
-        run.log({"train/tokens": int(at_step["tokens"].iloc[0]), **metrics}, step=int(step))
+        run.log({"train/tokens": int(at_step["tokens"].iloc[0]),
+                 **{keys[i]: v for i, v in zip(at_step.index, at_step["value"])}}, step=int(step))
     if emergence is not None:
         found = emergence[(emergence["run"] == first["run"]) & emergence["has_onset"]]
         for probe, metric, step in zip(found["probe"], found["metric"], found["onset_step"]):
             run.run.summary[f"onset/{probe}/{metric}"] = float(step)
 
 
-def _summary_panels(table, emergence, charts, by_size, stages) -> dict:
+def metric_keys(rows: pd.DataFrame) -> pd.Series:
+    """Each row's W&B key, <probe>/<metric>; an LLC estimate the sampler flags as unhealthy (and
+    each of its chains) goes under llc/unhealthy/..., so that llc/mean never charts it as fine."""
+    keys = rows["probe"] + "/" + rows["metric"]
+    estimates = llc_estimates(rows)
+    unhealthy = set(zip(*estimates.loc[estimates["healthy"] < 0.5, ["run", "step", "signal"]].to_numpy().T))
+    estimate = (rows["probe"] == LLC_PROBE) & ((rows["role"] == STAGE_SIGNAL) | rows["sample"].notna())
+    for i, row in rows[estimate].iterrows():
+        if (row["run"], row["step"], llc_signal(row["layer"], row["head"])) in unhealthy:
+            keys[i] = f"llc/unhealthy/{row['metric']}"
+    return keys
+
+
+def _summary_panels(table: pd.DataFrame, report) -> dict:
     """Tables, one line series per curve worth a panel (each task's headline and continuous
-    metrics, and every curve with an onset), and the report's charts as images."""
+    metrics, and every curve with an onset), and the report's charts."""
     import wandb
 
-    logged = {"results": wandb.Table(dataframe=table.reset_index(drop=True))}
+    logged = {"results": wandb.Table(dataframe=_readable(table))}
     curves = {("capability", metric) for task in tasks(table) for metric in task.metrics}
-    for name, frame in (("emergence", emergence), ("emergence_map", by_size), ("stages", stages)):
-        if frame is not None:
-            logged[name] = wandb.Table(dataframe=_readable(frame))
-    if emergence is not None:
+    if report is not None:
+        for name, key in (("emergence", "emergence"), ("emergence_map", "onsets_by_size"), ("stages", "stages")):
+            logged[name] = wandb.Table(dataframe=_readable(report.tables[key]))
+        emergence = report.tables["emergence"]
         curves |= set(emergence[emergence["has_onset"]][["probe", "metric"]].itertuples(index=False, name=None))
+        logged |= {f"charts/{name}": wandb.Plotly(fig) for name, fig in report.charts.items()}
     logged |= {f"curves/{probe}/{metric}": _line_series(table, probe, metric) for probe, metric in sorted(curves)}
-    logged |= {f"charts/{path.stem}": wandb.Image(str(path)) for path in charts}
     return logged
 
 
@@ -63,16 +77,6 @@ def _readable(frame: pd.DataFrame) -> pd.DataFrame:
     """NaN as null, and every value a plain one (a W&B table column holds one type)."""
     frame = frame.reset_index(drop=True).astype(object)
     return frame.where(frame.notna(), None)
-
-
-def metric_key(probe: str, metric: str, at_step: pd.DataFrame) -> str:
-    """The W&B key of a metric; an LLC estimate the sampler flags as unhealthy (its `healthy`
-    is 0 at this step) goes under llc/unhealthy/..., so that llc/mean never charts it as fine."""
-    if probe != "llc" or not (metric.endswith("mean") or "chain/" in metric):
-        return f"{probe}/{metric}"
-    prefix = metric.split("chain/")[0] if "chain/" in metric else metric[: -len("mean")]
-    healthy = at_step.loc[(at_step["probe"] == "llc") & (at_step["metric"] == f"{prefix}healthy"), "value"]
-    return f"llc/unhealthy/{metric}" if len(healthy) and healthy.iloc[0] < 0.5 else f"llc/{metric}"
 
 
 def _line_series(table: pd.DataFrame, probe: str, metric: str):

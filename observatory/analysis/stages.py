@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from observatory.emergence import step_noise
+from observatory.analysis.emergence import step_noise
+from observatory.metrics import LLC_HEALTH, SAMPLER, STAGE_SIGNAL, component_name
 
 PENALTY = 3.0  # × BIC's log n per parameter
 NOISE_FLOOR = 0.02  # σ is at least this share of the signal's range
@@ -116,23 +117,43 @@ def _boundary(run, signal, steps, k, found_in=None, samples=()) -> Boundary:
 
 
 # ---- LLC ----------------------------------------------------------------------------------
-def llc_curves(results: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """(run, signal) -> per step: mean, stderr, healthy, and the chains' values (chain/<i>)."""
+def llc_estimates(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per run × step × LLC estimate (the whole model's, each component's), from the
+    metrics' identity: signal ("llc", "llc/L1H0"), mean, stderr, the sampler's health (drift,
+    diverged, negative, healthy, init_loss) and the chains' values in chain order."""
+    columns = ["run", "step", "signal", "mean", "stderr", *LLC_HEALTH, "chains"]
     rows = results[results["probe"] == LLC_PROBE]
+    if not len(rows):
+        return pd.DataFrame(columns=columns)
+    keys = ["run", "step", "layer", "head"]
+    rows = rows.assign(layer=rows["layer"].fillna(-1), head=rows["head"].fillna(-1))  # -1: none (groupable)
+    estimates = rows[rows["role"] == STAGE_SIGNAL].set_index(keys)[["value", "stderr"]].rename(columns={"value": "mean"})
+    chains = rows[(rows["role"] == SAMPLER) & rows["sample"].notna()].sort_values("sample")
+    estimates["chains"] = chains.groupby(keys)["value"].agg(lambda v: v.to_numpy(dtype=float))
+    health = rows[(rows["role"] == SAMPLER) & rows["sample"].isna()]
+    by_label = {label: key for key, label in LLC_HEALTH.items()}
+    health = health.pivot_table(index=keys, columns="label", values="value", aggfunc="first").rename(columns=by_label)
+    table = estimates.join(health.reindex(columns=list(LLC_HEALTH))).reset_index()
+    table["healthy"] = table["healthy"].fillna(1.0)  # an estimate without a health check is taken as it is
+    table["chains"] = [c if isinstance(c, np.ndarray) else np.array([]) for c in table["chains"]]
+    table["signal"] = [llc_signal(None if layer < 0 else layer, None if head < 0 else head)
+                       for layer, head in zip(table["layer"], table["head"])]
+    return table[columns].sort_values(["run", "signal", "step"], ignore_index=True)
+
+
+def llc_signal(layer, head) -> str:
+    """The stage signal an LLC estimate is: "llc" (the whole model) or "llc/L1H0"."""
+    component = component_name(layer, head)
+    return "llc" if component is None else f"llc/{component}"
+
+
+def llc_curves(results: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """(run, signal) -> per step: mean, stderr, healthy (bool), and the chains' values."""
+    table = llc_estimates(results)
     curves = {}
-    for run, by_run in rows.groupby("run", sort=True):
-        wide = by_run.pivot_table(index="step", columns="metric", values="value", aggfunc="first")
-        stderr = by_run.pivot_table(index="step", columns="metric", values="stderr", aggfunc="first")
-        for metric in [m for m in wide.columns if m == "mean" or m.endswith("/mean")]:
-            prefix = metric[: -len("mean")]
-            signal = "llc" if not prefix else f"llc/{prefix[:-1]}"
-            chains = sorted((c for c in wide.columns
-                             if c.startswith(f"{prefix}chain/") and c.count("/") == prefix.count("/") + 1),
-                            key=lambda c: int(c.rsplit("/", 1)[1]))
-            curve = pd.DataFrame({"mean": wide[metric], "stderr": stderr[metric],
-                                  "healthy": wide.get(f"{prefix}healthy", pd.Series(1.0, index=wide.index)) > 0.5})
-            curve["chains"] = list(wide[chains].to_numpy()) if chains else [np.array([])] * len(curve)
-            curves[(run, signal)] = curve.sort_index()
+    for (run, signal), rows in table.groupby(["run", "signal"], sort=True):
+        curve = rows.set_index("step")[["mean", "stderr", "healthy", "chains"]].sort_index()
+        curves[(run, signal)] = curve.assign(healthy=curve["healthy"] > 0.5)
     return curves
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from observatory.metrics import min_rise
+from observatory.metrics import CURVE_ROLES, IDENTITY_COLUMNS, min_rise
 from observatory.store import flops_6nd
 
 CENTERS, WIDTHS = 60, 30  # sigmoid fit grid
@@ -46,18 +46,18 @@ class Onset:
     final_value: float | None = None
 
 
+def curves_with_onsets(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose curves have onsets: every role but the stage signals and their sampler's
+    detail (those have change points: observatory/analysis/stages.py)."""
+    return results[results["role"].isin(CURVE_ROLES)]
+
+
 def headline_metrics(results: pd.DataFrame) -> list[tuple[str, str]]:
-    """The curves worth a chart, and that an adaptive sweep locates: every task's exact match
-    and per-token accuracy, agreement, the ICL score, the strongest induction head, the
-    weight norm, the best linear probe; the strongest previous-token head."""
-    single = {("loss", "icl_score"), ("loss", "all"), ("attention", "induction/max"), ("attention", "prev_token/max"),
-              ("weights", "norm/total")}
-    keep = []
-    for probe, metric in results[["probe", "metric"]].drop_duplicates().itertuples(index=False):
-        if (probe == "capability" and metric.endswith(("exact_match", "token_accuracy", "agreement"))) or \
-                (probe, metric) in single or (probe == "linear" and metric.endswith("best")):
-            keep.append((probe, metric))
-    return sorted(keep)
+    """The curves worth a chart, and that an adaptive sweep locates: the primary metric of each
+    task's role (both splits), and of each probe (the strongest heads, the ICL score, the
+    held-out loss, the weight norm, the best linear probe)."""
+    rows = curves_with_onsets(results)
+    return sorted(set(rows.loc[rows["primary"].astype(bool), ["probe", "metric"]].itertuples(index=False, name=None)))
 
 
 def curve_spec(curve: pd.DataFrame) -> tuple[float, float]:
@@ -248,7 +248,11 @@ def _onset_row(curve: pd.DataFrame, by_items: tuple | None, fraction: float, n_b
         row["onset_tokens"] = onset.onset_step * per_step
         row["onset_flops_6nd"] = flops_6nd(first["n_params_non_embedding"], row["onset_tokens"])
     row["start_value"], row["final_value"] = float(curve["value"].iloc[0]), float(curve["value"].iloc[-1])
-    return row
+    return row | {c: first[c] for c in IDENTITY_COLUMNS if c in first}  # what the curve is
+
+
+SEED_COLUMNS = ["model", "n_params", "probe", "metric", "n_seeds", "has_onset", "reason", "onset_step", "ci_low_step",
+                "ci_high_step", "onset_found_in"]
 
 
 def onsets_over_seeds(results: pd.DataFrame, fraction: float = 0.5, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -273,4 +277,4 @@ def onsets_over_seeds(results: pd.DataFrame, fraction: float = 0.5, n_boot: int 
                      "n_seeds": grid.shape[1], "has_onset": onset.has_onset, "reason": onset.reason,
                      "onset_step": onset.onset_step, "ci_low_step": low, "ci_high_step": high,
                      "onset_found_in": float(np.isfinite(resampled).mean()) if len(resampled) else None})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SEED_COLUMNS)

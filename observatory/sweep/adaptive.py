@@ -19,8 +19,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from observatory.emergence import curve_spec, detect_onset, headline_metrics, step_noise
-from observatory.stages import LLC_PROBE, change_points, llc_curves
+from observatory.analysis.emergence import curve_spec, detect_onset, headline_metrics, step_noise
+from observatory.analysis.stages import LLC_PROBE, change_points, llc_curves
 
 DIP_BAND = 2.0  # a dip is searched for between checkpoints whose lower end is within DIP_BAND σ of the level
 MAX_NOISE = 0.1  # σ as a share of the rise beyond which no dip is searched for

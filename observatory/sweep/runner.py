@@ -17,13 +17,13 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from conf import own_keys
-from observatory import adaptive as adaptive_selection
 from observatory import store
-from observatory.discovery import Checkpoint, Problem, experiment_dir, find_runs, list_checkpoints
 from observatory.metrics import Metric
 from observatory.probes import PROBES, requested_hooks
 from observatory.probes.context import Context, Items, documents, pack_with_loss_mask, repeated_random_tokens
 from observatory.probes.linear import SPLIT as LINEAR_SPLIT
+from observatory.sweep.adaptive import coarse_to_fine
+from observatory.sweep.discovery import Checkpoint, Problem, find_runs, list_checkpoints
 from train import rundir
 from train.progress import Progress
 from train.tokenizer import SPECIAL_TOKENS
@@ -59,10 +59,12 @@ class RunInputs:
         block_len = rundir.block_length(info)  # as training cuts them: data.seq_len + 1
         blocks, block_tasks, blocks_mask = pack_with_loss_mask(probe_items, block_len, "heldout", answer_only)
         train_blocks, _, train_mask = pack_with_loss_mask(probe_items, block_len, "train", answer_only)
-        attention = probe_cfgs.get("attention") or {}
         ordinary = sorted(i for t, i in token_ids.items() if t not in SPECIAL_TOKENS)
-        repeated = repeated_random_tokens(attention.get("n_sequences", 32), (n_ctx - 1) // 2, ordinary,
-                                          token_ids["[BOS]"], attention.get("seed", 0))
+        repeated = torch.zeros(0, n_ctx, dtype=torch.long)  # only the attention probe reads them
+        if "attention" in probe_cfgs:
+            attention = PROBES["attention"].configure(probe_cfgs["attention"])
+            repeated = repeated_random_tokens(attention.n_sequences, (n_ctx - 1) // 2, ordinary, token_ids["[BOS]"],
+                                              attention.seed)
         return cls(Items.from_probe_items(probe_items), Items.from_probe_items(linear) if linear else None,
                    blocks, block_tasks, documents(probe_items, n_ctx + 1), repeated, token_ids, train_blocks,
                    {"blocks": blocks_mask, "train_blocks": train_mask})
@@ -86,7 +88,7 @@ def probe_checkpoint(model, inputs: RunInputs, probe_cfgs: dict, batch_size: int
     metrics, item_scores = {}, {}
     for name, cfg in probe_cfgs.items():
         ctx.item_scores = {}
-        metrics[name] = PROBES[name].fn(ctx, cfg)
+        metrics[name] = PROBES[name].fn(ctx, PROBES[name].configure(cfg))
         for metric, value in metrics[name].items():
             if not isinstance(value, Metric):
                 raise TypeError(f"probe {name!r} returned {type(value).__name__} for {metric!r}: a probe returns "
@@ -141,7 +143,7 @@ def sweep_from_config(cfg: DictConfig) -> Summary:
     """The sweep that a composed observatory config (conf/observatory.yaml) asks for; the
     training keys an experiment file also sets are not read."""
     cfg = own_keys(cfg, "observatory")
-    return sweep(experiment_dir(cfg), OmegaConf.to_container(cfg.probes, resolve=True),
+    return sweep(store.experiment_dir(cfg), OmegaConf.to_container(cfg.probes, resolve=True),
                  workers=cfg.workers, batch_size=cfg.batch_size,
                  progress=sys.stderr.isatty() if cfg.progress is None else cfg.progress, adaptive=cfg.adaptive)
 
@@ -154,11 +156,10 @@ def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: 
     if unknown:
         raise SweepError(f"unknown probe(s) {unknown}; available: {', '.join(PROBES)}")
     for name, cfg in probe_cfgs.items():
-        if PROBES[name].check is not None:
-            try:
-                PROBES[name].check(cfg)
-            except ValueError as e:
-                raise SweepError(f"probes.{name}: {e}") from None
+        try:
+            PROBES[name].configure(cfg)
+        except ValueError as e:
+            raise SweepError(str(e)) from None
     run_dirs = find_runs(experiment_dir)
     if not run_dirs:
         raise SweepError(f"no runs under {experiment_dir} (no */run.json); train first, e.g. "
@@ -218,7 +219,7 @@ def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers
         return {run: pd.concat(run_frames) for run, run_frames in frames.items() if run_frames}
 
     if adaptive:
-        chosen = adaptive_selection.coarse_to_fine(
+        chosen = coarse_to_fine(
             {run: sorted(by_step) for run, by_step in checkpoints.items()}, adaptive,
             {run: {c.step for c in done if c.run == run} for run in checkpoints}, probe_steps)
         summary.left_out = len(rows) - sum(map(len, chosen.values()))

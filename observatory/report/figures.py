@@ -1,23 +1,30 @@
-"""The report's interactive charts, as plotly figures: per-task curves across sizes, the
-mechanistic probes, attention heads and linear probes as heatmaps over steps, onset vs
-compute. The page embeds plotly.js once (observatory/page.py); nothing is fetched.
+"""Every chart of the report, defined once as a plotly figure: the page embeds them
+(observatory/report/page.py), W&B logs them as they are, and the docs' PNGs are the same
+figures exported by kaleido (charts/*.png). So the page, the PNGs and W&B show one drawing
+with the same numbers.
 
-Every chart's data traces carry `meta={"runs": [...]}`, the runs they draw, so a test (or a
-reader of the page's figure JSON) can check that each chart shows every run."""
+Per-task curves across sizes, small multiples of any curves, heatmaps of components and of
+sizes over steps, onset vs compute, the LLC and the essential-dynamics trajectory. Every
+chart's data traces carry `meta={"runs": [...]}`, the runs they draw, so a test (or a reader
+of the page's figure JSON) can check that each chart shows every run."""
 
 from __future__ import annotations
 
 import math
-import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.colors import hex_to_rgb, sample_colorscale
 from plotly.subplots import make_subplots
 
-from observatory.findings import count, metric_label
-from observatory.stages import ED_PROBE
+from observatory.analysis.emergence import headline_metrics
+from observatory.analysis.stages import ED_PROBE
+from observatory.analysis.tables import Task, comes_apart, metric_info
+from observatory.metrics import ALL_OR_NOTHING, CONTINUOUS, LOSS, MECHANISM, REPRESENTATION, WEIGHTS, component_name
+from observatory.report.format import axis_title, count, label, title
 from observatory.store import flops_6nd
 
 STEP0 = 0.5  # where step 0 (the initial weights) sits on the log step axis, labelled "0"
@@ -29,8 +36,6 @@ TEMPLATE = go.layout.Template(layout=dict(
     xaxis=_AXIS, yaxis=_AXIS, hoverlabel=dict(font_size=13), margin=dict(l=70, r=20, t=60, b=60),
     legend=dict(title_font_size=13, font_size=13, itemclick="toggle", itemdoubleclick="toggleothers"),
 ))
-HEAD = re.compile(r"^(induction|prev_token)/L(\d+)H(\d+)$")
-HEAD_SCORES = {"induction": "induction score", "prev_token": "previous-token score"}
 
 
 def pos(steps):
@@ -59,39 +64,11 @@ def step_axis(fig: go.Figure, max_step: float, **where) -> None:
                      title_text="training step (log scale)", **where)
 
 
-def y_title(probe: str, metric: str, kind: str) -> str:
-    """The metric with its unit."""
-    if probe == "capability":
-        name = metric.split("/")[-1].removeprefix("train_")
-        unit = {"exact_match": "fraction of items", "agreement": "fraction of items", "token_accuracy": "fraction of tokens",
-                "answer_logprob": "nats", "brier": "0–2, lower is better", "agreement_prob": "probability"}.get(name)
-        label = metric_label(metric)
-        return f"{label} ({unit})" if unit else label
-    if probe == "attention":
-        return f"{HEAD_SCORES.get(metric.split('/')[0], metric)} (attention weight)"
-    if probe == "loss":
-        return "ICL score (nats, late − early token loss)" if metric == "icl_score" else "held-out loss (nats per token)"
-    if probe == "weights":
-        return "weight norm (L2)"
-    if probe == "linear":
-        return "linear probe accuracy (fraction of items)"
-    return {"accuracy": f"{metric} (fraction)", "logprob": f"{metric} (nats)", "loss": f"{metric} (nats)"}.get(kind, metric)
-
-
-def panel_title(probe: str, metric: str) -> str:
-    if probe == "capability":
-        return f"{metric.split('/')[0]}: {metric_label(metric)}"
-    return {("attention", "induction/max"): "strongest induction head",
-            ("attention", "prev_token/max"): "strongest previous-token head",
-            ("loss", "icl_score"): "in-context learning score", ("loss", "all"): "held-out loss",
-            ("weights", "norm/total"): "weight norm, all parameters"}.get(
-        (probe, metric), f"linear probe: {metric.split('/')[0]} (best layer)" if probe == "linear" else f"{probe}: {metric}")
-
-
 class Curves:
     """The results, indexed by probe metric, with each size's runs and colour."""
 
     def __init__(self, results: pd.DataFrame, sizes: pd.DataFrame, by_size: pd.DataFrame):
+        self.info = metric_info(results)  # (probe, metric) -> what it is: label, unit, kind, ...
         self.groups = {key: rows for key, rows in results.groupby(["probe", "metric"], sort=False)}
         self.probes = {probe: rows for probe, rows in results.groupby("probe", sort=False)}
         self.sizes = sizes
@@ -149,11 +126,11 @@ class Curves:
                                          hoverinfo="skip", **group), **where)
                 fig.add_trace(go.Scatter(x=x, y=stats["low"], mode="lines", line=dict(width=0), fill="tonexty",
                                          fillcolor=rgba(color, 0.16), showlegend=False, hoverinfo="skip", **group), **where)
-            name = self.label(size) + suffix
+            name, what = self.label(size) + suffix, label(self.info.loc[(probe, metric)])
             fig.add_trace(go.Scatter(
                 x=x, y=stats["mean"], customdata=steps, mode="lines+markers", name=name, showlegend=showlegend,
                 line=dict(color=color, width=2, dash=dash), marker=dict(size=5, color=color),
-                hovertemplate=f"{size.model}{suffix}<br>step %{{customdata:,}}<br>{metric_label(metric)}: %{{y:.3g}}"
+                hovertemplate=f"{size.model}{suffix}<br>step %{{customdata:,}}<br>{what}: %{{y:.3g}}"
                               f"{'<br>band: ' + band if band else ''}<extra></extra>",
                 meta={"runs": runs}, **group), **where)
             onset = self.onset(probe, metric, size.model)
@@ -181,10 +158,13 @@ class Curves:
                           annotation=dict(text="chance", font=dict(size=12, color="#555")),
                           annotation_position="top left", **(dict(row=row, col=col) if row else {}))
 
-    def accuracy_range(self, fig, probe, metric, **where) -> None:
-        rows = self.groups.get((probe, metric))
-        if rows is not None and rows["kind"].iloc[0] == "accuracy":
-            fig.update_yaxes(range=[-0.03, 1.03], **where)
+    def axes(self, fig, probe, metric, row, col) -> None:
+        """The panel's value axis (its metric and unit; 0 to 1 for an accuracy) and step axis."""
+        info = self.info.loc[(probe, metric)]
+        fig.update_yaxes(title_text=axis_title(info), row=row, col=col)
+        if info["kind"] == "accuracy":
+            fig.update_yaxes(range=[-0.03, 1.03], row=row, col=col)
+        step_axis(fig, self.max_step, row=row, col=col)
 
 
 # ---- stage boundaries (the stages table of observatory/stages.py) ----------------------------
@@ -197,20 +177,25 @@ def _band(fig, boundary, color, where: dict) -> None:
     fig.add_vline(x=pos(boundary.boundary_step), line=dict(color=color, width=1.2, dash="dot"), **where)
 
 
-def add_stages(fig: go.Figure, curves: Curves, stages: pd.DataFrame | None, panels: list[tuple[int, int]]) -> list[str]:
+def add_stages(fig: go.Figure, curves: Curves, stages: pd.DataFrame | None, panels: list[tuple[int, int]]) -> None:
     """Each whole-model stage boundary of a run as a band (low_step to high_step) in its size's
-    colour and a dotted line at its step, on every panel; returns one caption entry per boundary."""
-    drawn = []
-    if stages is None or not len(stages):
-        return drawn
-    for s in stages[stages["signal"].isin(WHOLE_MODEL)].sort_values(["run", "boundary_step"]).itertuples():
-        model = curves.model_of.get(s.run)
-        if model is None:
-            continue
+    colour and a dotted line at its step, on every panel."""
+    for s in _whole_model(curves, stages):
         for row, col in panels:
-            _band(fig, s, curves.colors[model], dict(row=row, col=col))
-        drawn.append(f"{s.run}: step {count(s.boundary_step)} [{count(s.low_step)}–{count(s.high_step)}] ({s.signal})")
-    return drawn
+            _band(fig, s, curves.colors[curves.model_of[s.run]], dict(row=row, col=col))
+
+
+def stage_captions(curves: Curves, stages: pd.DataFrame | None) -> list[str]:
+    """One caption entry per boundary that `add_stages` draws."""
+    return [f"{s.run}: step {count(s.boundary_step)} [{count(s.low_step)}–{count(s.high_step)}] ({s.signal})"
+            for s in _whole_model(curves, stages)]
+
+
+def _whole_model(curves: Curves, stages: pd.DataFrame | None) -> list:
+    if stages is None or not len(stages):
+        return []
+    mine = stages[stages["signal"].isin(WHOLE_MODEL) & stages["run"].isin(list(curves.model_of))]
+    return list(mine.sort_values(["run", "boundary_step"]).itertuples())
 
 
 # ---- the figures ------------------------------------------------------------------------
@@ -221,56 +206,47 @@ def _finish(fig: go.Figure, name: str, height: int, legend_title: str | None = "
     return fig
 
 
-def task_figure(task, curves: Curves, stages=None, trained: str | None = None) -> tuple[go.Figure, list[str]]:
-    """The task's headline (discontinuous) metric beside its continuous one: one line per size,
-    bands, chance, onsets, stage boundaries; `trained`: the trained items' twin of the headline
-    metric, dashed, where its transition comes apart from the held-out one."""
-    metrics = task.metrics
-    fig = make_subplots(rows=1, cols=len(metrics), horizontal_spacing=0.1,
-                        subplot_titles=[panel_title("capability", m) for m in metrics])
-    for col, metric in enumerate(metrics, 1):
-        curves.add(fig, "capability", metric, 1, col, showlegend=col == 1)
-        if trained and col == 1:
-            curves.add(fig, "capability", trained, 1, col, dash="dot", suffix=", trained items", bands=False)
-        curves.chance(fig, "capability", metric, 1, col)
-        kind = curves.groups[("capability", metric)]["kind"].iloc[0]
-        fig.update_yaxes(title_text=y_title("capability", metric, kind), row=1, col=col)
-        curves.accuracy_range(fig, "capability", metric, row=1, col=col)
-        step_axis(fig, curves.max_step, row=1, col=col)
-    drawn = add_stages(fig, curves, stages, [(1, c) for c in range(1, len(metrics) + 1)])
-    return _finish(fig, f"task {task.name}", 440), drawn
-
-
-MECHANISM_PANELS = [("attention", "induction/max"), ("attention", "prev_token/max"), ("loss", "icl_score"),
-                    ("loss", "all"), ("weights", "norm/total")]
-
-
-def mechanism_panels(results: pd.DataFrame) -> list[tuple[str, str]]:
-    present = set(map(tuple, results[["probe", "metric"]].drop_duplicates().to_numpy()))
-    linear = sorted(m for p, m in present if p == "linear" and m.endswith("/best"))
-    return [p for p in MECHANISM_PANELS[:3] if p in present] + [("linear", m) for m in linear] + \
-        [p for p in MECHANISM_PANELS[3:] if p in present]
-
-
-def mechanism_figure(curves: Curves, panels: list[tuple[str, str]], stages=None) -> tuple[go.Figure, list[str]]:
-    """Small multiples of the mechanistic curves (head scores, ICL score, linear probes, loss,
-    weight norm), two to a row, one line per size."""
-    cols = 2 if len(panels) > 1 else 1
+def panels_figure(curves: Curves, panels: list[tuple[str, str]], name: str, stages=None, cols: int = 2,
+                  height: int | None = None, trained: dict[int, tuple[str, str]] | None = None) -> go.Figure:
+    """Small multiples of curves (`cols` to a row), one line per size with its band, chance and
+    onsets, the stage boundaries shaded; `trained`: {panel: the curve on trained items}, dotted,
+    in that panel."""
+    cols = min(cols, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.1, vertical_spacing=0.32 / rows + 0.04,
-                        subplot_titles=[panel_title(p, m) for p, m in panels])
+                        subplot_titles=[title(curves.info.loc[p]) for p in panels])
     places = []
     for i, (probe, metric) in enumerate(panels):
         row, col = i // cols + 1, i % cols + 1
         places.append((row, col))
         curves.add(fig, probe, metric, row, col, showlegend=i == 0)
+        if i in (trained or {}):
+            curves.add(fig, *trained[i], row, col, dash="dot", suffix=", trained items", bands=False)
         curves.chance(fig, probe, metric, row, col)
-        kind = curves.groups[(probe, metric)]["kind"].iloc[0]
-        fig.update_yaxes(title_text=y_title(probe, metric, kind), row=row, col=col)
-        curves.accuracy_range(fig, probe, metric, row=row, col=col)
-        step_axis(fig, curves.max_step, row=row, col=col)
-    drawn = add_stages(fig, curves, stages, places)
-    return _finish(fig, "mechanisms", 340 * rows + 40), drawn
+        curves.axes(fig, probe, metric, row, col)
+    add_stages(fig, curves, stages, places)
+    return _finish(fig, name, height or 340 * rows + 40)
+
+
+def task_figure(task: Task, curves: Curves, stages=None, trained: bool = False) -> go.Figure:
+    """The task's headline (all-or-nothing) metric beside its continuous one: one line per size,
+    bands, chance, onsets, stage boundaries; `trained`: the headline metric on trained items,
+    dotted, where its transition comes apart from the held-out one."""
+    panels = [("capability", m) for m in task.metrics]
+    twin = {0: ("capability", task.trained)} if trained and task.trained else None
+    return panels_figure(curves, panels, f"task {task.name}", stages, cols=len(panels), height=440, trained=twin)
+
+
+MECHANISM_ROLES = (MECHANISM, REPRESENTATION, LOSS, WEIGHTS)  # in the order the page shows them
+
+
+def mechanism_panels(results: pd.DataFrame) -> list[tuple[str, str]]:
+    """The primary curve of each mechanistic probe: the strongest heads, the ICL score, the best
+    linear probe per task, the held-out loss, the weight norm."""
+    info = metric_info(results)
+    chosen = info[info["role"].isin(MECHANISM_ROLES) & info["primary"].astype(bool)]
+    order = {role: i for i, role in enumerate(MECHANISM_ROLES)}
+    return sorted(chosen.index, key=lambda key: (order[chosen.loc[key, "role"]], key))
 
 
 def _grid(rows: pd.DataFrame, runs: list[str], labels: dict[str, str]) -> pd.DataFrame:
@@ -318,37 +294,45 @@ def heatmap_figure(curves: Curves, columns: list[tuple[str, str, dict[str, str]]
     return _finish(fig, name, 90 + sum(22 * h + 55 for h in heights), legend_title=None)
 
 
-def head_columns(results: pd.DataFrame) -> list[tuple[str, str, dict[str, str]]]:
-    """[(title, "attention", {metric: "L0H1"})] for the head scores present, in layer-head order."""
-    metrics = results.loc[results["probe"] == "attention", "metric"].unique()
-    found = {}
-    for m in metrics:
-        match = HEAD.match(m)
-        if match:
-            found.setdefault(match[1], []).append((int(match[2]), int(match[3]), m))
-    return [(HEAD_SCORES[score], "attention", {m: f"L{layer}H{head}" for layer, head, m in sorted(found[score])})
-            for score in ("induction", "prev_token") if score in found]
+def component_columns(results: pd.DataFrame, role: str, by: str) -> list[tuple[str, str, dict[str, str]]]:
+    """[(title, probe, {metric: component})]: the per-component metrics of `role`, one group per
+    value of `by` (a head score's label, a linear probe's task), in layer-head order."""
+    info = metric_info(results)
+    mine = info[(info["role"] == role) & info["layer"].notna()].reset_index()
+    columns = []
+    for key, group in mine.groupby(by, sort=False):
+        group = group.sort_values(["layer", "head"], na_position="first")
+        where = {m: component_name(layer, head) if role == MECHANISM else f"layer {layer}"
+                 for m, layer, head in zip(group["metric"], group["layer"], group["head"])}
+        columns.append((key if role == MECHANISM else f"linear probe: {key}", group["probe"].iloc[0], where))
+    return columns
 
 
-def linear_columns(results: pd.DataFrame) -> list[tuple[str, str, dict[str, str]]]:
-    """[(task, "linear", {metric: "layer 0"})]: each linear probe task's per-layer accuracies."""
-    metrics = results.loc[results["probe"] == "linear", "metric"].unique()
-    by_task = {}
-    for m in metrics:
-        task, where = m.split("/", 1)
-        found = re.fullmatch(r"layer(\d+)", where)
-        if found:
-            by_task.setdefault(task, []).append((int(found[1]), m))
-    return [(f"linear probe: {task}", "linear", {m: f"layer {i}" for i, m in sorted(layers)})
-            for task, layers in sorted(by_task.items())]
+def size_step_figure(curves: Curves, probe: str, metric: str) -> go.Figure:
+    """A curve as sizes × steps (mean over seeds): where in scale and training it turns on."""
+    rows = curves.groups[(probe, metric)]
+    grid = rows.groupby(["model", "step"])["value"].mean().unstack("step")
+    grid = grid.reindex([m for m in curves.sizes["model"] if m in grid.index])
+    info = curves.info.loc[(probe, metric)]
+    fig = go.Figure(go.Heatmap(
+        x=[str(int(s)) for s in grid.columns], y=list(grid.index), z=grid.to_numpy(), colorscale="Viridis",
+        colorbar=dict(title=dict(text=label(info), side="right"), thickness=12), xgap=1, ygap=1,
+        hovertemplate="%{y}<br>step %{x}<br>%{z:.3g}<extra></extra>", meta={"runs": sorted(set(rows["run"]))}))
+    fig.update_xaxes(type="category", nticks=12, title_text="training step (checkpoints, evenly spaced)")
+    fig.update_yaxes(title_text="model size")
+    fig.update_layout(title_text=f"{title(info)}: size × step")
+    return _finish(fig, f"heatmap {probe}/{metric}", 120 + 45 * len(grid), legend_title=None)
 
 
-def onset_compute_figure(curves: Curves, tasks: list, by_size: pd.DataFrame) -> go.Figure | None:
+def onset_compute_figure(curves: Curves, tasks: list[Task], by_size: pd.DataFrame) -> go.Figure | None:
     """Onset vs compute, one panel per task with a transition: the training compute (6·N·D) at the
     onset of each size (diamonds, whiskers: the 95% interval), for the task's headline and
     continuous metrics; sizes with no transition as open triangles at the compute they were
     trained with (the onset, if any, comes later)."""
     sizes = curves.sizes.set_index("model")
+
+    def name(metric):
+        return label(curves.info.loc[("capability", metric)])
 
     def flops(model, step):
         return flops_6nd(sizes.loc[model, "n_params_non_embedding"], sizes.loc[model, "tokens_per_step"] * step)
@@ -360,7 +344,7 @@ def onset_compute_figure(curves: Curves, tasks: list, by_size: pd.DataFrame) -> 
     rows = math.ceil(len(shown) / cols)
     fig = make_subplots(rows=rows, cols=cols, shared_xaxes="all", shared_yaxes="all", horizontal_spacing=0.06,
                         vertical_spacing=0.16 / rows + 0.05,
-                        subplot_titles=[f"{t.name}: {' vs '.join(metric_label(m) for m in t.metrics)}" for t in shown])
+                        subplot_titles=[f"{t.name}: {' vs '.join(name(m) for m in t.metrics)}" for t in shown])
     roles = [("headline", "#1b3a8a", "diamond", 1), ("continuous", "#e07b00", "circle", 3)]
     legend = set()
 
@@ -378,7 +362,7 @@ def onset_compute_figure(curves: Curves, tasks: list, by_size: pd.DataFrame) -> 
             y = [flops(m, s) for m, s in zip(hit["model"], hit["onset_step"])]
             up = [flops(m, h) - v if pd.notna(h) else 0 for m, h, v in zip(hit["model"], hit["high"], y)]
             down = [v - flops(m, lo) if pd.notna(lo) else 0 for m, lo, v in zip(hit["model"], hit["low"], y)]
-            label = f"{role} metric ({metric_label(metric)} here)"
+            what = f"{role} metric ({name(metric)} here)"
             if len(hit):
                 fig.add_trace(go.Scatter(
                     x=x, y=y, mode="lines+markers", name=f"{role} metric: onset", legendgroup=role,
@@ -386,7 +370,7 @@ def onset_compute_figure(curves: Curves, tasks: list, by_size: pd.DataFrame) -> 
                     marker=dict(symbol=symbol, size=11, color=color), line=dict(color=color, width=1.5),
                     error_y=dict(type="data", symmetric=False, array=up, arrayminus=down, color=color, thickness=1.5, width=5),
                     customdata=np.stack([hit["model"], [count(s) for s in hit["onset_step"]]], axis=1),
-                    hovertemplate=f"{label}<br>%{{customdata[0]}}: onset at step %{{customdata[1]}}"
+                    hovertemplate=f"{what}<br>%{{customdata[0]}}: onset at step %{{customdata[1]}}"
                                   "<br>%{y:.3s}FLOPs<extra></extra>",
                     meta={"runs": [r for runs in hit["runs"] for r in runs]}), row=row, col=col)
             if len(miss):
@@ -397,7 +381,7 @@ def onset_compute_figure(curves: Curves, tasks: list, by_size: pd.DataFrame) -> 
                     name=name, legendgroup=f"{role}-none", showlegend=once(name), legendrank=rank + 1,
                     marker=dict(symbol="triangle-up-open", size=11, color=color, line_width=2),
                     customdata=list(miss["model"]),
-                    hovertemplate=f"{label}<br>%{{customdata}}: no transition within %{{y:.3s}}FLOPs<extra></extra>",
+                    hovertemplate=f"{what}<br>%{{customdata}}: no transition within %{{y:.3s}}FLOPs<extra></extra>",
                     meta={"runs": [r for runs in miss["runs"] for r in runs]}), row=row, col=col)
     fig.update_xaxes(type="log", exponentformat="SI", showticklabels=True)
     fig.update_yaxes(type="log", exponentformat="SI")
@@ -478,3 +462,66 @@ def figure_runs(fig: go.Figure) -> set[str]:
     return {run for trace in fig.data if isinstance(trace.meta, dict) for run in trace.meta.get("runs", [])}
 
 
+
+
+# ---- every chart of a report, and their static images ----------------------------------------
+def report_charts(results: pd.DataFrame, sizes: pd.DataFrame, by_size: pd.DataFrame, tasks: list[Task],
+                  mirage: pd.DataFrame, stages: pd.DataFrame | None, llc: dict, trajectories: dict) -> dict[str, go.Figure]:
+    """{file stem: figure}: each chart once. The page shows the task, mechanism, heads, linear,
+    onset-vs-compute, LLC and trajectory charts; the curve, mirage, generalization and size ×
+    step charts are for the docs and W&B."""
+    curves = Curves(results, sizes, by_size)
+    moving = set(map(tuple, by_size.loc[by_size["has_onset"].astype(bool), ["probe", "metric"]].to_numpy())) \
+        if len(by_size) else set()
+    charts = {}
+    for task in tasks:
+        charts[f"task-{task.name}"] = task_figure(task, curves, stages, trained=bool(comes_apart(by_size, task)))
+    panels = [p for p in mechanism_panels(results) if p in moving]
+    if panels:
+        charts["mechanisms"] = panels_figure(curves, panels, "mechanisms", stages)
+    for key, role, by, colorbar in (("heads", MECHANISM, "label", "attention score"),
+                                    ("linear", REPRESENTATION, "task", "accuracy")):
+        columns = component_columns(results, role, by)
+        if columns:
+            charts[key] = heatmap_figure(curves, columns, "attention heads" if key == "heads" else "linear probes",
+                                         colorbar)
+    compute = onset_compute_figure(curves, tasks, by_size) if len(sizes) > 1 else None
+    if compute is not None:
+        charts["onset-vs-compute"] = compute
+    for probe, metric in headline_metrics(results):
+        slug = f"{probe}-{metric}".replace("/", "-")
+        charts[f"curve-{slug}"] = panels_figure(curves, [(probe, metric)], f"curve {probe}/{metric}", stages)
+        if len(sizes) > 1 and curves.info.loc[(probe, metric), "role"] in (ALL_OR_NOTHING, CONTINUOUS):
+            charts[f"heatmap-{slug}"] = size_step_figure(curves, probe, metric)
+    for task in tasks:
+        compared = [("capability", m) for m in [task.headline, *task.others]
+                    if curves.info.loc[("capability", m), "split"] == "heldout"]
+        if len(mirage) and task.name in set(mirage["task"]):
+            charts[f"mirage-{task.name}"] = panels_figure(curves, compared, f"mirage {task.name}", cols=3)
+        if task.trained:
+            charts[f"generalization-{task.name}"] = panels_figure(
+                curves, [("capability", task.headline)] + ([("weights", "norm/total")] if ("weights", "norm/total")
+                                                            in curves.groups else []),
+                f"generalization {task.name}", stages, trained={0: ("capability", task.trained)})
+    for run in sorted({r for r, _ in llc}):
+        charts[f"llc-{run}"] = llc_figure(run, llc, stages, curves.max_step)
+    for run, traj in sorted(trajectories.items()):
+        fig = trajectory_figure(run, traj, stages)
+        if fig is not None:
+            charts[f"essential-dynamics-{run}"] = fig
+    return charts
+
+
+def write_images(charts: dict[str, go.Figure], folder: Path) -> tuple[list[Path], str | None]:
+    """The charts as PNG files (kaleido, through a local Chrome or Chromium), and why not where
+    none can be made: (files written, reason or None). The page and W&B need no images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.png" for name in charts]
+    try:
+        pio.write_images(list(charts.values()), paths, width=1100, scale=1)
+    except Exception as e:  # no browser, or kaleido missing: the report is complete without the images
+        for path in paths:
+            path.unlink(missing_ok=True)
+        return [], (f"no PNG charts ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); they need "
+                    "Chrome or Chromium (e.g. apt install chromium); the page and W&B show the same charts")
+    return paths, None

@@ -1,0 +1,30 @@
+"""`python -m observatory.report [experiment=<name> | experiment_name=<name>] [checkpoints_dir=…]`:
+rebuild the report from an experiment's stored results, without probing anything."""
+
+import sys
+
+from hydra import compose, initialize_config_module
+
+from observatory import store
+from observatory.report.build import write_report
+
+
+def main(cfg) -> int:
+    experiment = store.experiment_dir(cfg)
+    results = store.output_dir(experiment) / "results.parquet"
+    if not results.exists():
+        print(f"error: {results} does not exist; probe the checkpoints first: python -m observatory "
+              f"checkpoints_dir={cfg.checkpoints_dir} experiment_name={cfg.experiment_name}", file=sys.stderr)
+        return 2
+    try:
+        index = write_report(experiment)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    with initialize_config_module(config_module="conf", version_base="1.3"):  # no run dir: only reads
+        sys.exit(main(compose(config_name="observatory", overrides=sys.argv[1:])))

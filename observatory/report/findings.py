@@ -1,0 +1,222 @@
+"""What the tables say, as data: per task and size, did the capability emerge, at which step
+(with its interval); which tasks show no transition; which transitions are abrupt only under
+the all-or-nothing metric (the mirage question); which mechanisms have a transition.
+
+Each finding is a typed record. Its sentence is written once, in templates/finding.j2, and
+rendered as plain text (the console, headline.txt, W&B) or as HTML (the page) by `sentence`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+
+from observatory.analysis.tables import comes_apart, tasks
+from observatory.metrics import MECHANISM, absent
+from observatory.report.format import count, interval, label, value
+
+
+@dataclass(frozen=True)
+class SizeOnset:
+    """One size's onset of a curve (of its seed-mean curve with several seeds), or none."""
+
+    model: str
+    onset: float | None
+    low: float | None
+    high: float | None
+    final: float
+    interval: str | None  # what the interval resamples: "items", "seeds", "seed range" or None
+    seeds_with_onset: int
+    n_seeds: int
+    per_seed: tuple = ()  # ((seed, onset or None), ...)
+    found_in: float | None = None
+
+
+@dataclass(frozen=True)
+class Emerged:
+    """A task's headline metric has a transition in some sizes."""
+
+    kind: ClassVar[str] = "emerged"
+    task: str
+    metric: str  # its label
+    emerged: tuple[SizeOnset, ...]
+    absent: tuple[SizeOnset, ...]  # the sizes without one
+    trend: str | None  # "earlier in larger models", "later in larger models"
+    trained: tuple[SizeOnset, ...] = ()  # on trained items, where that comes apart (memorization first: grokking)
+
+
+@dataclass(frozen=True)
+class Flat:
+    """A task whose headline metric has no transition in any size."""
+
+    task: str
+    metric: str  # its label
+    best_final: float  # the largest final value over sizes
+    continuous: str | None = None  # its continuous metric's label, where that one has a transition
+    continuous_sizes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NoTransition:
+    kind: ClassVar[str] = "none"
+    tasks: tuple[Flat, ...]
+
+
+@dataclass(frozen=True)
+class Mirage:
+    """The task's all-or-nothing metric is abrupt where none of its continuous metrics is."""
+
+    kind: ClassVar[str] = "mirage"
+    task: str
+    metric: str  # the all-or-nothing metric's label
+    continuous: tuple[str, ...]  # the continuous metrics' labels
+    where: tuple[tuple[str, int, int], ...]  # (size, runs flagged, runs of that size)
+
+
+@dataclass(frozen=True)
+class NoMirage:
+    kind: ClassVar[str] = "no mirage"
+    compared: bool  # some all-or-nothing metric had a transition to compare
+    metrics: str  # the all-or-nothing metrics' labels
+
+
+@dataclass(frozen=True)
+class MechanismFinding:
+    kind: ClassVar[str] = "mechanism"
+    metric: str  # its label
+    name: str  # probe/metric
+    emerged: tuple[SizeOnset, ...]
+
+
+Finding = Emerged | NoTransition | Mirage | NoMirage | MechanismFinding
+
+
+# ---- from the tables --------------------------------------------------------------------
+def _size_onsets(by_size: pd.DataFrame, probe: str, metric: str | None) -> list[SizeOnset]:
+    if metric is None or not len(by_size):
+        return []
+    rows = by_size[(by_size["probe"] == probe) & (by_size["metric"] == metric)].sort_values("n_params")
+    return [SizeOnset(r.model, _get(r.onset_step), _get(r.low), _get(r.high), r.final_value, _get(r.interval),
+                      r.seeds_with_onset, r.n_seeds, tuple(r.per_seed), _get(r.found_in)) for r in rows.itertuples()]
+
+
+def _get(v):
+    return None if absent(v) else v
+
+
+def _trend(emerged: list[SizeOnset]) -> str | None:
+    onsets = [s.onset for s in emerged]
+    if len(onsets) < 2:
+        return None
+    if all(a > b for a, b in zip(onsets, onsets[1:])):
+        return "earlier in larger models"
+    if all(a < b for a, b in zip(onsets, onsets[1:])):
+        return "later in larger models"
+    return None
+
+
+def findings(results: pd.DataFrame, by_size: pd.DataFrame, mirage: pd.DataFrame) -> list[Finding]:
+    """The headline, from the tables: tasks that emerged (first), tasks with no transition in
+    any size, tasks abrupt only under their all-or-nothing metric, mechanistic transitions."""
+    labels = by_size.drop_duplicates("metric").set_index("metric") if len(by_size) else None
+    emerged, flat = [], []
+    for task in tasks(results):
+        if labels is None or task.headline not in labels.index:
+            continue
+        probe = labels.loc[task.headline, "probe"]
+        per_size = _size_onsets(by_size, probe, task.headline)
+        hit = [s for s in per_size if s.onset is not None]
+        if hit:
+            emerged.append(Emerged(task.name, label(labels.loc[task.headline]), tuple(hit),
+                                   tuple(s for s in per_size if s.onset is None), _trend(hit),
+                                   tuple(s for s in _size_onsets(by_size, probe, task.trained)
+                                         if s.model in comes_apart(by_size, task))))
+        else:
+            moving = [s.model for s in _size_onsets(by_size, probe, task.continuous) if s.onset is not None]
+            flat.append(Flat(task.name, label(labels.loc[task.headline]), max(s.final for s in per_size),
+                             label(labels.loc[task.continuous]) if moving else None, tuple(moving)))
+    out: list[Finding] = emerged + ([NoTransition(tuple(flat))] if flat else [])
+    if len(mirage):
+        out += mirage_findings(mirage, by_size)
+    for row in by_size[(by_size["role"] == MECHANISM) & by_size["primary"].astype(bool)].drop_duplicates(
+            ["probe", "metric"]).itertuples() if len(by_size) else []:
+        hit = [s for s in _size_onsets(by_size, row.probe, row.metric) if s.onset is not None]
+        if hit:
+            out.append(MechanismFinding(label(by_size.loc[row.Index]), f"{row.probe}/{row.metric}", tuple(hit)))
+    return out
+
+
+def mirage_findings(mirage: pd.DataFrame, by_size: pd.DataFrame) -> list[Finding]:
+    """One Mirage per task flagged in some run (with how many of each size's runs), or NoMirage."""
+    flagged = mirage[mirage["mirage"].astype(bool)]
+    order = {m: i for i, m in enumerate(by_size.sort_values("n_params")["model"].drop_duplicates())}
+    out = []
+    for task, rows in flagged.groupby("task", sort=True):
+        runs = mirage[mirage["task"] == task]
+        where = sorted(((model, len(r), int((runs["model"] == model).sum())) for model, r in rows.groupby("model")),
+                       key=lambda w: order.get(w[0], 0))
+        out.append(Mirage(task, rows["label"].iloc[0], tuple(runs["continuous"].iloc[0].split("; ")), tuple(where)))
+    if not len(flagged):
+        out.append(NoMirage(bool(mirage["onset_step"].notna().any()), _and(sorted(set(mirage["label"])), "or")))
+    return out
+
+
+def _and(items: list[str], word: str = "and") -> str:
+    items = [i for i in items if i]
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {word} {items[-1]}" if items else ""
+
+
+# ---- one sentence per finding ------------------------------------------------------------
+def slug(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_-]+", "-", text).strip("-")
+
+
+class _Text:
+    """The sentence's markup in plain text."""
+
+    @staticmethod
+    def link(text, anchor):
+        return text
+
+    @staticmethod
+    def strong(text):
+        return text
+
+
+class _Html:
+    """The sentence's markup in HTML (the template escapes everything else)."""
+
+    @staticmethod
+    def link(text, anchor):
+        return Markup('<a href="#{}">{}</a>').format(anchor, text)
+
+    @staticmethod
+    def strong(text):
+        return Markup("<b>{}</b>").format(text)
+
+
+def _environment(html: bool) -> Environment:
+    env = Environment(loader=PackageLoader("observatory.report"), autoescape=html, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+    markup = _Html if html else _Text
+    env.globals |= {"link": markup.link, "strong": markup.strong, "interval": interval}
+    env.filters |= {"count": count, "value": value, "slug": slug, "share": lambda x: f"{x:.0%}", "and": _and}
+    return env
+
+
+_TEMPLATES = {html: _environment(html).get_template("finding.j2") for html in (False, True)}
+
+
+def sentence(finding: Finding, html: bool = False) -> str:
+    """The finding's sentence, as plain text or as HTML (with links to the page's sections)."""
+    text = _TEMPLATES[html].render(f=finding)
+    return Markup(" ".join(text.split())) if html else " ".join(text.split())
+
+
+def headline_text(found: list[Finding]) -> list[str]:
+    """The headline as plain sentences, one per finding."""
+    return [sentence(f) for f in found]
