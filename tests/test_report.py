@@ -1,6 +1,7 @@
 """The report from a small results table with known curves, checked in a real browser."""
 
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -47,6 +48,9 @@ def results_table() -> pd.DataFrame:
                       ("capability", "copy/token_accuracy"): 0.2 + 0.7 * sigmoid(center, 3.0),
                       ("capability", "copy/answer_logprob"): -3 + 2.5 * sigmoid(center, 3.0),
                       ("capability", "copy/train_exact_match"): sigmoid(center / 10, 0.25),  # memorized a decade earlier
+                      # a task that only the large model learns: no transition in the small one
+                      ("capability", "late/exact_match"): (0.9 if model == "large" else 0.0) * sigmoid(400, 0.3),
+                      ("capability", "late/token_accuracy"): 0.2 + 0.5 * sigmoid(4 * center, 3.0),
                       ("attention", "induction/L1H0"): 0.02 + 0.6 * sigmoid(center, 0.3),
                       ("attention", "induction/L0H0"): 0.02 + 0 * sigmoid(center, 0.3),
                       ("attention", "induction/max"): 0.02 + 0.6 * sigmoid(center, 0.3),
@@ -73,6 +77,8 @@ SPECS = {  # each curve's spec and identity, as the probes declare them
     "copy/token_accuracy": ACCURACY | TASK | dict(role="continuous", label="token accuracy", primary=True),
     "copy/answer_logprob": dict(kind="logprob", higher_is_better=True, low=np.nan, high=0.0, chance=np.nan,
                                 stderr=0.005) | TASK | dict(role="continuous", label="answer log-probability"),
+    "late/exact_match": ACCURACY | TASK | dict(task="late", role="all-or-nothing", label="exact match", primary=True),
+    "late/token_accuracy": ACCURACY | TASK | dict(task="late", role="continuous", label="token accuracy", primary=True),
     "copy/train_exact_match": ACCURACY | TASK | dict(split="train", role="all-or-nothing", label="exact match",
                                                      primary=True),
     "induction/L1H0": dict(kind="score", higher_is_better=True, low=0.0, high=1.0, chance=0.02, stderr=0.002) | NONE
@@ -111,7 +117,8 @@ def test_report_tables_find_the_planted_onsets(report):
     assert not emergence[emergence["metric"] == "all"]["has_onset"].any()  # flat loss: no onset
     assert set(pd.read_json(out / "tables" / "emergence.json")["metric"]) == set(emergence["metric"])
     mirage = pd.read_csv(out / "tables" / "mirage.csv")
-    assert mirage["mirage"].all()  # exact match sharp, continuous metrics smooth
+    assert mirage.loc[mirage["task"] == "copy", "mirage"].all()  # exact match sharp, continuous metrics smooth
+    assert not mirage.loc[(mirage["task"] == "late") & (mirage["model"] == "small"), "mirage"].any()  # no onset to ask of
     seeds = pd.read_csv(out / "tables" / "onsets_over_seeds.csv").set_index(["model", "metric"])
     large = seeds.loc[("large", "copy/exact_match")]
     assert large["n_seeds"] == 2 and large["ci_low_step"] <= large["onset_step"] <= large["ci_high_step"]
@@ -233,7 +240,7 @@ def test_report_loads_offline_in_a_real_browser(report):
         table = driver.find_element("id", "tbl-emergence")
         driver.execute_script("arguments[0].open = true", table.find_element("xpath", "ancestor::details"))
         box = driver.find_element("css selector", 'input[data-table="tbl-emergence"]')
-        box.send_keys("large-s1 exact_match")
+        box.send_keys("large-s1 copy/ exact_match")
         shown = [r.text for r in table.find_elements("css selector", "tbody tr") if r.is_displayed()]
         assert len(shown) == 2 and all("large-s1" in r and "exact_match" in r for r in shown)  # held-out and trained
         header = table.find_element("xpath", ".//th[normalize-space()='onset step']")
@@ -296,6 +303,11 @@ def test_wandb_gets_curves_onsets_tables_and_images(report):
             onset |= {item.key or "/".join(item.nested_key): item.value_json for item in record.summary.update}
     expected = emergence[(emergence["run"] == "large-s0") & (emergence["metric"] == "copy/exact_match")]["onset_step"]
     assert float(onset["onset/capability/copy/exact_match"]) == pytest.approx(float(expected.iloc[0]))
+    summary = {}
+    for record in records(files["run-toy-summary.wandb"]):
+        if record.WhichOneof("record_type") == "summary":
+            summary |= {item.key or "/".join(item.nested_key): item.value_json for item in record.summary.update}
+    assert json.loads(summary["headline"]).splitlines() == headline_text(built.found)  # the console's sentences
 
 
 def test_the_report_command_rebuilds_any_experiments_report_and_refuses_one_with_no_results(report, tmp_path, capsys):
@@ -388,7 +400,7 @@ def test_a_finding_is_one_record_rendered_as_text_and_as_html():
     text, html = sentence(found), sentence(found, html=True)
     assert text == ("a<b (exact match) emerged in 100k at step 2.39k [2.32k–2.53k] → 0.287; "
                     "not in 13k (0.0100 at the end; seed 1 alone at 900).")
-    assert '<a href="#task-a-b">a&lt;b</a>' in html and "<b>100k</b>" in html  # escaped, linked, bold
+    assert '<a href="#task-a-b"><b>a&lt;b</b></a>' in html and "<b>100k</b>" in html  # escaped, linked, bold
     assert Markup(re.sub(r"<[^>]+>", "", html)).unescape() == text  # the same sentence
 
 

@@ -2,7 +2,7 @@
 the log-probability of the next token at a fixed set of positions of the held-out blocks and
 the training-data blocks (the positions training takes its loss on), the same positions at
 every checkpoint. The report stacks a run's vectors over checkpoints, takes their PCA and
-finds the trajectory's turning points (observatory/stages.py).
+finds the trajectory's turning points (observatory/analysis/stages.py).
 
 Stored as the per-item scores of one metric, `logprob` (their mean, a log-probability): item
 i is the i-th position of the fixed set (not a row of probe_items.jsonl, as for capability),

@@ -167,7 +167,7 @@ class Curves:
         step_axis(fig, self.max_step, row=row, col=col)
 
 
-# ---- stage boundaries (the stages table of observatory/stages.py) ----------------------------
+# ---- stage boundaries (the stages table of observatory/analysis/stages.py) ----------------------------
 WHOLE_MODEL = ("llc", ED_PROBE)  # the signals drawn on every curve; a component's only on its LLC chart
 
 
@@ -331,7 +331,7 @@ def onset_compute_figure(curves: Curves, tasks: list[Task], by_size: pd.DataFram
     trained with (the onset, if any, comes later)."""
     sizes = curves.sizes.set_index("model")
 
-    def name(metric):
+    def metric_name(metric):
         return label(curves.info.loc[("capability", metric)])
 
     def flops(model, step):
@@ -344,7 +344,7 @@ def onset_compute_figure(curves: Curves, tasks: list[Task], by_size: pd.DataFram
     rows = math.ceil(len(shown) / cols)
     fig = make_subplots(rows=rows, cols=cols, shared_xaxes="all", shared_yaxes="all", horizontal_spacing=0.06,
                         vertical_spacing=0.16 / rows + 0.05,
-                        subplot_titles=[f"{t.name}: {' vs '.join(name(m) for m in t.metrics)}" for t in shown])
+                        subplot_titles=[f"{t.name}: {' vs '.join(metric_name(m) for m in t.metrics)}" for t in shown])
     roles = [("headline", "#1b3a8a", "diamond", 1), ("continuous", "#e07b00", "circle", 3)]
     legend = set()
 
@@ -362,7 +362,7 @@ def onset_compute_figure(curves: Curves, tasks: list[Task], by_size: pd.DataFram
             y = [flops(m, s) for m, s in zip(hit["model"], hit["onset_step"])]
             up = [flops(m, h) - v if pd.notna(h) else 0 for m, h, v in zip(hit["model"], hit["high"], y)]
             down = [v - flops(m, lo) if pd.notna(lo) else 0 for m, lo, v in zip(hit["model"], hit["low"], y)]
-            what = f"{role} metric ({name(metric)} here)"
+            what = f"{role} metric ({metric_name(metric)} here)"
             if len(hit):
                 fig.add_trace(go.Scatter(
                     x=x, y=y, mode="lines+markers", name=f"{role} metric: onset", legendgroup=role,

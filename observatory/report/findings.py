@@ -186,6 +186,8 @@ class _Text:
     def strong(text):
         return text
 
+    em = strong
+
 
 class _Html:
     """The sentence's markup in HTML (the template escapes everything else)."""
@@ -198,12 +200,16 @@ class _Html:
     def strong(text):
         return Markup("<b>{}</b>").format(text)
 
+    @staticmethod
+    def em(text):
+        return Markup("<i>{}</i>").format(text)
+
 
 def _environment(html: bool) -> Environment:
     env = Environment(loader=PackageLoader("observatory.report"), autoescape=html, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
     markup = _Html if html else _Text
-    env.globals |= {"link": markup.link, "strong": markup.strong, "interval": interval}
+    env.globals |= {"link": markup.link, "strong": markup.strong, "em": markup.em, "interval": interval}
     env.filters |= {"count": count, "value": value, "slug": slug, "share": lambda x: f"{x:.0%}", "and": _and}
     return env
 

@@ -15,6 +15,7 @@ import pandas as pd
 from observatory.analysis.stages import LLC_PROBE, llc_estimates, llc_signal
 from observatory.analysis.tables import tasks
 from observatory.metrics import STAGE_SIGNAL
+from observatory.report.findings import headline_text
 from train import wandb_run
 
 
@@ -27,6 +28,8 @@ def log_results(table: pd.DataFrame, experiment: str, save_dir: Path, mode: str 
             _log_run(run, rows, emergence)
     with wandb_run.started(experiment, "summary", save_dir, mode) as summary:
         summary.run.log(_summary_panels(table, report))
+        if report is not None:  # what emerged, in the sentences of the console and the page
+            summary.run.summary["headline"] = "\n".join(headline_text(report.found))
 
 
 def _log_run(run: wandb_run.StepRun, rows: pd.DataFrame, emergence: pd.DataFrame | None) -> None:

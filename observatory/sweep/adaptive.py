@@ -61,7 +61,7 @@ def onset_intervals(normalized: np.ndarray, level: float) -> list[int]:
 def to_refine(steps: list[int], rows: pd.DataFrame, fraction: float = 0.5) -> set[int]:
     """Steps to probe next for one run, given its rows so far (step, probe, metric, value):
     around each headline curve's onset, and between the two probed checkpoints on either side
-    of each change point of its LLC curves (observatory/stages.py), until they are adjacent."""
+    of each change point of its LLC curves (observatory/analysis/stages.py), until they are adjacent."""
     wanted = set()
     if "stderr" in rows and (rows["probe"] == LLC_PROBE).any():
         for (_, _), curve in llc_curves(rows.assign(run="")).items():
