@@ -24,6 +24,7 @@ def metric_info(results: pd.DataFrame) -> pd.DataFrame:
 @dataclass(frozen=True)
 class Task:
     name: str
+    probe: str  # the probe that scores it
     headline: str  # its all-or-nothing metric on held-out items (none: its primary continuous one)
     continuous: str | None  # its primary continuous metric on held-out items
     trained: str | None  # the headline metric on items from the training stream
@@ -37,9 +38,9 @@ class Task:
 def tasks(results: pd.DataFrame) -> list[Task]:
     """The tasks scored in the results, each with its headline and continuous metrics."""
     rows = results[results["role"].isin(TASK_ROLES) & results["task"].notna()]
-    rows = rows.drop_duplicates("metric")[["metric", "task", "role", "split", "label", "primary"]]
+    rows = rows.drop_duplicates(["probe", "metric"])[["probe", "metric", "task", "role", "split", "label", "primary"]]
     found = []
-    for name, mine in rows.groupby("task", sort=True):
+    for name, mine in rows.groupby("task", sort=True):  # a task is scored by one probe
         held = mine[mine["split"] == "heldout"].sort_values(["primary", "metric"], ascending=[False, True])
         whole = list(held.loc[held["role"] == ALL_OR_NOTHING, "metric"])
         partial = list(held.loc[held["role"] == CONTINUOUS, "metric"])
@@ -50,7 +51,8 @@ def tasks(results: pd.DataFrame) -> list[Task]:
         twin = mine[(mine["split"] == "train") & (mine["role"] == first["role"]) & (mine["label"] == first["label"])]
         continuous = partial[0] if partial else None
         others = tuple(sorted(set(mine["metric"]) - {headline, continuous}))
-        found.append(Task(str(name), headline, continuous, twin["metric"].iloc[0] if len(twin) else None, others))
+        found.append(Task(str(name), mine["probe"].iloc[0], headline, continuous,
+                          twin["metric"].iloc[0] if len(twin) else None, others))
     return found
 
 

@@ -232,8 +232,8 @@ def task_figure(task: Task, curves: Curves, stages=None, trained: bool = False) 
     """The task's headline (all-or-nothing) metric beside its continuous one: one line per size,
     bands, chance, onsets, stage boundaries; `trained`: the headline metric on trained items,
     dotted, where its transition comes apart from the held-out one."""
-    panels = [("capability", m) for m in task.metrics]
-    twin = {0: ("capability", task.trained)} if trained and task.trained else None
+    panels = [(task.probe, m) for m in task.metrics]
+    twin = {0: (task.probe, task.trained)} if trained and task.trained else None
     return panels_figure(curves, panels, f"task {task.name}", stages, cols=len(panels), height=440, trained=twin)
 
 
@@ -331,8 +331,8 @@ def onset_compute_figure(curves: Curves, tasks: list[Task], by_size: pd.DataFram
     trained with (the onset, if any, comes later)."""
     sizes = curves.sizes.set_index("model")
 
-    def metric_name(metric):
-        return label(curves.info.loc[("capability", metric)])
+    def metric_name(task, metric):
+        return label(curves.info.loc[(task.probe, metric)])
 
     def flops(model, step):
         return flops_6nd(sizes.loc[model, "n_params_non_embedding"], sizes.loc[model, "tokens_per_step"] * step)
@@ -344,7 +344,7 @@ def onset_compute_figure(curves: Curves, tasks: list[Task], by_size: pd.DataFram
     rows = math.ceil(len(shown) / cols)
     fig = make_subplots(rows=rows, cols=cols, shared_xaxes="all", shared_yaxes="all", horizontal_spacing=0.06,
                         vertical_spacing=0.16 / rows + 0.05,
-                        subplot_titles=[f"{t.name}: {' vs '.join(metric_name(m) for m in t.metrics)}" for t in shown])
+                        subplot_titles=[f"{t.name}: {' vs '.join(metric_name(t, m) for m in t.metrics)}" for t in shown])
     roles = [("headline", "#1b3a8a", "diamond", 1), ("continuous", "#e07b00", "circle", 3)]
     legend = set()
 
@@ -356,13 +356,13 @@ def onset_compute_figure(curves: Curves, tasks: list[Task], by_size: pd.DataFram
     for i, task in enumerate(shown):
         row, col = i // cols + 1, i % cols + 1
         for (role, color, symbol, rank), metric in zip(roles, task.metrics):
-            table = by_size[(by_size["probe"] == "capability") & (by_size["metric"] == metric)].sort_values("n_params")
+            table = by_size[(by_size["probe"] == task.probe) & (by_size["metric"] == metric)].sort_values("n_params")
             hit, miss = table[table["has_onset"]], table[~table["has_onset"]]
             x = [sizes.loc[m, "n_params_non_embedding"] for m in hit["model"]]
             y = [flops(m, s) for m, s in zip(hit["model"], hit["onset_step"])]
             up = [flops(m, h) - v if pd.notna(h) else 0 for m, h, v in zip(hit["model"], hit["high"], y)]
             down = [v - flops(m, lo) if pd.notna(lo) else 0 for m, lo, v in zip(hit["model"], hit["low"], y)]
-            what = f"{role} metric ({metric_name(metric)} here)"
+            what = f"{role} metric ({metric_name(task, metric)} here)"
             if len(hit):
                 fig.add_trace(go.Scatter(
                     x=x, y=y, mode="lines+markers", name=f"{role} metric: onset", legendgroup=role,
@@ -493,16 +493,17 @@ def report_charts(results: pd.DataFrame, sizes: pd.DataFrame, by_size: pd.DataFr
         charts[f"curve-{slug}"] = panels_figure(curves, [(probe, metric)], f"curve {probe}/{metric}", stages)
         if len(sizes) > 1 and curves.info.loc[(probe, metric), "role"] in (ALL_OR_NOTHING, CONTINUOUS):
             charts[f"heatmap-{slug}"] = size_step_figure(curves, probe, metric)
+    info = curves.info
+    norm = list(info.index[(info["role"] == WEIGHTS) & info["primary"].astype(bool)])  # the whole model's norm
     for task in tasks:
-        compared = [("capability", m) for m in [task.headline, *task.others]
-                    if curves.info.loc[("capability", m), "split"] == "heldout"]
+        compared = [(task.probe, m) for m in [*task.metrics, *task.others]  # held-out items: the mirage question's
+                    if curves.info.loc[(task.probe, m), "split"] == "heldout"]
         if len(mirage) and task.name in set(mirage["task"]):
             charts[f"mirage-{task.name}"] = panels_figure(curves, compared, f"mirage {task.name}", cols=3)
-        if task.trained:
+        if task.trained:  # grokking's picture: trained vs held-out items, beside the weight norm
             charts[f"generalization-{task.name}"] = panels_figure(
-                curves, [("capability", task.headline)] + ([("weights", "norm/total")] if ("weights", "norm/total")
-                                                            in curves.groups else []),
-                f"generalization {task.name}", stages, trained={0: ("capability", task.trained)})
+                curves, [(task.probe, task.headline), *norm], f"generalization {task.name}", stages,
+                trained={0: (task.probe, task.trained)})
     for run in sorted({r for r, _ in llc}):
         charts[f"llc-{run}"] = llc_figure(run, llc, stages, curves.max_step)
     for run, traj in sorted(trajectories.items()):

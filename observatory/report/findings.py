@@ -122,31 +122,31 @@ def _trend(emerged: list[SizeOnset]) -> str | None:
 def findings(results: pd.DataFrame, by_size: pd.DataFrame, mirage: pd.DataFrame) -> list[Finding]:
     """The headline, from the tables: tasks that emerged (first), tasks with no transition in
     any size, tasks abrupt only under their all-or-nothing metric, mechanistic transitions."""
-    labels = by_size.drop_duplicates("metric").set_index("metric") if len(by_size) else None
+    if not len(by_size):
+        return []
+    info = by_size.drop_duplicates(["probe", "metric"]).set_index(["probe", "metric"])
     emerged, flat = [], []
     for task in tasks(results):
-        if labels is None or task.headline not in labels.index:
+        if (task.probe, task.headline) not in info.index:
             continue
-        probe = labels.loc[task.headline, "probe"]
-        per_size = _size_onsets(by_size, probe, task.headline)
+        per_size = _size_onsets(by_size, task.probe, task.headline)
         hit = [s for s in per_size if s.onset is not None]
+        name = label(info.loc[(task.probe, task.headline)])
         if hit:
-            emerged.append(Emerged(task.name, label(labels.loc[task.headline]), tuple(hit),
-                                   tuple(s for s in per_size if s.onset is None), _trend(hit),
-                                   tuple(s for s in _size_onsets(by_size, probe, task.trained)
-                                         if s.model in comes_apart(by_size, task))))
+            apart = comes_apart(by_size, task)
+            emerged.append(Emerged(task.name, name, tuple(hit), tuple(s for s in per_size if s.onset is None), _trend(hit),
+                                   tuple(s for s in _size_onsets(by_size, task.probe, task.trained) if s.model in apart)))
         else:
-            moving = [s.model for s in _size_onsets(by_size, probe, task.continuous) if s.onset is not None]
-            flat.append(Flat(task.name, label(labels.loc[task.headline]), max(s.final for s in per_size),
-                             label(labels.loc[task.continuous]) if moving else None, tuple(moving)))
+            moving = [s.model for s in _size_onsets(by_size, task.probe, task.continuous) if s.onset is not None]
+            flat.append(Flat(task.name, name, max(s.final for s in per_size),
+                             label(info.loc[(task.probe, task.continuous)]) if moving else None, tuple(moving)))
     out: list[Finding] = emerged + ([NoTransition(tuple(flat))] if flat else [])
     if len(mirage):
         out += mirage_findings(mirage, by_size)
-    for row in by_size[(by_size["role"] == MECHANISM) & by_size["primary"].astype(bool)].drop_duplicates(
-            ["probe", "metric"]).itertuples() if len(by_size) else []:
-        hit = [s for s in _size_onsets(by_size, row.probe, row.metric) if s.onset is not None]
+    for (probe, metric), row in info[(info["role"] == MECHANISM) & info["primary"].astype(bool)].iterrows():
+        hit = [s for s in _size_onsets(by_size, probe, metric) if s.onset is not None]
         if hit:
-            out.append(MechanismFinding(label(by_size.loc[row.Index]), f"{row.probe}/{row.metric}", tuple(hit)))
+            out.append(MechanismFinding(label(row), f"{probe}/{metric}", tuple(hit)))
     return out
 
 

@@ -23,6 +23,7 @@ from plotly.colors import sample_colorscale
 from plotly.offline import get_plotlyjs
 
 from observatory.analysis.tables import comes_apart, tasks
+from observatory.metrics import TASK_ROLES
 from observatory.report.figures import Curves, mechanism_panels, stage_captions
 from observatory.report.findings import Emerged, sentence, slug
 from observatory.report.format import count, interval, label, title, value
@@ -182,7 +183,7 @@ def emergence_map(report) -> dict:
                     cells.append({"on": False, "ci": f"→ {value(row['final_value'])}", "seeds": _seeds(row),
                                   "title": f"{metric}, {s.model}: no transition ({'; '.join(row['reasons'])})"})
             rows.append({"task": task.name if j == 0 else None, "span": len(task.metrics), "target": target,
-                         "first": j == 0, "label": label(report.info.loc[("capability", metric)]), "cells": cells})
+                         "first": j == 0, "label": label(report.info.loc[(task.probe, metric)]), "cells": cells})
     stops = ", ".join(sample_colorscale("Viridis", list(np.linspace(0.05, 0.95, 7)), colortype="rgb"))
     heads = [{"model": s.model, "params": count(s.n_params), "seeds": len(s.seeds)} for s in report.sizes.itertuples()]
     return {"heads": heads, "rows": rows, "legend": (count(10**lo - 1), count(10**hi - 1), stops) if len(found) else None}
@@ -200,7 +201,8 @@ def metrics_table(report, keys: list[tuple[str, str]], table_id: str, with_reaso
                   "small": f"{interval(r['low'], r['high'])} → {value(r['final_value'])}"} if r["has_onset"] else
                  {"on": False, "text": f"{value(r['start_value'])} → {value(r['final_value'])}"} for r in found]
         reasons = sorted({reason for r in found if r is not None for reason in r["reasons"]})[:3]
-        name = metric if probe == "capability" else f"{title(report.info.loc[(probe, metric)])} ({probe}/{metric})"
+        info = report.info.loc[(probe, metric)]
+        name = metric if info["role"] in TASK_ROLES else f"{title(info)} ({probe}/{metric})"
         rows.append({"name": name, "cells": cells, "reason": "; ".join(reasons)})
     return {"id": table_id, "models": models, "rows": rows, "with_reason": with_reason}
 
@@ -216,16 +218,15 @@ def task_sections(report) -> tuple[list[dict], dict | None]:
         if not set(task.metrics) & moving:
             flat.append(task)
             continue
-        info = report.info
-        lead = sentences.get(task.name) or (f"{label(info.loc[('capability', task.headline)])}: no transition in any "
-                                            f"size; {label(info.loc[('capability', task.continuous)])} has one.")
-        others = [("capability", m) for m in task.others]
+        headline, continuous = (label(report.info.loc[(task.probe, m)]) for m in task.metrics)  # one moved
+        lead = sentences.get(task.name) or f"{headline}: no transition in any size; {continuous} has one."
+        others = [(task.probe, m) for m in task.others]
         drawn.append({"name": task.name, "slug": slug(task.name), "lead": lead, "chart": f"task-{task.name}",
                       "trained": bool(comes_apart(by_size, task)),
                       "others": metrics_table(report, others, f"other-{slug(task.name)}") if others else None})
     flat_block = None
     if flat:
-        keys = [("capability", m) for t in flat for m in t.metrics]
+        keys = [(t.probe, m) for t in flat for m in t.metrics]
         flat_block = {"names": ", ".join(t.name for t in flat), "anchors": [slug(t.name) for t in flat],
                       "table": metrics_table(report, keys, "flat", with_reason=True)}
     return drawn, flat_block

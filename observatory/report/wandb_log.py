@@ -65,7 +65,7 @@ def _summary_panels(table: pd.DataFrame, report) -> dict:
     import wandb
 
     logged = {"results": wandb.Table(dataframe=_readable(table))}
-    curves = {("capability", metric) for task in tasks(table) for metric in task.metrics}
+    curves = {(task.probe, metric) for task in tasks(table) for metric in task.metrics}
     if report is not None:
         for name, key in (("emergence", "emergence"), ("emergence_map", "onsets_by_size"), ("stages", "stages")):
             logged[name] = wandb.Table(dataframe=_readable(report.tables[key]))
