@@ -423,3 +423,12 @@ def test_every_chart_is_one_figure_for_the_page_the_pngs_and_wandb(report):
         assert f'"chart":"{built.charts[name].layout.meta["chart"]}"' in page.replace(": ", ":")
     if CHROMIUM:
         assert {p.stem for p in (report.parent / "charts").glob("*.png")} == set(built.charts)  # every chart, only those
+
+
+def test_without_a_browser_for_kaleido_the_report_says_why_and_writes_no_png(tmp_path, monkeypatch):
+    import plotly.graph_objects as go
+
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-chrome"))  # where kaleido looks first
+    written, why = figures.write_images({"chart": go.Figure(go.Scatter(x=[1, 2], y=[1, 2]))}, tmp_path / "charts")
+    assert written == [] and not list((tmp_path / "charts").iterdir())
+    assert why.startswith("no PNG charts (") and "Chromium" in why

@@ -520,9 +520,9 @@ def write_images(charts: dict[str, go.Figure], folder: Path) -> tuple[list[Path]
     paths = [folder / f"{name}.png" for name in charts]
     try:
         pio.write_images(list(charts.values()), paths, width=1100, scale=1)
-    except Exception as e:  # no browser, or kaleido missing: the report is complete without the images
+    except (RuntimeError, OSError, ValueError) as e:  # no browser to draw in: the page and W&B need no images
         for path in paths:
             path.unlink(missing_ok=True)
-        return [], (f"no PNG charts ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); they need "
-                    "Chrome or Chromium (e.g. apt install chromium); the page and W&B show the same charts")
+        why = f"{type(e).__name__}: {e}".splitlines()[0].rstrip(": ")
+        return [], f"no PNG charts ({why}); kaleido draws them in Chrome or Chromium (e.g. apt install chromium)"
     return paths, None
