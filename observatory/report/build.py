@@ -89,6 +89,8 @@ def write(report: Report, experiment_dir: Path) -> Path:
     """The report's files; returns index.html's path."""
     out = store.output_dir(experiment_dir)
     write_tables(report.tables, tables_dir(experiment_dir))
+    for old in (out / f"{name}.{ext}" for name in report.tables for ext in ("csv", "parquet", "json")):
+        old.unlink(missing_ok=True)  # the tables' place before tables/: never two copies that can disagree
     (out / "headline.txt").write_text("".join(f"{line}\n" for line in headline_text(report.found)))
     for old in (out / "charts").glob("*.png"):  # charts of an earlier report that this one may not draw
         old.unlink()
