@@ -221,6 +221,7 @@ def test_each_boundary_lists_the_onsets_within_one_checkpoint_interval():
     table = pd.DataFrame([{"run": "r", "signal": "llc", "boundary_step": 7374.0, "low_step": 7250.0,
                            "high_step": 7500.0, "interval_steps": 250.0, "found_in": 1.0}])
     emergence = pd.DataFrame({"run": "r", "probe": ["capability"] * 4 + ["attention", "weights"], "has_onset": True,
+                              "role": ["all-or-nothing"] * 4 + ["mechanism", "weights"],
                               "metric": ["a/exact_match", "b/exact_match", "c/exact_match", "d/exact_match",
                                          "induction/max", "norm/total"],
                               "onset_step": [7075.0, 7300.0, 7800.0, 6990.0, 7700.0, 7400.0]})

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from observatory.analysis.emergence import step_noise
-from observatory.metrics import LLC_HEALTH, SAMPLER, STAGE_SIGNAL, component_name
+from observatory.metrics import LLC_HEALTH, SAMPLER, STAGE_SIGNAL, TASK_ROLES, component_name
 
 PENALTY = 3.0  # × BIC's log n per parameter
 NOISE_FLOOR = 0.02  # σ is at least this share of the signal's range
@@ -235,7 +235,7 @@ def stage_table(results: pd.DataFrame, item_results=None, n_boot: int = 100) -> 
 
 def onsets_near_boundaries(stages: pd.DataFrame, emergence: pd.DataFrame, curves=None) -> pd.DataFrame:
     """For each boundary, the onsets within one checkpoint interval of it, nearest first: of
-    every capability metric, and of the other `curves` ((probe, metric) pairs, e.g. the
+    every task's metric, and of the other `curves` ((probe, metric) pairs, e.g. the
     report's headline curves). A boundary lies somewhere between two probed checkpoints
     (low_step, high_step); an onset is within one checkpoint interval of it when it is within
     `interval_steps` (the checkpoint spacing there) of that span: from low - Δ to high + Δ.
@@ -244,7 +244,7 @@ def onsets_near_boundaries(stages: pd.DataFrame, emergence: pd.DataFrame, curves
     keep = set(curves or ())
     if len(emergence):
         listed = np.array([(p, m) in keep for p, m in zip(emergence["probe"], emergence["metric"])], dtype=bool)
-        found = emergence[((emergence["probe"] == "capability").to_numpy() | listed) & emergence["has_onset"].to_numpy()]
+        found = emergence[(emergence["role"].isin(TASK_ROLES).to_numpy() | listed) & emergence["has_onset"].to_numpy()]
     else:
         found = emergence
     for b in stages.itertuples(index=False):
