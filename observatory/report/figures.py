@@ -433,28 +433,42 @@ def llc_figure(run: str, llc: dict, stages: pd.DataFrame | None, max_step: float
 
 
 def trajectory_figure(run: str, traj, stages: pd.DataFrame | None) -> go.Figure | None:
-    """Essential dynamics: the run's checkpoints in the first two principal components of its
-    outputs, coloured by log step, the checkpoints around each turning point ringed."""
-    if traj.coords.shape[1] < 2:
+    """Essential dynamics: the run's checkpoints in the first principal components of its outputs
+    (PC2 and, where there is one, PC3 against PC1), coloured by log step; the checkpoints around
+    each turning point ringed, and they, the first and the last labelled with their step."""
+    k = traj.coords.shape[1]
+    if k < 2:
         return None
-    x, y, steps = traj.coords[:, 0], traj.coords[:, 1], traj.steps
-    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", line=dict(color="#bbb", width=1), hoverinfo="skip",
-                               showlegend=False))
-    fig.add_trace(go.Scatter(
-        x=x, y=y, customdata=steps, mode="markers", name="checkpoint", showlegend=False,
-        marker=dict(size=8, color=np.log10(steps + 1), colorscale="Viridis",
-                    colorbar=dict(title=dict(text="log10(step + 1)", side="right"), thickness=12)),
-        hovertemplate="step %{customdata:,}<br>PC1 %{x:.3g}, PC2 %{y:.3g}<extra></extra>", meta={"runs": [run]}))
+    pairs = [(0, 1), (0, 2)] if k >= 3 else [(0, 1)]
+    steps = traj.steps
     mine = stages[(stages["run"] == run) & (stages["signal"] == ED_PROBE)] if stages is not None and len(stages) else []
-    for j, b in enumerate(mine.itertuples() if len(mine) else []):
-        inside = (steps >= b.low_step) & (steps <= b.high_step)
-        fig.add_trace(go.Scatter(x=x[inside], y=y[inside], mode="markers", name="around a turning point",
-                                 showlegend=j == 0, hoverinfo="skip",
-                                 marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color="#c0392b", width=2))))
-    fig.update_xaxes(title_text=f"PC1 ({traj.explained[0]:.0%} of the variance)")
-    fig.update_yaxes(title_text=f"PC2 ({traj.explained[1]:.0%})")
+    turns = [(steps >= b.low_step) & (steps <= b.high_step) for b in (mine.itertuples() if len(mine) else [])]
+    labelled = np.zeros(len(steps), dtype=bool)
+    labelled[[0, -1]] = True
+    for inside in turns:
+        labelled |= inside
+    fig = make_subplots(rows=1, cols=len(pairs), horizontal_spacing=0.08)
+    for col, (a, b) in enumerate(pairs, 1):
+        x, y = traj.coords[:, a], traj.coords[:, b]
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color="#bbb", width=1), hoverinfo="skip",
+                                 showlegend=False), row=1, col=col)
+        fig.add_trace(go.Scatter(
+            x=x, y=y, customdata=steps, mode="markers+text", name="checkpoint", showlegend=False, cliponaxis=False,
+            text=[f"{s:.0f}" if on else "" for s, on in zip(steps, labelled)], textposition="top right",
+            textfont=dict(size=10, color="#555"),
+            marker=dict(size=8, color=np.log10(steps + 1), colorscale="Viridis", coloraxis=None, showscale=col == 1,
+                        colorbar=dict(title=dict(text="log10(step + 1)", side="right"), thickness=12)),
+            hovertemplate=f"step %{{customdata:,}}<br>PC{a + 1} %{{x:.3g}}, PC{b + 1} %{{y:.3g}}<extra></extra>",
+            meta={"runs": [run]}), row=1, col=col)
+        for j, inside in enumerate(turns):
+            fig.add_trace(go.Scatter(x=x[inside], y=y[inside], mode="markers", name="around a turning point",
+                                     showlegend=j == 0 and col == 1, hoverinfo="skip",
+                                     marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color="#c0392b", width=2))),
+                          row=1, col=col)
+        fig.update_xaxes(title_text=f"PC{a + 1} ({traj.explained[a]:.0%} of the variance)", row=1, col=col)
+        fig.update_yaxes(title_text=f"PC{b + 1} ({traj.explained[b]:.0%})", row=1, col=col)
     fig.update_layout(legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"))  # clear of the colour bar
-    return _finish(fig, f"essential dynamics {run}", 420, legend_title=None)
+    return _finish(fig, f"essential dynamics {run}", 440, legend_title=None)
 
 
 def figure_runs(fig: go.Figure) -> set[str]:
