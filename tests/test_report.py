@@ -100,6 +100,12 @@ SPECS = {  # each curve's spec and identity, as the probes declare them
 
 
 @pytest.fixture(scope="module")
+def built(report):
+    """The toy report's tables, findings and charts, as write_report made them."""
+    return analyse(report.parent.parent, n_boot=20)
+
+
+@pytest.fixture(scope="module")
 def report(tmp_path_factory):
     experiment = tmp_path_factory.mktemp("report") / "toy"
     out = store.output_dir(experiment)
@@ -282,13 +288,12 @@ def test_pipeline_on_a_test_sized_experiment(tmp_path):
     assert (out / "charts" / "essential-dynamics-13k-s0.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_wandb_gets_curves_onsets_tables_and_images(report):
+def test_wandb_gets_curves_onsets_tables_and_images(report, built):
     from wandb_offline import history, recorded_exit_code, records, run_files
 
     from observatory.report.wandb_log import log_results
 
     out = report.parent
-    built = analyse(out.parent, n_boot=20)
     emergence = built.tables["emergence"]
     log_results(pd.read_parquet(out / "results.parquet"), "toy", out, "offline", built)
     files = {f.name: f for f in run_files(out)}
@@ -334,14 +339,14 @@ def test_the_report_command_rebuilds_any_experiments_report_and_refuses_one_with
 
 
 # ---- the report reads what metrics are, never their names ----------------------------------------
-def test_renamed_metrics_leave_the_report_unchanged(report, tmp_path):
+def test_renamed_metrics_leave_the_report_unchanged(report, built, tmp_path):
     """Every metric renamed to an opaque name, identity unchanged: the same onsets, tables and
     sentences (but for the names themselves)."""
     results = pd.read_parquet(report.parent / "results.parquet")
     names = {m: f"m{i:02d}" for i, m in enumerate(sorted(results["metric"].unique()))}
     renamed = tmp_path / "toy"
     store.write_parquet(store.output_dir(renamed) / "results.parquet", results.assign(metric=results["metric"].map(names)))
-    before, after = analyse(report.parent.parent, n_boot=20), analyse(renamed, n_boot=20)
+    before, after = built, analyse(renamed, n_boot=20)
 
     back = {new: old for old, new in names.items()}
     for name in ("emergence", "onsets_by_size", "mirage", "scale"):
@@ -418,8 +423,7 @@ def test_a_table_asked_for_a_column_it_lacks_is_an_error(report):
         page._ENV.get_template("page.html.j2").render(title="x")
 
 
-def test_every_chart_is_one_figure_for_the_page_the_pngs_and_wandb(report):
-    built = analyse(report.parent.parent, n_boot=20)
+def test_every_chart_is_one_figure_for_the_page_the_pngs_and_wandb(report, built):
     page = report.read_text()
     for name in ("task-copy", "mechanisms", "heads", "linear", "onset-vs-compute"):
         assert f'"chart":"{built.charts[name].layout.meta["chart"]}"' in page.replace(": ", ":")
