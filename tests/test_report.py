@@ -372,9 +372,9 @@ def agreement_results() -> pd.DataFrame:
         center = 200 if model == "large" else 800
         base = {"experiment": "toy", "run": f"{model}-s0", "model": model, "seed": 0, "n_params": n,
                 "n_params_non_embedding": n, "checkpoint_sha256": "x", "probe_hash": "h"}
-        task = NONE | dict(task="grammar", split="heldout", primary=True)
+        task = NONE | dict(task="grammar", split="heldout")
         curves = {"grammar/agreement": (0.5 + 0.48 * sigmoid(center, 0.25), ACCURACY | task | dict(
-                      chance=0.5, role="all-or-nothing", label="agreement")),
+                      chance=0.5, role="all-or-nothing", label="agreement", primary=True)),
                   "grammar/agreement_prob": (0.5 + 0.4 * sigmoid(center, 3.0), dict(
                       kind="score", higher_is_better=True, low=0.0, high=1.0, chance=0.5, stderr=0.005) | task | dict(
                       role="continuous", label="agreement probability"))}

@@ -319,7 +319,7 @@ def size_step_figure(curves: Curves, probe: str, metric: str) -> go.Figure:
         colorbar=dict(title=dict(text=label(info), side="right"), thickness=12), xgap=1, ygap=1,
         hovertemplate="%{y}<br>step %{x}<br>%{z:.3g}<extra></extra>", meta={"runs": sorted(set(rows["run"]))}))
     fig.update_xaxes(type="category", nticks=12, title_text="training step (checkpoints, evenly spaced)")
-    fig.update_yaxes(title_text="model size")
+    fig.update_yaxes(title_text="model size", autorange="reversed")  # smallest on top, as in the map
     fig.update_layout(title_text=f"{title(info)}: size × step")
     return _finish(fig, f"heatmap {probe}/{metric}", 120 + 45 * len(grid), legend_title=None)
 
@@ -513,7 +513,7 @@ def report_charts(results: pd.DataFrame, sizes: pd.DataFrame, by_size: pd.DataFr
         compared = [(task.probe, m) for m in [*task.metrics, *task.others]  # held-out items: the mirage question's
                     if curves.info.loc[(task.probe, m), "split"] == "heldout"]
         if len(mirage) and task.name in set(mirage["task"]):
-            charts[f"mirage-{task.name}"] = panels_figure(curves, compared, f"mirage {task.name}", cols=3)
+            charts[f"mirage-{task.name}"] = panels_figure(curves, compared, f"mirage {task.name}", cols=4)
         if task.trained:  # grokking's picture: trained vs held-out items, beside the weight norm
             charts[f"generalization-{task.name}"] = panels_figure(
                 curves, [(task.probe, task.headline), *norm], f"generalization {task.name}", stages,
@@ -533,7 +533,8 @@ def write_images(charts: dict[str, go.Figure], folder: Path) -> tuple[list[Path]
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png" for name in charts]
     try:
-        pio.write_images(list(charts.values()), paths, width=1100, scale=1)
+        figures = list(charts.values())
+        pio.write_images(figures, paths, width=1100, height=[f.layout.height or 450 for f in figures], scale=1)
     except (RuntimeError, OSError, ValueError) as e:  # no browser to draw in: the page and W&B need no images
         for path in paths:
             path.unlink(missing_ok=True)
