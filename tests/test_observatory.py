@@ -234,6 +234,7 @@ def test_probe_settings_are_checked_against_their_schema_before_any_work(tmp_pat
         sweep(tmp_path, dict(PROBES, linear=dict(PROBES["linear"], fit_fraction="most")))
 
 
+@pytest.mark.slow  # two sweeps of 16 checkpoints: keeps the default suite within its 5 minutes
 def test_a_probe_default_changed_in_its_config_redoes_that_probe_and_nothing_else(experiment, monkeypatch):
     """The settings come from conf/probes/ and are hashed as filled in: a default changed there
     (here by an override of the composed config) changes that probe's hash alone."""
