@@ -170,7 +170,7 @@ def test_whole_model_stage_boundaries_are_drawn_on_their_runs_curves(report):
     fig = figures.task_figure(task, curves, stages)
     bands = [s for s in fig.layout.shapes if s.type == "rect"]
     assert len(bands) == 2 and {(b.x0, b.x1) for b in bands} == {(150, 260)}  # on both panels
-    assert figures.stage_captions(curves, stages) == ["large-s0: step 200 [150–260] (llc)"]
+    assert figures.stage_captions(curves.model_of, stages) == ["large-s0: step 200 [150–260] (llc)"]
     assert all(b.fillcolor == curves.colors["large"] for b in bands)  # in the colour of the run's size
 
 

@@ -64,6 +64,11 @@ def step_axis(fig: go.Figure, max_step: float, **where) -> None:
                      title_text="training step (log scale)", **where)
 
 
+def run_models(sizes: pd.DataFrame) -> dict[str, str]:
+    """run -> its model size, from the sizes table."""
+    return {run: model for model, runs in zip(sizes["model"], sizes["runs"]) for run in runs}
+
+
 class Curves:
     """The results, indexed by probe metric, with each size's runs and colour."""
 
@@ -75,7 +80,7 @@ class Curves:
         self.colors = size_colors(list(sizes["model"]))
         self.by_size = by_size.set_index(["probe", "metric", "model"]) if len(by_size) else None
         self.max_step = float(results["step"].max())
-        self.model_of = {run: model for model, runs in zip(sizes["model"], sizes["runs"]) for run in runs}
+        self.model_of = run_models(sizes)
 
     def label(self, size) -> str:
         seeds = len(size.runs)
@@ -180,21 +185,21 @@ def _band(fig, boundary, color, where: dict) -> None:
 def add_stages(fig: go.Figure, curves: Curves, stages: pd.DataFrame | None, panels: list[tuple[int, int]]) -> None:
     """Each whole-model stage boundary of a run as a band (low_step to high_step) in its size's
     colour and a dotted line at its step, on every panel."""
-    for s in _whole_model(curves, stages):
+    for s in _whole_model(curves.model_of, stages):
         for row, col in panels:
             _band(fig, s, curves.colors[curves.model_of[s.run]], dict(row=row, col=col))
 
 
-def stage_captions(curves: Curves, stages: pd.DataFrame | None) -> list[str]:
+def stage_captions(model_of: dict[str, str], stages: pd.DataFrame | None) -> list[str]:
     """One caption entry per boundary that `add_stages` draws."""
     return [f"{s.run}: step {count(s.boundary_step)} [{count(s.low_step)}–{count(s.high_step)}] ({s.signal})"
-            for s in _whole_model(curves, stages)]
+            for s in _whole_model(model_of, stages)]
 
 
-def _whole_model(curves: Curves, stages: pd.DataFrame | None) -> list:
+def _whole_model(model_of: dict[str, str], stages: pd.DataFrame | None) -> list:
     if stages is None or not len(stages):
         return []
-    mine = stages[stages["signal"].isin(WHOLE_MODEL) & stages["run"].isin(list(curves.model_of))]
+    mine = stages[stages["signal"].isin(WHOLE_MODEL) & stages["run"].isin(list(model_of))]
     return list(mine.sort_values(["run", "boundary_step"]).itertuples())
 
 

@@ -24,7 +24,7 @@ from plotly.offline import get_plotlyjs
 
 from observatory.analysis.tables import comes_apart, tasks
 from observatory.metrics import TASK_ROLES
-from observatory.report.figures import Curves, mechanism_panels, stage_captions
+from observatory.report.figures import mechanism_panels, run_models, stage_captions
 from observatory.report.findings import Emerged, sentence, slug
 from observatory.report.format import count, interval, label, title, value
 
@@ -284,13 +284,12 @@ _ENV = Environment(loader=PackageLoader("observatory.report"), autoescape=True, 
 
 def render(report) -> str:
     """The whole page, from a built report (observatory/report/build.py)."""
-    curves = Curves(report.results, report.sizes, report.tables["onsets_by_size"])
     task_list, flat = task_sections(report)
     static = files("observatory.report") / "static"
     return _ENV.get_template("page.html.j2").render(
         title=f"Emergence report: {report.experiment}", facts=facts(report), icons=ICONS,
         findings=[(f.kind, sentence(f, html=True)) for f in report.found], emergence_map=emergence_map(report),
-        tasks=task_list, flat=flat, stage_captions=stage_captions(curves, report.tables["stages"]),
+        tasks=task_list, flat=flat, stage_captions=stage_captions(run_models(report.sizes), report.tables["stages"]),
         n_stages=len(report.tables["stages"]), mechanisms=mechanisms(report), stages=stages_section(report),
         n_sizes=len(report.sizes), tables=tables(report), images=report.images, chart=Charts(report.charts),
         style=Markup((static / "style.css").read_text()), script=Markup((static / "page.js").read_text()),
