@@ -80,3 +80,35 @@ def test_grokked_model_represents_the_sum_linearly(tmp_path):
     assert metrics["capability"]["modular_addition/exact_match"].value >= 0.99
     final = metrics["linear"]["modular_addition/layer1"]  # layer 0: embeddings; layer 1: the final residual stream
     assert final.value >= 0.9 and final.chance < 0.02
+
+
+@pytest.mark.slow
+def test_the_mirage_experiment_shows_the_mirage(tmp_path):
+    """experiment=mirage end to end (about 9 minutes on 2 cores): exact match of the answer has
+    an onset in at least two sizes; in at least one run no continuous metric of the task has a
+    transition half as abrupt (mirage = true); and wherever exact match has an onset, every
+    continuous metric with one had it earlier (Schaeffer et al. 2023's observation (1))."""
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    env = os.environ | {"WANDB_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-m", "observatory.pipeline", "experiment=mirage", f"checkpoints_dir={tmp_path}"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tables = tmp_path / "mirage" / "observatory" / "tables"
+    by_size = pd.read_csv(tables / "onsets_by_size.csv")
+    by_size = by_size[by_size["task"].eq("addition") & by_size["split"].eq("heldout")]
+    exact = by_size[by_size["role"].eq("all-or-nothing") & by_size["has_onset"]].set_index("model")["onset_step"]
+    assert len(exact) >= 2, by_size
+    continuous = by_size[by_size["role"].eq("continuous") & by_size["has_onset"]]
+    for model, step in exact.items():
+        assert (continuous.loc[continuous["model"] == model, "onset_step"] < step).all(), model
+    mirage = pd.read_csv(tables / "mirage.csv")
+    assert mirage["mirage"].any()
+    ran = mirage[mirage["onset_step"].notna()]
+    assert (ran["first_continuous_onset"] < ran["onset_step"]).all()
+    headline = (tmp_path / "mirage" / "observatory" / "headline.txt").read_text()
+    assert "addition looks abrupt only under exact match" in headline

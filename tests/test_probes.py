@@ -113,23 +113,24 @@ def test_uniform_attention_scores_one_over_n():
 
 
 # ---- capability ---------------------------------------------------------------------
-def forced_model(sequences: torch.Tensor, logit: float, wrong_positions=()) -> tuple[GPT, list]:
-    """A GPT whose logits at each position are `logit` on the true next token and 0
-    elsewhere: identity unembedding, final residual replaced by a scaled one-hot."""
+def forced_model(logit: float, wrong_positions=()) -> tuple[GPT, list]:
+    """A GPT whose logits at each position are `logit` on the next token of its input and 0
+    elsewhere (identity unembedding, final residual replaced by a scaled one-hot): it knows
+    every item's answer, whatever it generated before. At `wrong_positions` it prefers
+    another token instead."""
     m = model()
     with torch.no_grad():
         m.lm_head.weight.copy_(torch.eye(V, 32))
+    m.register_forward_pre_hook(lambda module, args: setattr(m, "current_tokens", args[0]))
 
     def plant(x, hook):
-        tokens = hook.current_tokens
-        target = torch.roll(tokens, -1, dims=1)  # the next token (the last position's is unused)
+        target = torch.roll(m.current_tokens, -1, dims=1)  # the next token (the last position's is unused)
         for pos in wrong_positions:
             target[:, pos] = (target[:, pos] + 1 - 4) % (V - 4) + 4  # a different ordinary token
         planted = torch.zeros_like(x)
         planted.scatter_(-1, target[..., None], logit)
         return planted
 
-    m.ln_final.hook_normalized.current_tokens = sequences
     return m, [("ln_final.hook_normalized", plant)]
 
 
@@ -137,7 +138,7 @@ def forced_model(sequences: torch.Tensor, logit: float, wrong_positions=()) -> t
 def test_forced_answers_give_closed_form_metrics(logit):
     items = items_of("copy", 20, answer_len=3)
     ctx = context(model(), items, probes=("capability",))
-    m, hooks = forced_model(ctx.inputs["items"], logit)
+    m, hooks = forced_model(logit)
     ctx.model = m
     with m.hooks(hooks):
         metrics = values(run("capability", ctx))
@@ -147,43 +148,90 @@ def test_forced_answers_give_closed_form_metrics(logit):
     assert metrics["copy/brier"] == pytest.approx((1 - p) ** 2 + (V - 1) * q**2, rel=1e-5)  # float32 logits
     if logit > 0:
         assert metrics["copy/exact_match"] == 1.0 and metrics["copy/token_accuracy"] == 1.0
+        assert metrics["copy/edit_distance"] == 0.0
     else:  # every token ties and argmax takes the lowest id, 0 ([PAD]): never an answer
         assert metrics["copy/exact_match"] == 0.0 and metrics["copy/token_accuracy"] == 0.0
+        assert metrics["copy/edit_distance"] == 1.0  # greedy writes [PAD] [PAD] [PAD]: 3 substitutions
 
 
 def test_training_part_items_are_scored_separately():
     items = items_of("copy", 10, answer_len=2) + [i | {"split": "train"} for i in items_of("copy", 10, 2, seed=1)]
     ctx = context(model(), items, probes=("capability",))
-    m, hooks = forced_model(ctx.inputs["items"], 5.0, wrong_positions=[3])  # every first answer token wrong
+    m, hooks = forced_model(5.0, wrong_positions=[3])  # every first answer token wrong
     ctx.model = m
     with m.hooks(hooks):
         metrics = values(run("capability", ctx))
-    assert {"copy/exact_match", "copy/train_exact_match", "copy/train_brier"} <= set(metrics)
+    assert {"copy/exact_match", "copy/train_exact_match", "copy/train_brier", "copy/edit_distance"} <= set(metrics)
+    assert "copy/train_edit_distance" not in metrics  # greedy decoding on held-out items alone
     assert metrics["copy/token_accuracy"] == metrics["copy/train_token_accuracy"] == 0.5
 
 
 def test_one_wrong_answer_token_breaks_exact_match_only():
     items = items_of("copy", 20, answer_len=3)  # answers at positions 3, 4, 5 (predicted from 3..5)
     ctx = context(model(), items, probes=("capability",))
-    m, hooks = forced_model(ctx.inputs["items"], 5.0, wrong_positions=[4])
+    m, hooks = forced_model(5.0, wrong_positions=[4])
     ctx.model = m
     with m.hooks(hooks):
         metrics = values(run("capability", ctx))
     assert metrics["copy/exact_match"] == 0.0
     assert metrics["copy/token_accuracy"] == pytest.approx(2 / 3)
+    assert metrics["copy/edit_distance"] == pytest.approx(1 / 3)  # this model gets the third token right after it
 
 
-def test_agreement_compares_the_right_and_wrong_forms():
-    items = items_of("grammar", 10, answer_len=1, wrong="w5")
-    for item in items:
-        item["answer_ids"] = [6]
-    ctx = context(model(), items, probes=("capability",))
-    m, hooks = forced_model(ctx.inputs["items"], 3.0)
-    ctx.model = m
-    with m.hooks(hooks):
-        metrics = values(run("capability", ctx))
-    # a choice between two forms is scored by that choice alone: the verb's lemma is not the model's to know
-    assert metrics == {"grammar/agreement": 1.0, "grammar/agreement_prob": pytest.approx(1 / (1 + math.exp(-3.0)))}
+def counts_up(tokens):
+    """After token x, predict x + 1: wrong once, it stays wrong under greedy decoding."""
+    logits = torch.zeros(*tokens.shape, RULE_V)
+    logits.scatter_(-1, ((tokens + 1) % RULE_V)[..., None], 10.0)
+    return logits
+
+
+def test_edit_distance_is_of_the_greedy_answer_not_the_teacher_forced_one():
+    # prompt [BOS] 5, answer 7 8 9. Teacher-forced, the model predicts 6 (wrong), 8, 9: two of three tokens right.
+    # Greedy, it writes 6 7 8: no token in place, yet two edits (drop 6, add 9) from the answer, not three.
+    items = [{"task": "count", "prompt_ids": [1, 5], "answer_ids": [7, 8, 9], "suffix_ids": [2], "metadata": {}}]
+    parsed = Items.from_probe_items(items)
+    ctx = Context(RuleModel(counts_up, 8), {"items": parsed.tokens}, {}, 1024, parsed)
+    metrics = values(run("capability", ctx))
+    assert ctx.greedy_answers(torch.tensor([0]))[0, 2:5].tolist() == [6, 7, 8]
+    assert metrics["count/token_accuracy"] == pytest.approx(2 / 3) and metrics["count/exact_match"] == 0.0
+    assert metrics["count/edit_distance"] == pytest.approx(2 / 3)
+
+
+def counted_items(n: int, seed: int) -> list[dict]:
+    """Prompt [BOS] a, answer a+1 a+2 ...: counts_up gets them right, but for the tokens that
+    are replaced at random (answers of 1 to 4 tokens, some wrong at any place, some not at all)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        a, length = int(torch.randint(4, 40, (1,), generator=g)), int(torch.randint(1, 5, (1,), generator=g))
+        answer = [a + 1 + k for k in range(length)]
+        for k in range(length):
+            if torch.rand(1, generator=g) < 0.25:
+                answer[k] = int(torch.randint(4, 60, (1,), generator=g))
+        out.append({"task": "count", "prompt_ids": [1, a], "answer_ids": answer, "suffix_ids": [2], "metadata": {}})
+    return out
+
+
+@pytest.mark.parametrize("which", ["rule", "gpt"])
+def test_greedy_answers_equal_token_by_token_decoding(which):
+    """The shortcut (reuse the teacher-forced pass while the answer is right so far) against
+    the definition: each answer token the argmax after the prompt and the tokens generated."""
+    if which == "rule":  # right, wrong and right again, at every place
+        items, m = counted_items(200, seed=0), RuleModel(counts_up, 8)
+    else:  # a random GPT: wrong nearly everywhere, every item decoded on its own prefix
+        items, m = items_of("copy", 30, answer_len=4) + items_of("short", 30, answer_len=2, seed=1), model()
+    parsed = Items.from_probe_items(items)
+    ctx = Context(m, {"items": parsed.tokens}, {}, 64, parsed)  # batches of 64: the shortcut's batching too
+    fast = ctx.greedy_answers(torch.arange(len(items)))
+    for row, item in enumerate(items):
+        seq = list(item["prompt_ids"])
+        for _ in item["answer_ids"]:
+            seq.append(int(m(torch.tensor([seq]))[0, -1].argmax()))
+        p = len(item["prompt_ids"])
+        assert fast[row, p : len(seq)].tolist() == seq[p:], row
+        assert fast[row, :p].tolist() == item["prompt_ids"]
+    if which == "rule":
+        assert 0 < sum(fast[r, 2] != parsed.tokens[r, 2] for r in range(len(items))) < len(items)
 
 
 # ---- loss ---------------------------------------------------------------------------
@@ -208,6 +256,9 @@ class RuleModel:
 
     def run_with_cache(self, tokens, names_filter=None):
         return self.rule(tokens), {}
+
+    def __call__(self, tokens):
+        return self.rule(tokens)
 
 
 def ignores_context(tokens):  # the same prediction everywhere

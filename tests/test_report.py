@@ -238,7 +238,8 @@ def test_report_loads_offline_in_a_real_browser(report):
         assert len(charts) >= 5
         for name, runs in charts:
             assert set(runs) == RUNS, f"chart {name!r} draws {runs}, not every run"
-        assert {"task copy", "mechanisms", "attention heads", "linear probes", "onset vs compute"} <= {n for n, _ in charts}
+        assert {"task copy", "mechanisms", "attention heads", "linear probes", "onset vs compute", "mirage copy",
+                "size axis copy"} <= {n for n, _ in charts}
 
         targets = driver.execute_script("return Array.from(document.querySelectorAll('table.map a'), a => a.hash)")
         assert targets and all(driver.execute_script(f"return !!document.querySelector('{t}')") for t in set(targets))
@@ -397,6 +398,56 @@ def test_the_mirage_question_is_asked_of_a_task_scored_by_agreement():
             "gradually there (the mirage question).") in lines
 
 
+MIRAGE_STEPS = checkpoint_steps(3000, None, 100)
+
+
+def answer_results(token_accuracies: list[np.ndarray], exact_match: np.ndarray) -> pd.DataFrame:
+    """One run of a task with a 4-token answer: its exact match, and the continuous metrics
+    of its per-token accuracies (their mean; the token edit distance and the answer
+    log-probability the errors would give)."""
+    p = np.mean(token_accuracies, axis=0)
+    task = NONE | dict(task="add", split="heldout")
+    curves = {"add/exact_match": (exact_match, ACCURACY | task | dict(role="all-or-nothing", label="exact match")),
+              "add/token_accuracy": (p, ACCURACY | task | dict(role="continuous", label="token accuracy")),
+              "add/edit_distance": (1 - p, ACCURACY | task | dict(higher_is_better=False, role="continuous",
+                                                                  label="token edit distance")),
+              "add/answer_logprob": (np.mean(np.log(0.01 + 0.99 * np.array(token_accuracies)), axis=0), dict(
+                  kind="logprob", higher_is_better=True, low=np.nan, high=0.0, chance=np.nan, stderr=0.005) | task
+                  | dict(role="continuous", label="answer log-probability"))}
+    base = {"experiment": "toy", "run": "m-s0", "model": "m", "seed": 0, "n_params": 1000,
+            "n_params_non_embedding": 1000, "checkpoint_sha256": "x", "probe_hash": "h", "probe": "capability"}
+    rows = [base | {"step": step, "tokens": 64 * step, "flops_6nd": 6e3 * 64 * step, "metric": metric, "value": v} | spec
+            for metric, (values, spec) in curves.items() for step, v in zip(MIRAGE_STEPS, values)]
+    return store.typed(pd.DataFrame(rows, columns=store.COLUMNS))
+
+
+def rising(center: float, width_decades: float) -> np.ndarray:
+    x = np.log10(np.array(MIRAGE_STEPS) + 1)
+    return 1 / (1 + np.exp(-(x - np.log10(center + 1)) / (width_decades / (2 * np.log(9)))))
+
+
+def test_exact_match_as_the_product_of_smoothly_rising_token_accuracies_is_a_mirage():
+    # each answer token is learned at its own time (half a decade each, 60 to 1000 steps): their mean rises
+    # smoothly over 1.5 decades, while all four are right together only once the last one is
+    tokens = [rising(center, 0.5) for center in (60, 150, 400, 1000)]
+    mirage = mirage_table(emergence_table(answer_results(tokens, np.prod(tokens, axis=0)), n_boot=0)).iloc[0]
+    assert mirage["mirage"] and mirage["abruptness"] > 2 * mirage["sharpest_continuous_abruptness"]
+    assert set(mirage["continuous_with_onset"].split("; ")) == {"token accuracy", "token edit distance",
+                                                                 "answer log-probability"}
+    assert mirage["first_continuous_onset"] < mirage["onset_step"]
+
+
+@pytest.mark.parametrize("case", ["as fast as its tokens", "four alike tokens"])
+def test_exact_match_no_faster_than_its_tokens_is_no_mirage(case):
+    if case == "as fast as its tokens":  # the same rise as the token accuracy, later
+        tokens, exact = [rising(200, 1.0)] * 4, rising(600, 1.0)
+    else:  # tokens learned together: p^4 rises only ~1.2 times as abruptly as p
+        tokens = [rising(300, 1.0)] * 4
+        exact = np.prod(tokens, axis=0)
+    mirage = mirage_table(emergence_table(answer_results(tokens, exact), n_boot=0)).iloc[0]
+    assert not mirage["mirage"] and mirage["abruptness"] < 2 * mirage["sharpest_continuous_abruptness"]
+
+
 def test_a_finding_is_one_record_rendered_as_text_and_as_html():
     from markupsafe import Markup
 
@@ -425,10 +476,26 @@ def test_a_table_asked_for_a_column_it_lacks_is_an_error(report):
 
 def test_every_chart_is_one_figure_for_the_page_the_pngs_and_wandb(report, built):
     page = report.read_text()
-    for name in ("task-copy", "mechanisms", "heads", "linear", "onset-vs-compute"):
+    for name in ("task-copy", "mechanisms", "heads", "linear", "onset-vs-compute", "mirage-copy", "mirage-size-copy"):
         assert f'"chart":"{built.charts[name].layout.meta["chart"]}"' in page.replace(": ", ":")
     if CHROMIUM:
         assert {p.stem for p in (report.parent / "charts").glob("*.png")} == set(built.charts)  # every chart, only those
+
+
+def test_the_size_axis_shows_each_sizes_final_value_over_seeds(built):
+    """Schaeffer et al.'s view: per size, the mean over seeds of the last checkpoint's value,
+    whiskers to the lowest and highest seed, at the size's parameter count."""
+    results = built.results
+    fig = built.charts["mirage-size-copy"]
+    traces = {t.hovertemplate.split("<br>")[1].split(" at the end")[0]: t for t in fig.data}
+    final = results[(results["metric"] == "copy/exact_match") & (results["step"] == results["step"].max())]
+    by_size = final.groupby("n_params_non_embedding")["value"]
+    exact = traces["exact match"]
+    assert list(exact.x) == sorted(SIZES.values())
+    np.testing.assert_allclose(exact.y, by_size.mean().to_numpy())
+    np.testing.assert_allclose(np.array(exact.y) + exact.error_y.array, by_size.max().to_numpy())
+    np.testing.assert_allclose(np.array(exact.y) - exact.error_y.arrayminus, by_size.min().to_numpy())
+    assert set(traces) == {"exact match", "token accuracy", "answer log-probability"}
 
 
 def test_without_a_browser_for_kaleido_the_report_says_why_and_writes_no_png(tmp_path, monkeypatch):

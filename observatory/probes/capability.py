@@ -1,5 +1,6 @@
 """Capability probes: every task's held-out items, scored by a discontinuous metric (exact
-match) and by continuous ones (answer log-probability, per-token accuracy, Brier score).
+match) and by continuous ones (answer log-probability, per-token accuracy, Brier score, and
+the token edit distance of the greedy answer, Schaeffer et al. 2023's continuous metric).
 
 Every metric is reachable: a model that always answers right scores the top of each. Items
 whose answer is one of several equally right continuations (the grammar task's verb: its
@@ -9,6 +10,7 @@ the right form against the wrong one (`agreement`, and the continuous `agreement
 from __future__ import annotations
 
 import torch
+from rapidfuzz.distance import Levenshtein
 
 from observatory.metrics import ACCURACY, ALL_OR_NOTHING, CONTINUOUS
 from observatory.probes.registry import probe
@@ -23,6 +25,8 @@ SPECS = {
                            unit="nats"),
     "brier": dict(kind="score", higher_is_better=False, low=0.0, high=2.0, role=CONTINUOUS, label="Brier score",
                   unit="0–2, lower is better"),
+    "edit_distance": dict(kind="score", higher_is_better=False, low=0.0, high=1.0, role=CONTINUOUS,
+                          label="token edit distance", unit="edits per token, lower is better"),
     "agreement": ACCURACY | dict(chance=0.5, role=ALL_OR_NOTHING, label="agreement", unit="fraction of items",
                                  primary=True),
     # not primary: a choice task's one continuous metric stands for it anyway (analysis/tables.py: tasks), and the
@@ -33,22 +37,26 @@ SPECS = {
 }
 
 
-@probe("capability", version=4)
+@probe("capability", version=5)
 def capability(ctx, settings) -> dict:
-    """Held-out items as `<task>/<metric>`; items from the training stream as `<task>/train_<metric>`.
-    Each metric is the weighted mean of per-item scores, which are recorded for the
-    item bootstrap of the emergence analysis."""
+    """Held-out items as `<task>/<metric>`; items from the training stream as `<task>/train_<metric>`
+    (all but the token edit distance: the greedy decoding it needs costs up to one forward pass
+    per answer token, and the mirage question asks it of held-out items alone). Each metric is
+    the weighted mean of per-item scores, which are recorded for the item bootstrap of the
+    emergence analysis."""
     items, metrics = ctx.items, {}
     for task, split in dict.fromkeys(zip(items.tasks, items.splits)):
         prefix = f"{task}/" if split == "heldout" else f"{task}/train_"
-        for name, (rows, values, weights) in _item_scores(ctx, *items.answer_tokens(task, split)).items():
+        scores = _item_scores(ctx, *items.answer_tokens(task, split), decode=split == "heldout")
+        for name, (rows, values, weights) in scores.items():
             metrics[prefix + name] = ctx.record_items(prefix + name, rows, values, weights, task=task, split=split,
                                                       **SPECS[name])
     return metrics
 
 
-def _item_scores(ctx, rows, positions, targets) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """{metric: (item rows, per-item value, per-item weight)} for one task's answer tokens."""
+def _item_scores(ctx, rows, positions, targets, decode: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """{metric: (item rows, per-item value, per-item weight)} for one task's answer tokens;
+    `decode`: with the token edit distance of the greedy answer."""
     if all("wrong" in ctx.items.metadata[i] for i in rows.unique().tolist()):
         return _choice_scores(ctx, rows, positions, targets)
     logprobs = ctx.forward("items").logprobs(rows, positions)  # (K answer tokens, V)
@@ -62,13 +70,19 @@ def _item_scores(ctx, rows, positions, targets) -> dict[str, tuple[torch.Tensor,
 
     n_tokens, ones = item_sum(torch.ones_like(correct)), torch.ones(len(items), dtype=torch.double)
     n_correct = item_sum(correct)
-    return {
+    scores = {
         # teacher-forced all-correct is exactly greedy decoding's exact match
         "exact_match": (items, (n_correct == n_tokens).double(), ones),
         "token_accuracy": (items, n_correct / n_tokens, n_tokens),  # weighted by tokens: a mean over tokens
         "answer_logprob": (items, item_sum(target_logprob) / n_tokens, ones),
         "brier": (items, item_sum(brier) / n_tokens, n_tokens),
     }
+    if decode:  # Levenshtein distance from the greedy answer to the answer, per answer token
+        greedy = ctx.greedy_answers(items)[per_item, positions + 1]  # (K,): the answer tokens greedy decoding writes
+        lengths = n_tokens.long().tolist()
+        edits = [Levenshtein.distance(g.tolist(), t.tolist()) for g, t in zip(greedy.split(lengths), targets.split(lengths))]
+        scores["edit_distance"] = (items, torch.tensor(edits, dtype=torch.double) / n_tokens, ones)
+    return scores
 
 
 def _choice_scores(ctx, rows, positions, targets) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

@@ -168,3 +168,35 @@ class Context:
             logits = outputs.pop("logits")
             self._forwards[name] = Forward(tokens, logits, outputs)
         return self._forwards[name]
+
+    @torch.no_grad()
+    def greedy_answers(self, rows: torch.Tensor) -> torch.Tensor:
+        """Items `rows`' tokens (len(rows), L: their longest prompt + answer) with every answer
+        token replaced by what greedy decoding writes there: the argmax given the prompt and the
+        answer tokens generated before it, as many as the answer has. While an item's generated
+        prefix equals its answer, the teacher-forced forward pass already holds the next
+        prediction; only items that have gone wrong are run again, on their own prefix."""
+        items = self.items
+        prompt_len, answer_len = items.prompt_len[rows], items.answer_len[rows]
+        tokens = self.inputs["items"][rows, : int((prompt_len + answer_len).max())]
+        teacher_forced = self.forward("items").logits[rows, : tokens.shape[1]].argmax(-1)  # (R, L)
+        generated = tokens.clone()
+        for k in range(int(answer_len.max())):
+            some = (answer_len > k).nonzero().squeeze(1)  # the items with an answer token k
+            at = prompt_len[some] - 1 + k  # the position that predicts it
+            prediction = teacher_forced[some, at]
+            gone_wrong = (generated[some] != tokens[some]).any(1)  # only answer tokens before k can differ yet
+            if gone_wrong.any():
+                prediction[gone_wrong] = self._argmax_at(generated[some[gone_wrong]], at[gone_wrong])
+            generated[some, at + 1] = prediction
+        return generated
+
+    def _argmax_at(self, tokens: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """The model's argmax at position at[i] of each sequence (B,). Causal: the tokens after
+        at[i] (the answer not yet generated) are read but change nothing there."""
+        out = torch.empty(len(tokens), dtype=torch.long)
+        for start in range(0, len(tokens), self.batch_size):
+            logits = self.model(tokens[start : start + self.batch_size])  # (B, L, V)
+            batch_at = at[start : start + len(logits)]
+            out[start : start + len(logits)] = logits[torch.arange(len(logits)), batch_at].argmax(-1)
+        return out

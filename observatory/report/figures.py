@@ -10,6 +10,7 @@ of the page's figure JSON) can check that each chart shows every run."""
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -218,7 +219,8 @@ def panels_figure(curves: Curves, panels: list[tuple[str, str]], name: str, stag
     in that panel."""
     cols = min(cols, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.1, vertical_spacing=0.32 / rows + 0.04,
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.1 if cols < 3 else 0.13,
+                        vertical_spacing=0.32 / rows + 0.04,
                         subplot_titles=[title(curves.info.loc[p]) for p in panels])
     places = []
     for i, (probe, metric) in enumerate(panels):
@@ -327,6 +329,42 @@ def size_step_figure(curves: Curves, probe: str, metric: str) -> go.Figure:
     fig.update_yaxes(title_text="model size", autorange="reversed")  # smallest on top, as in the map
     fig.update_layout(title_text=f"{title(info)}: size × step")
     return _finish(fig, f"heatmap {probe}/{metric}", 120 + 45 * len(grid), legend_title=None)
+
+
+def size_axis_figure(curves: Curves, panels: list[tuple[str, str]], name: str) -> go.Figure:
+    """Schaeffer et al. (2023)'s view of the mirage: each metric at the end of training against
+    model size (log axis), the mean over seeds with whiskers over their range. An all-or-nothing
+    metric that stays at its floor and then jumps looks like emergence at a threshold size; the
+    continuous metrics of the same answers show how steadily the sizes improve."""
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.13, vertical_spacing=0.32 / rows + 0.06,
+                        subplot_titles=[title(curves.info.loc[p]) for p in panels])
+    for i, (probe, metric) in enumerate(panels):
+        row, col = i // cols + 1, i % cols + 1
+        info = curves.info.loc[(probe, metric)]
+        final = curves.groups[(probe, metric)].sort_values("step").groupby("run").tail(1).set_index("run")["value"]
+        points = [(size, final.reindex(size.runs).dropna()) for size in curves.sizes.itertuples()]
+        points = [(size, values) for size, values in points if len(values)]
+        x = [size.n_params_non_embedding for size, _ in points]
+        mean = np.array([values.mean() for _, values in points])
+        color = "#1b3a8a" if info["role"] == ALL_OR_NOTHING else "#e07b00"
+        fig.add_trace(go.Scatter(
+            x=x, y=mean, mode="lines+markers", showlegend=False, line=dict(color=color, width=2),
+            marker=dict(size=10, color=color, symbol="diamond" if info["role"] == ALL_OR_NOTHING else "circle"),
+            error_y=dict(type="data", symmetric=False, color=color, thickness=1.5, width=5,
+                         array=[values.max() - m for (_, values), m in zip(points, mean)],
+                         arrayminus=[m - values.min() for (_, values), m in zip(points, mean)]),
+            customdata=[f"{size.model}, {len(values)} seed{'s' if len(values) > 1 else ''}" for size, values in points],
+            hovertemplate=f"%{{customdata}}<br>{label(info)} at the end: %{{y:.3g}}<extra></extra>",
+            meta={"runs": [r for size, values in points for r in values.index]}), row=row, col=col)
+        fig.update_xaxes(type="log", exponentformat="SI", title_text="parameters (non-embedding)", row=row, col=col)
+        fig.update_yaxes(title_text=axis_title(info), row=row, col=col)
+        if info["kind"] == "accuracy":
+            fig.update_yaxes(range=[-0.03, 1.03], row=row, col=col)
+        curves.chance(fig, probe, metric, row, col)
+    fig.update_layout(title_text=f"{name}: the end of training against model size (whiskers: range over seeds)")
+    return _finish(fig, f"size axis {name}", 340 * rows + 60, legend_title=None)
 
 
 def onset_compute_figure(curves: Curves, tasks: list[Task], by_size: pd.DataFrame) -> go.Figure | None:
@@ -518,7 +556,9 @@ def report_charts(results: pd.DataFrame, sizes: pd.DataFrame, by_size: pd.DataFr
         compared = [(task.probe, m) for m in [*task.metrics, *task.others]  # held-out items: the mirage question's
                     if curves.info.loc[(task.probe, m), "split"] == "heldout"]
         if len(mirage) and task.name in set(mirage["task"]):
-            charts[f"mirage-{task.name}"] = panels_figure(curves, compared, f"mirage {task.name}", cols=4)
+            charts[f"mirage-{task.name}"] = panels_figure(curves, compared, f"mirage {task.name}", cols=3)
+            if len(sizes) > 1:
+                charts[f"mirage-size-{task.name}"] = size_axis_figure(curves, compared, task.name)
         if task.trained:  # grokking's picture: trained vs held-out items, beside the weight norm
             charts[f"generalization-{task.name}"] = panels_figure(
                 curves, [(task.probe, task.headline), *norm], f"generalization {task.name}", stages,
@@ -537,6 +577,8 @@ def write_images(charts: dict[str, go.Figure], folder: Path) -> tuple[list[Path]
     none can be made: (files written, reason or None). The page and W&B need no images."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png" for name in charts]
+    for name in ("kaleido", "choreographer"):  # a line per tab and temporary folder at INFO: not the user's news
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         figures = list(charts.values())
         pio.write_images(figures, paths, width=1100, height=[f.layout.height or 450 for f in figures], scale=1)

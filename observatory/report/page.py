@@ -213,6 +213,8 @@ def task_sections(report) -> tuple[list[dict], dict | None]:
     by_size = report.tables["onsets_by_size"]
     moving = set(by_size.loc[by_size["has_onset"], "metric"]) if len(by_size) else set()
     sentences = {f.task: sentence(f, html=True) for f in report.found if isinstance(f, Emerged)}
+    mirage = report.tables["mirage"]
+    flagged = set(mirage.loc[mirage["mirage"].astype(bool), "task"]) if len(mirage) else set()
     drawn, flat = [], []
     for task in tasks(report.results):
         if not set(task.metrics) & moving:
@@ -223,6 +225,9 @@ def task_sections(report) -> tuple[list[dict], dict | None]:
         others = [(task.probe, m) for m in task.others]
         drawn.append({"name": task.name, "slug": slug(task.name), "lead": lead, "chart": f"task-{task.name}",
                       "trained": bool(comes_apart(by_size, task)),
+                      # where the mirage question says yes: every held-out metric, in steps and in size
+                      "mirage": [c for c in (f"mirage-{task.name}", f"mirage-size-{task.name}")
+                                 if task.name in flagged and c in report.charts],
                       "others": metrics_table(report, others, f"other-{slug(task.name)}") if others else None})
     flat_block = None
     if flat:
