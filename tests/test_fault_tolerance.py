@@ -118,6 +118,7 @@ def test_preemption_signal_saves_resume_state_and_exits_cleanly(reference, tmp_p
     assert_one_wandb_run_logged_once(run_dir, stopped_with=128 + signum)
 
 
+@pytest.mark.slow  # 18 s; the SIGTERM test in the default run takes the same save-and-stop path
 def test_ctrl_c_says_the_same_command_resumes_and_marks_the_wandb_run_failed(reference, tmp_path):
     """Ctrl-C at the worst moment: inside step 10, after its checkpoint and resume state and
     before its training row. The step completes (its row too) and the run stops before step 11."""
@@ -219,6 +220,7 @@ def test_a_malicious_pickle_is_never_executed(tmp_path, train_debug):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # 15 s; keeps the default suite within its 5 minutes
 def test_full_disk_during_a_checkpoint_write_fails_cleanly(reference, tmp_path):
     run_dir = tmp_path / "run" / "13k-s0"
     result = run([sys.executable, "tests/fault_injection.py", "ENOSPC", "step_00000040", *train_cmd(tmp_path)[3:]])

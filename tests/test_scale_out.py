@@ -25,6 +25,7 @@ def train(root: Path, *overrides: str, multirun: bool = False) -> subprocess.Com
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # 20 s: two gloo processes; keeps the default suite within its 5 minutes
 def test_ddp_cpu_writes_what_one_process_writes_for_the_same_global_batch(tmp_path):
     one = train(tmp_path / "one", "data.batch_size=8")
     two = train(tmp_path / "ddp", "trainer=ddp_cpu", "data.batch_size=4")  # 2 processes × 4
@@ -81,7 +82,8 @@ def test_submitit_local_sweep_runs_both_jobs(tmp_path):
         assert [r["step"] for r in rundir.read_manifest(tmp_path / "exp" / run)] == STEPS
 
 
-@pytest.mark.parametrize("launcher", ["basic", pytest.param("parallel", marks=pytest.mark.slow)])  # joblib: -m slow
+@pytest.mark.slow  # 15 s (basic) and more (joblib): keeps the default suite within its 5 minutes
+@pytest.mark.parametrize("launcher", ["basic", "parallel"])
 def test_a_failing_job_does_not_stop_the_sweep_and_a_rerun_redoes_only_it(tmp_path, launcher, train_debug):
     args = [f"hydra/launcher={launcher}", "data.batch_size=8", "seed=0,1"]
     train_debug(tmp_path, "experiment_name=exp", *SHORT[1:], "data.batch_size=8", "seed=1")  # one run of the sweep, alone

@@ -19,8 +19,9 @@ SETUPS = {
     "sorting": ({"n_numbers": 16, "length": 4}, 200, 1 / 16),  # 0.58 at 200 steps
     "grammar": ({}, 200, 1 / 2),  # 1.0 at 200 steps
 }
-# the two that need 1200-2000 steps (a minute between them on 2 cores) run with pytest -m slow
-SLOW = {"induction", "associative_recall", "modular_addition"}  # the last: also learned in the slow grokking test
+# the slow ones run with pytest -m slow: induction and associative recall need 1200-2000 steps, modular addition
+# is also learned in the slow grokking test, and addition and dyck (12 s each) keep the default suite within 5 minutes
+SLOW = {"induction", "associative_recall", "modular_addition", "addition", "dyck"}
 
 
 def answer_token_accuracy(model, items) -> float:

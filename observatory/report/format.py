@@ -61,7 +61,10 @@ def title(info) -> str:
     return label(info) if absent(info["task"]) else f"{info['task']}: {label(info)}"
 
 
-def axis_title(info) -> str:
-    """A value axis: the metric with its unit ('exact match (fraction of items)')."""
+def axis_title(info, wrap: int = 36) -> str:
+    """A value axis: the metric with its unit ('exact match (fraction of items)'), the unit on
+    a second line where both would not fit beside a small panel (`wrap` characters)."""
     unit = "" if absent(info["unit"]) else str(info["unit"])
-    return f"{label(info)} ({unit})" if unit else label(info)
+    if not unit:
+        return label(info)
+    return f"{label(info)}{' ' if len(label(info)) + len(unit) + 3 <= wrap else '<br>'}({unit})"
