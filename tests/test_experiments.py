@@ -112,3 +112,30 @@ def test_the_mirage_experiment_shows_the_mirage(tmp_path):
     assert (ran["first_continuous_onset"] < ran["onset_step"]).all()
     headline = (tmp_path / "mirage" / "observatory" / "headline.txt").read_text()
     assert "addition looks abrupt only under exact match" in headline
+
+
+@pytest.mark.parametrize("config, group, options", [("train", "experiment", EXPERIMENTS),
+                                                     ("observatory", "experiment", EXPERIMENTS),
+                                                     ("train", "debug", ["default"])])
+def test_an_option_that_does_not_exist_stops_and_lists_those_that_do(config, group, options):
+    """A typo in experiment= (or debug=) is an error before any work, naming the options there
+    are (an optional group would silently run the default configuration)."""
+    from hydra.errors import MissingConfigException
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        with pytest.raises(MissingConfigException) as error:
+            compose(config_name=config, overrides=[f"{group}=mirag"])
+    assert f"{group}/mirag" in str(error.value)
+    assert all(name in str(error.value) for name in options)
+
+
+def test_the_pipeline_with_a_mistyped_experiment_trains_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "observatory.pipeline", "experiment=scalling",
+                           f"checkpoints_dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "Could not find 'experiment/scalling'" in done.stderr and "scaling" in done.stderr
+    assert not any(tmp_path.iterdir())  # no run directory, no checkpoint
