@@ -76,8 +76,7 @@ def test_hook_names_and_shapes():
 @pytest.mark.parametrize("positions", ["residual", "qk"])
 def test_every_hook_holds_what_its_transformerlens_namesake_holds(positions):
     """Each hook recomputed by hand from the weights, by TransformerLens's definitions
-    (HookedTransformer with an unfolded LayerNorm: `ln_final.hook_normalized` is the LayerNorm's
-    output, (x - mean) / sqrt(var + eps) * w + b, what the unembedding reads). With
+    (`ln_final.hook_normalized` is TransformerLens's own module's: see the next test). With
     positions="qk" the residual stream starts from the token embeddings alone, and the queries
     and keys read LN(resid + positions) while the values read LN(resid)."""
     model = tiny(positions=positions)
@@ -130,9 +129,31 @@ def test_every_hook_holds_what_its_transformerlens_namesake_holds(positions):
         close(cache[f"blocks.{i}.hook_mlp_out"], mlp_out)
         resid = resid + mlp_out
         close(cache[f"blocks.{i}.hook_resid_post"], resid)
-    normalized = ln(resid, model.ln_final)
-    close(cache["ln_final.hook_normalized"], normalized)
-    close(logits, normalized @ model.lm_head.weight.T)
+    close(logits, ln(resid, model.ln_final) @ model.lm_head.weight.T)
+
+
+def test_the_final_normalized_hook_holds_what_transformerlens_own_layernorm_hooks():
+    """TransformerLens's normalization module (4.x: the bridge's NormalizationBridge), run on
+    the same final residual stream with the same LayerNorm weights: its hook_normalized holds
+    (x - mean) / sqrt(var + eps), before the weight and bias, and so does ours; the outputs agree."""
+    from types import SimpleNamespace
+
+    from transformer_lens.model_bridge.generalized_components.normalization import NormalizationBridge
+
+    model = tiny()
+    with torch.no_grad():  # non-trivial weight and bias: hooked before or after them differ
+        model.ln_final.weight.normal_(1.0, 0.3), model.ln_final.bias.normal_(0.0, 0.3)
+    _, cache = model.run_with_cache(torch.randint(0, 50, (2, 16)))
+    resid = cache[f"blocks.{model.cfg.n_layer - 1}.hook_resid_post"]
+    theirs = NormalizationBridge("ln_final", SimpleNamespace(eps=model.ln_final.eps))
+    theirs.set_original_component(model.ln_final)
+    seen = {}
+    theirs.hook_normalized.add_hook(lambda tensor, hook: seen.update(normalized=tensor.detach().clone()))
+    with torch.no_grad():
+        out = theirs(resid)
+    torch.testing.assert_close(cache["ln_final.hook_normalized"], seen["normalized"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.ln_final(resid), out, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(seen["normalized"], out, atol=1e-2)  # the weight and bias do change it
 
 
 def test_names_filter_and_no_hook_left_behind():

@@ -79,6 +79,29 @@ def layer_norm(cfg: GPTConfig) -> nn.Module:
     return nn.LayerNorm(cfg.d_model) if cfg.layer_norm else nn.Identity()
 
 
+class FinalLayerNorm(nn.LayerNorm):
+    """The final LayerNorm, hooked as TransformerLens hooks a LayerNorm: `hook_normalized` holds
+    (x - mean) / sqrt(var + eps), before the weight and bias are applied (B, T, C)."""
+
+    def __init__(self, d_model: int):
+        super().__init__(d_model)
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hook_normalized(F.layer_norm(x, self.normalized_shape, eps=self.eps)) * self.weight + self.bias
+
+
+class NoFinalNorm(nn.Module):
+    """Without LayerNorm (cfg.layer_norm false): `hook_normalized` holds the residual stream itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hook_normalized(x)
+
+
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -110,8 +133,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(cfg.n_ctx, cfg.d_model)
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_final = layer_norm(cfg)
-        self.ln_final.hook_normalized = HookPoint()
+        self.ln_final = FinalLayerNorm(cfg.d_model) if cfg.layer_norm else NoFinalNorm()
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tied_embeddings:
             self.lm_head.weight = self.wte.weight
@@ -140,7 +162,7 @@ class GPT(nn.Module):
         qk_positions = positions if self.cfg.positions == "qk" else None
         for block in self.blocks:
             x = block(x, qk_positions)
-        x = self.ln_final.hook_normalized(self.ln_final(x))
+        x = self.ln_final(x)
         return self.lm_head(x)  # (B, T, vocab)
 
     # ---- parameter counts -------------------------------------------------------------
