@@ -76,7 +76,8 @@ def test_hook_names_and_shapes():
 @pytest.mark.parametrize("positions", ["residual", "qk"])
 def test_every_hook_holds_what_its_transformerlens_namesake_holds(positions):
     """Each hook recomputed by hand from the weights, by TransformerLens's definitions
-    (`ln_final.hook_normalized` is TransformerLens's own module's: see the next test). With
+    (`ln_final.hook_normalized`: (x - mean) / sqrt(var + eps), before the LayerNorm's weight and bias, as
+    TransformerLens's own module hooks it: the next test runs that module). With
     positions="qk" the residual stream starts from the token embeddings alone, and the queries
     and keys read LN(resid + positions) while the values read LN(resid)."""
     model = tiny(positions=positions)
@@ -129,6 +130,7 @@ def test_every_hook_holds_what_its_transformerlens_namesake_holds(positions):
         close(cache[f"blocks.{i}.hook_mlp_out"], mlp_out)
         resid = resid + mlp_out
         close(cache[f"blocks.{i}.hook_resid_post"], resid)
+    close(cache["ln_final.hook_normalized"], torch.nn.functional.layer_norm(resid, (d,), eps=model.ln_final.eps))
     close(logits, ln(resid, model.ln_final) @ model.lm_head.weight.T)
 
 

@@ -178,6 +178,19 @@ def test_one_wrong_answer_token_breaks_exact_match_only():
     assert metrics["copy/edit_distance"] == pytest.approx(1 / 3)  # this model gets the third token right after it
 
 
+def test_agreement_compares_the_right_and_wrong_forms():
+    items = items_of("grammar", 10, answer_len=1, wrong="w5")
+    for item in items:
+        item["answer_ids"] = [6]
+    ctx = context(model(), items, probes=("capability",))
+    m, hooks = forced_model(3.0)
+    ctx.model = m
+    with m.hooks(hooks):
+        metrics = values(run("capability", ctx))
+    # a choice between two forms is scored by that choice alone: the verb's lemma is not the model's to know
+    assert metrics == {"grammar/agreement": 1.0, "grammar/agreement_prob": pytest.approx(1 / (1 + math.exp(-3.0)))}
+
+
 def counts_up(tokens):
     """After token x, predict x + 1: wrong once, it stays wrong under greedy decoding."""
     logits = torch.zeros(*tokens.shape, RULE_V)

@@ -179,16 +179,18 @@ class Context:
         items = self.items
         prompt_len, answer_len = items.prompt_len[rows], items.answer_len[rows]
         tokens = self.inputs["items"][rows, : int((prompt_len + answer_len).max())]
-        teacher_forced = self.forward("items").logits[rows, : tokens.shape[1]].argmax(-1)  # (R, L)
+        # argmax of the log-probabilities, as the capability probe's token accuracy takes it (float32
+        # log_softmax can tie two logits that differ in their last bit: both must break the tie alike)
+        teacher_forced = self.forward("items").logits[rows, : tokens.shape[1]].float().log_softmax(-1).argmax(-1)
         generated = tokens.clone()
         for k in range(int(answer_len.max())):
-            some = (answer_len > k).nonzero().squeeze(1)  # the items with an answer token k
-            at = prompt_len[some] - 1 + k  # the position that predicts it
-            prediction = teacher_forced[some, at]
-            gone_wrong = (generated[some] != tokens[some]).any(1)  # only answer tokens before k can differ yet
+            with_token_k = (answer_len > k).nonzero().squeeze(1)
+            at = prompt_len[with_token_k] - 1 + k  # the position that predicts answer token k
+            prediction = teacher_forced[with_token_k, at]
+            gone_wrong = (generated[with_token_k] != tokens[with_token_k]).any(1)  # only answer tokens < k differ yet
             if gone_wrong.any():
-                prediction[gone_wrong] = self._argmax_at(generated[some[gone_wrong]], at[gone_wrong])
-            generated[some, at + 1] = prediction
+                prediction[gone_wrong] = self._argmax_at(generated[with_token_k[gone_wrong]], at[gone_wrong])
+            generated[with_token_k, at + 1] = prediction
         return generated
 
     def _argmax_at(self, tokens: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
@@ -198,5 +200,5 @@ class Context:
         for start in range(0, len(tokens), self.batch_size):
             logits = self.model(tokens[start : start + self.batch_size])  # (B, L, V)
             batch_at = at[start : start + len(logits)]
-            out[start : start + len(logits)] = logits[torch.arange(len(logits)), batch_at].argmax(-1)
+            out[start : start + len(logits)] = logits[torch.arange(len(logits)), batch_at].float().log_softmax(-1).argmax(-1)
         return out
