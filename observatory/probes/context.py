@@ -118,13 +118,19 @@ class ItemScores:
     weights: list[float]
 
 
+def logprobs_at(logits: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities at the given (row, position) pairs only: (K, V). Every argmax the probes
+    take goes through here, so that float32 ties break alike everywhere."""
+    return logits[rows, positions].float().log_softmax(-1)
+
+
 class Forward:
     def __init__(self, tokens: torch.Tensor, logits: torch.Tensor, cache: dict[str, torch.Tensor]):
         self.tokens, self.logits, self.cache = tokens, logits, cache  # (N, T), (N, T, V), hook -> activations
 
     def logprobs(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Log-probabilities at the given (row, position) pairs only: (K, V)."""
-        return self.logits[rows, positions].float().log_softmax(-1)
+        return logprobs_at(self.logits, rows, positions)
 
 
 @dataclass
@@ -179,14 +185,12 @@ class Context:
         items = self.items
         prompt_len, answer_len = items.prompt_len[rows], items.answer_len[rows]
         tokens = self.inputs["items"][rows, : int((prompt_len + answer_len).max())]
-        # argmax of the log-probabilities, as the capability probe's token accuracy takes it (float32
-        # log_softmax can tie two logits that differ in their last bit: both must break the tie alike)
-        teacher_forced = self.forward("items").logits[rows, : tokens.shape[1]].float().log_softmax(-1).argmax(-1)
+        teacher_forced = self.forward("items")
         generated = tokens.clone()
         for k in range(int(answer_len.max())):
             with_token_k = (answer_len > k).nonzero().squeeze(1)
             at = prompt_len[with_token_k] - 1 + k  # the position that predicts answer token k
-            prediction = teacher_forced[with_token_k, at]
+            prediction = teacher_forced.logprobs(rows[with_token_k], at).argmax(-1)
             gone_wrong = (generated[with_token_k] != tokens[with_token_k]).any(1)  # only answer tokens < k differ yet
             if gone_wrong.any():
                 prediction[gone_wrong] = self._argmax_at(generated[with_token_k[gone_wrong]], at[gone_wrong])
@@ -200,5 +204,5 @@ class Context:
         for start in range(0, len(tokens), self.batch_size):
             logits = self.model(tokens[start : start + self.batch_size])  # (B, L, V)
             batch_at = at[start : start + len(logits)]
-            out[start : start + len(logits)] = logits[torch.arange(len(logits)), batch_at].float().log_softmax(-1).argmax(-1)
+            out[start : start + len(logits)] = logprobs_at(logits, torch.arange(len(logits)), batch_at).argmax(-1)
         return out

@@ -165,12 +165,26 @@ class Curves:
                           annotation_position="top left", **(dict(row=row, col=col) if row else {}))
 
     def axes(self, fig, probe, metric, row, col) -> None:
-        """The panel's value axis (its metric and unit; 0 to 1 for an accuracy) and step axis."""
-        info = self.info.loc[(probe, metric)]
-        fig.update_yaxes(title_text=axis_title(info), row=row, col=col)
-        if info["kind"] == "accuracy":
-            fig.update_yaxes(range=[-0.03, 1.03], row=row, col=col)
+        """The panel's value axis and step axis."""
+        value_axis(fig, self.info.loc[(probe, metric)], row, col)
         step_axis(fig, self.max_step, row=row, col=col)
+
+
+def value_axis(fig: go.Figure, info, row: int, col: int) -> None:
+    """A panel's value axis: its metric and unit; 0 to 1 for an accuracy."""
+    fig.update_yaxes(title_text=axis_title(info), row=row, col=col)
+    if info["kind"] == "accuracy":
+        fig.update_yaxes(range=[-0.03, 1.03], row=row, col=col)
+
+
+def panel_grid(curves: Curves, panels: list[tuple[str, str]], cols: int, horizontal_spacing: float,
+               vertical_margin: float) -> tuple[go.Figure, int]:
+    """Small multiples, `cols` to a row, each titled by its metric: (figure, number of rows)."""
+    rows = math.ceil(len(panels) / cols)
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=horizontal_spacing,
+                        vertical_spacing=0.32 / rows + vertical_margin,
+                        subplot_titles=[title(curves.info.loc[p]) for p in panels])
+    return fig, rows
 
 
 # ---- stage boundaries (the stages table of observatory/analysis/stages.py) ----------------------------
@@ -218,10 +232,7 @@ def panels_figure(curves: Curves, panels: list[tuple[str, str]], name: str, stag
     onsets, the stage boundaries shaded; `trained`: {panel: the curve on trained items}, dotted,
     in that panel."""
     cols = min(cols, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.1 if cols < 3 else 0.13,
-                        vertical_spacing=0.32 / rows + 0.04,
-                        subplot_titles=[title(curves.info.loc[p]) for p in panels])
+    fig, rows = panel_grid(curves, panels, cols, 0.1 if cols < 3 else 0.13, 0.04)
     places = []
     for i, (probe, metric) in enumerate(panels):
         row, col = i // cols + 1, i % cols + 1
@@ -337,9 +348,7 @@ def size_axis_figure(curves: Curves, panels: list[tuple[str, str]], name: str) -
     metric that stays at its floor and then jumps looks like emergence at a threshold size; the
     continuous metrics of the same answers show how steadily the sizes improve."""
     cols = min(3, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.13, vertical_spacing=0.32 / rows + 0.06,
-                        subplot_titles=[title(curves.info.loc[p]) for p in panels])
+    fig, rows = panel_grid(curves, panels, cols, 0.13, 0.06)
     for i, (probe, metric) in enumerate(panels):
         row, col = i // cols + 1, i % cols + 1
         info = curves.info.loc[(probe, metric)]
@@ -359,9 +368,7 @@ def size_axis_figure(curves: Curves, panels: list[tuple[str, str]], name: str) -
             hovertemplate=f"%{{customdata}}<br>{label(info)} at the end: %{{y:.3g}}<extra></extra>",
             meta={"runs": [r for size, values in points for r in values.index]}), row=row, col=col)
         fig.update_xaxes(type="log", exponentformat="SI", title_text="parameters (non-embedding)", row=row, col=col)
-        fig.update_yaxes(title_text=axis_title(info), row=row, col=col)
-        if info["kind"] == "accuracy":
-            fig.update_yaxes(range=[-0.03, 1.03], row=row, col=col)
+        value_axis(fig, info, row, col)
         curves.chance(fig, probe, metric, row, col)
     fig.update_layout(title_text=f"{name}: the end of training against model size (whiskers: range over seeds)")
     return _finish(fig, f"size axis {name}", 340 * rows + 60, legend_title=None)
