@@ -57,8 +57,9 @@ def test_tidy_rows_for_every_run_step_probe_metric(experiment):
     assert (row["n_params"], row["seed"], row["tokens"]) == (info["n_params"], 1, 20 * info["tokens_per_step"])
     assert row["flops_6nd"] == 6 * info["n_params_non_embedding"] * row["tokens"]
     metrics = set(table["metric"])
-    assert {"modular_addition/exact_match", "grammar/agreement", "induction/max", "norm/total",
+    assert {"modular_addition/exact_match", "grammar/agreement", "prev_token/max", "norm/total",
             "modular_addition/best", "task/dyck"} <= metrics
+    assert not any(m.startswith("induction/") for m in table.loc[table["probe"] == "attention", "metric"])  # one layer
     # the ICL score needs whole examples that fill the context (n_ctx + 1 = 33 tokens); this suite's are shorter
     items = rundir.read_probe_items(experiment / "13k-s1")
     fills = any(len(i["prompt_ids"] + i["answer_ids"] + i["suffix_ids"]) >= 33 for i in items if i["split"] == "heldout")

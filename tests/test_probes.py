@@ -9,26 +9,29 @@ from conftest import probe_defaults
 
 from observatory.metrics import Metric
 from observatory.probes import PROBES, requested_hooks
-from observatory.probes.context import Context, Items, documents, pack_blocks, repeated_random_tokens
+from observatory.probes.attention import MAX_CHANCE
+from observatory.probes.context import Context, Items, documents, pack_blocks, repeat_layout, repeated_random_tokens
 from observatory.probes.linear import linear_probe
 from observatory.probes.loss import icl_positions
 from train.model import GPT
 from train.model_config import GPTConfig
 
 DEFAULTS = probe_defaults()
-V, HALF = 12, 7  # vocabulary; repeated sequences are [BOS] + 2 x 7 tokens
+V = 12  # vocabulary: 4 special tokens, 8 ordinary ones
 
 
 def model(**kw) -> GPT:
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=V, n_layer=2, n_ctx=16, d_model=32, n_head=2, **kw)).eval()
+    return GPT(GPTConfig(**{"vocab_size": V, "n_layer": 2, "n_ctx": 16, "d_model": 32, "n_head": 2, **kw})).eval()
 
 
 def context(m: GPT, items: list[dict] | None = None, probes=("capability", "loss", "attention", "linear")) -> Context:
     items = items or []
     hooks = requested_hooks(m.cfg, {name: DEFAULTS[name] for name in probes})
     blocks, block_tasks = pack_blocks(items, m.cfg.n_ctx + 1) if items else (torch.zeros(0, 17, dtype=torch.long), [])
-    repeated = repeated_random_tokens(16, HALF, list(range(4, V)), bos=1, seed=0)
+    attention = DEFAULTS["attention"]  # the probe reads the repeats' layout from its seed
+    repeated = repeated_random_tokens(attention["n_sequences"], m.cfg.n_ctx, list(range(4, V)), bos=1,
+                                      seed=attention["seed"])
     linear = [it for it in items if it.get("split") == "linear"]
     items = [it for it in items if it.get("split") != "linear"]
     parsed = Items.from_probe_items(items) if items else None
@@ -63,53 +66,130 @@ def items_of(task: str, n: int, answer_len: int, seed: int = 0, **meta) -> list[
 
 
 # ---- attention ----------------------------------------------------------------------
-def exact_pattern(kind: str, T: int, heads: int) -> torch.Tensor:
-    """(H, T, T) with head 0 attending exactly as `kind`, other heads to position 0."""
-    pattern = torch.zeros(heads, T, T)
-    pattern[:, :, 0] = 1.0
-    for q in range(1, T):
-        key = q - 1 if kind == "prev" else (q - HALF + 1 if HALF < q < 2 * HALF else 0)
-        pattern[0, q] = 0.0
-        pattern[0, q, key] = 1.0
-    return pattern
+def content_matching(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, T) -> (B, T): where a head that matches content attends from each position: the
+    position after the latest earlier occurrence of its token, else position 0."""
+    earlier = (tokens[:, :, None] == tokens[:, None, :]).tril(-1)  # (B, q, p): token p equals token q, p < q
+    latest = (earlier * torch.arange(tokens.shape[1])).amax(-1)  # (B, T), 0 where none (then so is `earlier`)
+    return torch.where(earlier.any(-1), latest + 1, 0)
 
 
-def force(kind: str):
+def one_key(keys: torch.Tensor, T: int) -> torch.Tensor:
+    """keys (B, T) -> a pattern (B, T, T) attending from each position to its key alone."""
+    return torch.nn.functional.one_hot(keys, T).float()
+
+
+def force(*heads):
+    """A hook that sets head h's pattern to attend at heads[h](tokens, T) -> keys (B, T); the
+    other heads attend to position 0."""
+
     def hook(pattern, hook):
-        return exact_pattern(kind, pattern.shape[-1], pattern.shape[1]).expand_as(pattern).clone()
+        B, H, T, _ = pattern.shape
+        out = torch.zeros_like(pattern)
+        out[..., 0] = 1.0
+        for h, keys in enumerate(heads):
+            out[:, h] = one_key(keys(CURRENT["tokens"], T), T)
+        return out
 
     return hook
 
 
-def test_exact_induction_and_previous_token_heads_score_one():
-    m = model()
-    with m.hooks([("blocks.0.attn.hook_pattern", force("prev")), ("blocks.1.attn.hook_pattern", force("induction"))]):
+CURRENT = {}  # the tokens of the forward pass under way, for hooks that attend by content
+
+
+def watched(m: GPT) -> GPT:
+    m.register_forward_pre_hook(lambda module, args: CURRENT.update(tokens=args[0]))
+    return m
+
+
+def offset(d: int):
+    return lambda tokens, T: (torch.arange(T) - d).clamp(min=0).expand(len(tokens), T)
+
+
+def test_content_matching_and_previous_token_heads_score_one():
+    m = watched(model())
+    with m.hooks([("blocks.0.attn.hook_pattern", force(offset(1))),
+                  ("blocks.1.attn.hook_pattern", force(lambda tokens, T: content_matching(tokens)))]):
         metrics = values(run("attention", context(m, probes=("attention",))))
     assert metrics["prev_token/L0H0"] == pytest.approx(1.0)
     assert metrics["induction/L1H0"] == pytest.approx(1.0)
     assert metrics["induction/max"] == pytest.approx(1.0) and metrics["prev_token/max"] == pytest.approx(1.0)
-    assert metrics["induction/L0H0"] < 0.1 and metrics["prev_token/L1H0"] < 0.2
-    assert metrics["induction/L1H1"] == 0.0  # attends to position 0 only
+    assert metrics["induction/L0H0"] == 0.0  # repeats of 3 or more: the target is never one back
+    assert metrics["induction/L1H1"] == 0.0 and metrics["prev_token/L1H1"] < 0.1  # attends to position 0 only
 
 
-def test_uniform_attention_scores_one_over_n():
+def test_a_fixed_offset_head_scores_chance_at_best():
+    """Every head that looks a fixed distance back scores at most the declared chance, and the
+    best of them exactly that: chance is what position alone earns."""
+    m = watched(model())
+    T = m.cfg.n_ctx
+    scores, chance = [], set()
+    for d in range(0, T, 2):  # heads 0 and 1 of layer 1 at offsets d and d + 1
+        with m.hooks([("blocks.1.attn.hook_pattern", force(offset(d), offset(d + 1)))]):
+            metrics = run("attention", context(m, probes=("attention",)))
+        scores += [metrics["induction/L1H0"].value, metrics["induction/L1H1"].value]
+        chance |= {metrics[f"induction/L1H{h}"].chance for h in (0, 1)}
+    (chance,) = chance
+    assert max(scores) == pytest.approx(chance, abs=1e-6) and chance <= MAX_CHANCE
+    assert scores[1] == 0.0  # a previous-token head is no induction head
+
+
+def uniform_induction_score(tokens: torch.Tensor, seed: int) -> float:
+    """The mean over sequences of 1 / (q + 1) over the queries of the induction score, by hand:
+    second-copy tokens that occur once before."""
+    repeats = repeat_layout(len(tokens), tokens.shape[1], seed)
+    per_sequence = []
+    for seq, start, length in zip(tokens.tolist(), repeats.start.tolist(), repeats.length.tolist()):
+        queries = [q for q in range(start + length, start + 2 * length) if seq[:q].count(seq[q]) == 1]
+        if queries:
+            per_sequence.append(sum(1 / (q + 1) for q in queries) / len(queries))
+    return sum(per_sequence) / len(per_sequence)
+
+
+def test_uniform_attention_scores_at_most_chance():
     m = model()
     with torch.no_grad():
         for block in m.blocks:  # zero queries and keys: every score 0, attention uniform over the past
             block.attn.qkv.weight[: 2 * 32].zero_()
             block.attn.qkv.bias[: 2 * 32].zero_()
-    metrics = run("attention", context(m, probes=("attention",)))
-    T = 2 * HALF + 1
-    induction = sum(1 / (q + 1) for q in range(HALF + 1, 2 * HALF)) / (HALF - 1)
+    ctx = context(m, probes=("attention",))
+    metrics = run("attention", ctx)
+    T = m.cfg.n_ctx
+    induction = uniform_induction_score(ctx.inputs["repeated"], DEFAULTS["attention"]["seed"])
     previous = sum(1 / (q + 1) for q in range(1, T)) / (T - 1)
     for layer in range(2):
         for head in range(2):
             assert metrics[f"induction/L{layer}H{head}"].value == pytest.approx(induction, rel=1e-5)
+            assert metrics[f"induction/L{layer}H{head}"].value < metrics[f"induction/L{layer}H{head}"].chance
+            # uniform attention is the previous-token score's chance, and every sequence scores the same
             assert metrics[f"prev_token/L{layer}H{head}"].value == pytest.approx(previous, rel=1e-5)
-            # uniform attention is the declared chance level, and every sequence scores the same
-            assert metrics[f"induction/L{layer}H{head}"].chance == pytest.approx(induction, rel=1e-6)
             assert metrics[f"prev_token/L{layer}H{head}"].chance == pytest.approx(previous, rel=1e-6)
-            assert metrics[f"induction/L{layer}H{head}"].stderr < 1e-6
+            assert metrics[f"prev_token/L{layer}H{head}"].stderr < 1e-6
+
+
+@pytest.mark.parametrize("n_layer,n_ctx", [(2, 8), (1, 16)])  # grokking's context; a one-layer model
+def test_no_induction_score_where_no_induction_head_can_be_told(n_layer, n_ctx):
+    m = watched(model(n_layer=n_layer, n_ctx=n_ctx))
+    with m.hooks([("blocks.0.attn.hook_pattern", force(lambda tokens, T: content_matching(tokens)))]):
+        metrics = run("attention", context(m, probes=("attention",)))
+    assert not any(name.startswith("induction/") for name in metrics)
+    assert "prev_token/max" in metrics and "prev_token/L0H0" in metrics
+
+
+def test_repeats_vary_in_length_and_position_and_fill_the_context():
+    n, n_ctx, vocab = 32, 16, list(range(4, V))
+    tokens = repeated_random_tokens(n, n_ctx, vocab, bos=1, seed=0)
+    repeats = repeat_layout(n, n_ctx, seed=0)
+    assert tokens.shape == (n, n_ctx) and (tokens[:, 0] == 1).all() and tokens[:, 1:].ge(4).all()
+    assert tokens.equal(repeated_random_tokens(n, n_ctx, vocab, bos=1, seed=0))
+    assert not tokens.equal(repeated_random_tokens(n, n_ctx, vocab, bos=1, seed=1))
+    lengths, counts = repeats.length.unique(return_counts=True)
+    assert lengths.tolist() == [3, 4, 5, 6, 7] and counts.max() - counts.min() <= 1  # each used equally often
+    assert len(set(repeats.start.tolist())) > 3 and (repeats.start + 2 * repeats.length <= n_ctx).all()
+    for seq, start, length in zip(tokens, repeats.start.tolist(), repeats.length.tolist()):
+        first, second = seq[start : start + length], seq[start + length : start + 2 * length]
+        assert first.equal(second) and len(set(first.tolist())) == length  # distinct: 8 tokens hold 7
+        assert not set(seq[1:start].tolist()) & set(first.tolist())  # the filler before never holds them
 
 
 # ---- capability ---------------------------------------------------------------------

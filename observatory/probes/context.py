@@ -101,12 +101,67 @@ def documents(items: list[dict], length: int) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long).reshape(-1, length)
 
 
-def repeated_random_tokens(n_sequences: int, half: int, vocab: list[int], bos: int, seed: int) -> torch.Tensor:
-    """[BOS] r_1..r_L r_1..r_L: the second copy is predictable only by induction."""
+MIN_REPEAT = 3  # a repeat of 2 puts the induction target at offset 1, where a previous-token head attends
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """Where each sequence's two copies lie in [BOS] filler r_1..r_L r_1..r_L filler."""
+
+    start: torch.Tensor  # (S,) position of the first copy's r_1
+    length: torch.Tensor  # (S,) L
+
+
+def repeat_lengths(n_ctx: int) -> torch.Tensor:
+    """The repeat lengths a context holds: MIN_REPEAT up to both copies after [BOS]."""
+    longest = (n_ctx - 1) // 2
+    return torch.arange(min(MIN_REPEAT, longest), longest + 1)
+
+
+def repeat_layout(n_sequences: int, n_ctx: int, seed: int) -> Repeats:
+    """The layout `repeated_random_tokens` draws with this seed: what the attention probe
+    scores against. It does not depend on the vocabulary."""
+    return _layout(n_sequences, n_ctx, torch.Generator().manual_seed(seed))
+
+
+def _layout(n: int, n_ctx: int, g: torch.Generator) -> Repeats:
+    """Every length of `repeat_lengths` used equally often (the n % K left over by distinct
+    lengths), so that no one offset between copies is much commoner than 1/K; the filler
+    split at random between before and after the copies, so that the copies' positions vary."""
+    lengths = repeat_lengths(n_ctx)
+    k = len(lengths)
+    each = torch.cat([lengths.repeat(n // k), lengths[torch.randperm(k, generator=g)[: n % k]]])
+    length = each[torch.randperm(n, generator=g)]
+    spare = n_ctx - 1 - 2 * length  # (n,) filler tokens
+    start = 1 + (torch.rand(n, generator=g) * (spare + 1)).long()  # 0..spare of them before the first copy
+    return Repeats(start, length)
+
+
+def repeated_random_tokens(n_sequences: int, n_ctx: int, vocab: list[int], bos: int, seed: int) -> torch.Tensor:
+    """(n_sequences, n_ctx): [BOS] filler r_1..r_L r_1..r_L filler, each sequence with its own
+    repeat length and position (`repeat_layout`): the second copy is predictable only by
+    matching content, and no fixed offset finds it in most sequences."""
     g = torch.Generator().manual_seed(seed)
+    repeats = _layout(n_sequences, n_ctx, g)
     pool = torch.tensor(vocab)
-    r = pool[torch.randint(len(pool), (n_sequences, half), generator=g)]
-    return torch.cat([torch.full((n_sequences, 1), bos), r, r], dim=1)
+    return torch.stack([_repeated_sequence(int(start), int(length), n_ctx, pool, bos, g)
+                        for start, length in zip(repeats.start, repeats.length)])
+
+
+def _repeated_sequence(start: int, length: int, n_ctx: int, pool: torch.Tensor, bos: int,
+                       g: torch.Generator) -> torch.Tensor:
+    """One sequence (n_ctx,). The copy's tokens are distinct and the filler is drawn from the
+    other tokens, where the vocabulary allows: then each token of the second copy has occurred
+    once before, in the first copy, and where to look for what follows it is unambiguous."""
+    shuffled = pool[torch.randperm(len(pool), generator=g)]
+    if length <= len(pool):
+        copy = shuffled[:length]
+    else:
+        copy = pool[torch.randint(len(pool), (length,), generator=g)]
+    others = shuffled[length:] if length < len(pool) else pool
+    filler = others[torch.randint(len(others), (n_ctx - 1 - 2 * length,), generator=g)]
+    before = start - 1
+    return torch.cat([torch.tensor([bos]), filler[:before], copy, copy, filler[before:]])
 
 
 @dataclass

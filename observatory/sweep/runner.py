@@ -63,8 +63,7 @@ class RunInputs:
         repeated = torch.zeros(0, n_ctx, dtype=torch.long)  # only the attention probe reads them
         if "attention" in probe_cfgs:
             attention = PROBES["attention"].configure(probe_cfgs["attention"])
-            repeated = repeated_random_tokens(attention.n_sequences, (n_ctx - 1) // 2, ordinary, token_ids["[BOS]"],
-                                              attention.seed)
+            repeated = repeated_random_tokens(attention.n_sequences, n_ctx, ordinary, token_ids["[BOS]"], attention.seed)
         return cls(Items.from_probe_items(probe_items), Items.from_probe_items(linear) if linear else None,
                    blocks, block_tasks, documents(probe_items, n_ctx + 1), repeated, token_ids, train_blocks,
                    {"blocks": blocks_mask, "train_blocks": train_mask})
