@@ -12,7 +12,7 @@ from functools import partial
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, unprobed_copy
+from conftest import REPO, probe_defaults, unprobed_copy
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -26,7 +26,8 @@ from train import rundir
 from train.runner import run_training
 
 PROBES = {"capability": {}, "loss": {}, "attention": {"n_sequences": 8, "seed": 0}, "weights": {},
-          "linear": {"tasks": ["modular_addition"], "fit_fraction": 0.75, "shrinkage": 0.01}}
+          "linear": {"tasks": ["modular_addition"], "fit_fraction": 0.75, "shrinkage": 0.01},
+          "ngram": probe_defaults()["ngram"]}
 KEY = ["run", "step", "probe", "metric"]
 
 

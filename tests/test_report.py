@@ -277,7 +277,9 @@ def test_pipeline_on_a_test_sized_experiment(tmp_path):
     results = pd.read_parquet(out / "results.parquet")
     assert set(results["run"]) == {"13k-s0"} and sorted(results["step"].unique()) == [0, 1, 2, 4, 8, 10, 16, 20, 30, 32, 40]
     assert "essential_dynamics" in set(results["probe"])  # on by default: a signal of stages, not a curve with an onset
-    results = results[results["probe"] != "essential_dynamics"]
+    minima = pd.read_csv(out / "tables" / "ngram_minima.csv")  # on by default too: curves read for their minimum
+    assert {"kl/1", "kl/2", "kl/3"} <= set(minima["metric"])
+    results = results[~results["probe"].isin(["essential_dynamics", "ngram"])]
     # the report's table is of these results: a row per curve, from its first to its last checkpoint's value
     emergence = pd.read_csv(out / "tables" / "emergence.csv").set_index(["probe", "metric"])
     first, last = (results[results["step"] == s].set_index(["probe", "metric"])["value"] for s in (0, 40))
@@ -285,7 +287,7 @@ def test_pipeline_on_a_test_sized_experiment(tmp_path):
     assert emergence["start_value"].to_numpy() == pytest.approx(first.loc[emergence.index].to_numpy(), nan_ok=True)
     assert emergence["final_value"].to_numpy() == pytest.approx(last.loc[emergence.index].to_numpy(), nan_ok=True)
     page = (out / "index.html").read_text()
-    assert "Emergence report: quickstart" in page and '<section id="stages">' in page
+    assert "Emergence report: quickstart" in page and '<section id="stages">' in page and 'id="statistics"' in page
     assert (out / "charts" / "essential-dynamics-13k-s0.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -34,7 +34,36 @@ def test_trains_from_a_local_text_file(compose_debug, tmp_path):
     tokenizer = Tokenizer.from_file(str(run_dir / rundir.TOKENIZER))
     assert tokenizer.get_vocab_size() == 300
     assert tokenizer.decode(tokenizer.encode("the cat sees a horse.").ids) == "the cat sees a horse."
-    assert rundir.read_probe_items(run_dir) == []
+    documents = rundir.read_probe_items(run_dir)  # the held-out documents: 10% of 400, whole
+    assert len(documents) == 40 and all(d["task"] is None and d["split"] == "heldout" for d in documents)
+    ids = documents[0]["suffix_ids"]  # the document as training renders it: [BOS] text [EOS]
+    assert (ids[0], ids[-1]) == (tokenizer.token_to_id("[BOS]"), tokenizer.token_to_id("[EOS]"))
+
+
+def test_held_out_documents_pack_into_the_blocks_training_holds_out(compose_debug, tmp_path):
+    """The observatory's held-out blocks, packed from probe_items.jsonl, are the held-out blocks
+    training scores (the same tokens, cut the same way)."""
+    from observatory.probes.context import pack_with_loss_mask
+    from train.text import build_text_corpus
+
+    write_corpus(tmp_path / "corpus.txt")
+    cfg = compose_debug(*TEXT, f"data.files=[{tmp_path / 'corpus.txt'}]", "data.probe_items=1000")
+    corpus = build_text_corpus(cfg.data)
+    blocks, tasks, _ = pack_with_loss_mask(corpus.probe_items, cfg.data.seq_len + 1)
+    assert blocks.tolist() == corpus.heldout["text"][:]["input_ids"].tolist() and set(tasks) == {None}
+
+
+def test_the_bundled_bible_is_read_through_datasets_one_chapter_a_document(tmp_path):
+    from omegaconf import OmegaConf
+
+    from train.text import load_documents
+
+    cfg = OmegaConf.create({"bundled": "kjv", "files": [], "hub": None, "text_column": "text",
+                            "cache_dir": str(tmp_path)})
+    docs = load_documents(cfg)
+    assert len(docs) == 1189  # the chapters of the 66 books
+    assert docs[0]["text"].startswith("In the beginning God created the heaven and the earth.")
+    assert docs[-1]["text"].endswith("The grace of our Lord Jesus Christ be with you all. Amen.")
 
 
 def test_second_build_reuses_the_cached_tokenization(compose_debug, tmp_path):
@@ -75,5 +104,9 @@ def test_missing_file_and_empty_corpus_are_clear_errors(compose_debug, tmp_path)
     empty.write_text("\n  \n\n")
     with pytest.raises(ConfigError, match="the corpus has 0 non-empty document"):
         run_training(compose_debug(*TEXT, f"data.files=[{empty}]"))
-    with pytest.raises(ConfigError, match="data=text needs data.files"):
+    with pytest.raises(ConfigError, match="data=text needs one source"):
         run_training(compose_debug(*TEXT))
+    with pytest.raises(ConfigError, match="it has data.files and data.bundled"):
+        run_training(compose_debug(*TEXT, f"data.files=[{empty}]", "data.bundled=kjv"))
+    with pytest.raises(ConfigError, match="data.bundled='gutenberg' is not a bundled corpus; there are: kjv"):
+        run_training(compose_debug(*TEXT, "data.bundled=gutenberg"))

@@ -85,8 +85,11 @@ def check_tasks(data_cfg: DictConfig) -> None:
 
 
 def check_text_source(data_cfg: DictConfig) -> None:
-    if not data_cfg.files and not data_cfg.hub:
-        raise ConfigError("data=text needs data.files=[<.txt/.jsonl/.parquet files>] or data.hub=<dataset name>")
+    sources = [key for key in ("files", "hub", "bundled") if data_cfg.get(key)]
+    if len(sources) != 1:
+        found = f"; it has {' and '.join(f'data.{s}' for s in sources)}" if sources else ""
+        raise ConfigError("data=text needs one source: data.files=[<.txt/.jsonl/.parquet files>], data.hub=<dataset "
+                          f"name> or data.bundled=kjv{found}")
     for pattern in data_cfg.files or []:
         if not glob.glob(str(pattern)):
             raise ConfigError(f"data.files: {pattern} matches no file; check the path")

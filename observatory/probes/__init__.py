@@ -5,5 +5,5 @@ declares the hook points it needs on each input set, so that each input set runs
 model once per checkpoint (on first use) with the union of every selected probe's hooks."""
 
 # the built-in probe families register themselves on import (each imports only the registry)
-from observatory.probes import attention, capability, dynamics, linear, llc, loss, weights  # noqa: F401
+from observatory.probes import attention, capability, dynamics, linear, llc, loss, ngram, weights  # noqa: F401
 from observatory.probes.registry import PROBES, Probe, probe, requested_hooks  # noqa: F401 (the package's API)

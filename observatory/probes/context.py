@@ -91,14 +91,21 @@ def pack_with_loss_mask(items: list[dict], block_len: int, split: str = "heldout
             torch.tensor(masks, dtype=torch.bool).reshape(-1, block_len - 1))
 
 
-def documents(items: list[dict], length: int) -> torch.Tensor:
-    """The held-out examples that are at least `length` (n_ctx + 1) tokens long, each alone
-    from position 0 and cut to `length`: position t of a document has read exactly t + 1
-    tokens, as in Olsson et al.'s in-context learning score (packed blocks mix positions
-    within an example with positions in the block)."""
-    rows = [seq[:length] for it in items if it.get("split", "heldout") == "heldout"
-            if len(seq := it["prompt_ids"] + it["answer_ids"] + it["suffix_ids"]) >= length]
-    return torch.tensor(rows, dtype=torch.long).reshape(-1, length)
+def documents(items: list[dict], length: int, fewest: int = 16) -> torch.Tensor:
+    """Held-out examples each alone from position 0, so that position t has read exactly t + 1
+    tokens, as in Olsson et al.'s in-context learning score (packed blocks mix positions within
+    an example with positions in the block): those at least `length` (n_ctx + 1) tokens long,
+    cut to `length`. A text run with fewer than `fewest` such documents takes its `fewest`
+    longest ones, cut to the shortest of them; a task's items are never stretched that way
+    (short task items would not measure context use)."""
+    held_out = [(it["prompt_ids"] + it["answer_ids"] + it["suffix_ids"], it["task"]) for it in items
+                if it.get("split", "heldout") == "heldout"]
+    rows = [seq[:length] for seq, _ in held_out if len(seq) >= length]
+    text = [seq for seq, task in held_out if task is None]  # a text run's documents
+    if len(rows) < fewest and len(text) >= fewest:
+        longest = sorted(text, key=len, reverse=True)[:fewest]
+        rows = [seq[: len(longest[-1])] for seq in longest]
+    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), -1 if rows else length)
 
 
 MIN_REPEAT = 3  # a repeat of 2 puts the induction target at offset 1, where a previous-token head attends
@@ -204,6 +211,7 @@ class Context:
     item_scores: dict[str, ItemScores] = field(default_factory=dict)  # metric -> per-item scores
     train_blocks: torch.Tensor | None = None  # (M, seq_len + 1): training-split items packed as training packs (llc)
     loss_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # input set -> (N, T): in the training loss
+    ngrams: object | None = None  # the run's n-gram tables (observatory/probes/ngram.py: NgramTables)
     _forwards: dict[str, Forward] = field(default_factory=dict)
 
     def record_items(self, metric: str, items: torch.Tensor, values: torch.Tensor, weights: torch.Tensor,

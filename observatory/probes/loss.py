@@ -47,7 +47,7 @@ def _block_losses(ctx) -> dict:
     spec = LOSS_SPEC | dict(split="heldout")
     metrics = {"all": mean_with_error(per_token.mean(1).numpy(), label="held-out loss", primary=True, **spec)}
     tasks = ctx.block_tasks
-    for task in dict.fromkeys(tasks):
+    for task in dict.fromkeys(t for t in tasks if t is not None):  # None: a text run's documents, "all" already
         rows = torch.tensor([i for i, t in enumerate(tasks) if t == task])
         metrics[f"task/{task}"] = mean_with_error(per_token[rows].mean(1).numpy(), label="held-out loss", task=task,
                                                   **spec)

@@ -16,6 +16,7 @@ from observatory.analysis.stages import ED_PROBE, llc_curves, onsets_near_bounda
 from observatory.analysis.tables import (
     metric_info,
     mirage_table,
+    ngram_minima,
     onsets_by_size,
     scale_table,
     sizes,
@@ -23,7 +24,7 @@ from observatory.analysis.tables import (
     unhealthy_table,
 )
 from observatory.report.figures import report_charts, write_images
-from observatory.report.findings import Finding, findings, headline_text
+from observatory.report.findings import Finding, findings, headline_text, statistics_findings
 from observatory.report.page import render
 
 TABLES_DIR = "tables"
@@ -73,11 +74,12 @@ def analyse(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5) -> R
     tables = {"emergence": emergence, "scale": scale_table(results, emergence), "mirage": mirage,
               "onsets_over_seeds": over_seeds, "onsets_by_size": by_size, "stages": stages,
               "stage_onsets": onsets_near_boundaries(stages, emergence, headline_metrics(results)),
-              "llc_unhealthy": unhealthy_table(everything)}
+              "llc_unhealthy": unhealthy_table(everything), "ngram_minima": ngram_minima(everything)}
     size_table, llc = sizes(results), llc_curves(everything)
-    charts = report_charts(results, size_table, by_size, tasks(results), mirage, stages, llc, trajectories)
-    return Report(str(results["experiment"].iloc[0]), results, tables, size_table, findings(results, by_size, mirage),
-                  charts, None, llc, trajectories)
+    charts = report_charts(results, size_table, by_size, tasks(results), mirage, stages, llc, trajectories,
+                           everything, tables["ngram_minima"])
+    found = findings(results, by_size, mirage) + statistics_findings(tables["ngram_minima"], by_size, stages)
+    return Report(str(results["experiment"].iloc[0]), results, tables, size_table, found, charts, None, llc, trajectories)
 
 
 def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5) -> Path:

@@ -24,7 +24,16 @@ from plotly.subplots import make_subplots
 from observatory.analysis.emergence import headline_metrics
 from observatory.analysis.stages import ED_PROBE
 from observatory.analysis.tables import Task, comes_apart, metric_info
-from observatory.metrics import ALL_OR_NOTHING, CONTINUOUS, LOSS, MECHANISM, REPRESENTATION, WEIGHTS, component_name
+from observatory.metrics import (
+    ALL_OR_NOTHING,
+    CONTINUOUS,
+    LOSS,
+    MECHANISM,
+    NGRAM,
+    REPRESENTATION,
+    WEIGHTS,
+    component_name,
+)
 from observatory.report.format import axis_title, count, label, title
 from observatory.store import flops_6nd
 
@@ -529,8 +538,45 @@ def figure_runs(fig: go.Figure) -> set[str]:
 
 
 # ---- every chart of a report, and their static images ----------------------------------------
+def statistics_figure(run: str, everything: pd.DataFrame, minima: pd.DataFrame, stages: pd.DataFrame | None,
+                      max_step: float) -> go.Figure:
+    """A run's distance from n-gram statistics over training: the KL to each order's n-gram
+    model of the training stream (left) and to the document's own in-context estimates (right),
+    each curve's minimum ringed, the run's whole-model stage boundaries shaded."""
+    rows = everything[(everything["run"] == run) & (everything["role"] == NGRAM)]
+    panels = [("training stream", rows[rows["metric"].str.startswith("kl/")]),
+              ("the document itself", rows[rows["metric"].str.startswith("icl_kl/")])]
+    panels = [(name, p) for name, p in panels if len(p)]
+    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.1, subplot_titles=[n for n, _ in panels])
+    palette = sample_colorscale("Viridis", [0.0, 0.45, 0.8, 0.95], colortype="rgb")
+    for col, (_, panel) in enumerate(panels, 1):
+        for i, (metric, curve) in enumerate(panel.groupby("metric", sort=True)):
+            curve, color = curve.sort_values("step"), palette[i % len(palette)]
+            name = str(curve["label"].iloc[0]).removeprefix("KL to the ")
+            fig.add_trace(go.Scatter(
+                x=pos(curve["step"]), y=curve["value"], customdata=curve["step"], mode="lines+markers", name=name,
+                line=dict(color=color, width=2), marker=dict(size=4, color=color),
+                error_y=dict(type="data", array=curve["stderr"], color=color, thickness=1, width=2),
+                hovertemplate=f"{name}<br>step %{{customdata:,}}<br>KL %{{y:.4g}} nats<extra></extra>", meta={"runs": [run]}),
+                row=1, col=col)
+            low = minima[(minima["run"] == run) & (minima["metric"] == metric)]
+            if len(low):
+                m = low.iloc[0]
+                fig.add_trace(go.Scatter(
+                    x=pos([m["min_step"]]), y=[m["min_value"]], mode="markers", showlegend=False,
+                    marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(color=color, width=2.5)),
+                    hovertemplate=f"{name}: lowest at step {count(m['min_step'])}<extra></extra>"), row=1, col=col)
+        for s in (stages[(stages["run"] == run) & stages["signal"].isin(WHOLE_MODEL)].itertuples()
+                  if stages is not None and len(stages) else []):
+            _band(fig, s, "#7b3fa0", dict(row=1, col=col))
+        fig.update_yaxes(title_text="KL(n-gram ‖ model), nats", rangemode="tozero", row=1, col=col)
+        step_axis(fig, max_step, row=1, col=col)
+    return _finish(fig, f"statistics {run}", 420, legend_title=None)
+
+
 def report_charts(results: pd.DataFrame, sizes: pd.DataFrame, by_size: pd.DataFrame, tasks: list[Task],
-                  mirage: pd.DataFrame, stages: pd.DataFrame | None, llc: dict, trajectories: dict) -> dict[str, go.Figure]:
+                  mirage: pd.DataFrame, stages: pd.DataFrame | None, llc: dict, trajectories: dict,
+                  everything: pd.DataFrame | None = None, minima: pd.DataFrame | None = None) -> dict[str, go.Figure]:
     """{file stem: figure}: each chart once. The page shows the task, mechanism, heads, linear,
     onset-vs-compute, LLC and trajectory charts; the curve, mirage, generalization and size ×
     step charts are for the docs and W&B."""
@@ -576,6 +622,8 @@ def report_charts(results: pd.DataFrame, sizes: pd.DataFrame, by_size: pd.DataFr
         fig = trajectory_figure(run, traj, stages)
         if fig is not None:
             charts[f"essential-dynamics-{run}"] = fig
+    for run in sorted(set(minima["run"])) if minima is not None and len(minima) else []:
+        charts[f"statistics-{run}"] = statistics_figure(run, everything, minima, stages, curves.max_step)
     return charts
 
 

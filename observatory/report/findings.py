@@ -92,7 +92,38 @@ class MechanismFinding:
     emerged: tuple[SizeOnset, ...]
 
 
-Finding = Emerged | NoTransition | Mirage | NoMirage | MechanismFinding
+@dataclass(frozen=True)
+class Closest:
+    """One n-gram order: the step where the predictions came closest to its statistics."""
+
+    label: str  # "KL to the bigram statistics"
+    step: float  # the median over the size's seeds of each run's step of the minimum
+    steps: tuple[int, ...]  # each seed's
+    rises_after: bool  # in most seeds the curve rose again after its minimum (beyond its noise)
+    at_end: bool  # the minimum is the last checkpoint in most seeds: still falling
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """Per size, the minima of the KL to each n-gram model (Belrose et al. 2024's stages)."""
+
+    kind: ClassVar[str] = "statistics"
+    model: str
+    closest: tuple[Closest, ...]
+
+
+@dataclass(frozen=True)
+class StageOrder:
+    """Per size, the developmental events in the order of their steps: the n-gram minima, the
+    mechanisms' onsets (seed-mean curves) and the stage boundaries of its runs."""
+
+    kind: ClassVar[str] = "stage order"
+    model: str
+    events: tuple[tuple[str, float], ...]  # (what, step), sorted by step
+    boundaries: tuple[tuple[str, float], ...]  # (signal, step) of every run of the size
+
+
+Finding = Emerged | NoTransition | Mirage | NoMirage | MechanismFinding | Statistics | StageOrder
 
 
 # ---- from the tables --------------------------------------------------------------------
@@ -147,6 +178,34 @@ def findings(results: pd.DataFrame, by_size: pd.DataFrame, mirage: pd.DataFrame)
         hit = [s for s in _size_onsets(by_size, probe, metric) if s.onset is not None]
         if hit:
             out.append(MechanismFinding(label(row), f"{probe}/{metric}", tuple(hit)))
+    return out
+
+
+def statistics_findings(minima: pd.DataFrame, by_size: pd.DataFrame, stages: pd.DataFrame) -> list[Finding]:
+    """Per size: where the predictions came closest to each n-gram model's statistics (the KL
+    curves to the training stream's n-grams, not the in-context ones), and, where a mechanism
+    has an onset there too, every event in the order of its step."""
+    out: list[Finding] = []
+    corpus = minima[minima["metric"].str.startswith("kl/")] if len(minima) else minima
+    order = by_size.drop_duplicates("model").sort_values("n_params")["model"] if len(by_size) else corpus["model"].unique()
+    for model in [m for m in order if m in set(corpus["model"])]:
+        closest = []
+        for _, runs in corpus[corpus["model"] == model].groupby("metric", sort=True):
+            at_end = runs["min_step"] == runs["high_step"]  # the lowest point is the last checkpoint
+            closest.append(Closest(runs["label"].iloc[0], float(runs["min_step"].median()), tuple(runs["min_step"]),
+                                   bool(runs["rises_after"].mean() > 0.5), bool(at_end.mean() > 0.5)))
+        out.append(Statistics(model, tuple(closest)))
+        events = [(f"closest to the {c.label.removeprefix('KL to the ')}", c.step) for c in closest
+                  if not c.at_end and "bigram" in c.label]
+        mine = by_size[(by_size["model"] == model) & (by_size["role"] == MECHANISM) & by_size["primary"].astype(bool)
+                       & by_size["has_onset"].astype(bool)] if len(by_size) else by_size
+        events += [(label(r), float(r["onset_step"])) for _, r in mine.iterrows()]
+        runs = set(minima.loc[minima["model"] == model, "run"])
+        bounds = stages[stages["run"].isin(runs)] if len(stages) else stages
+        if len(mine) and events:
+            out.append(StageOrder(model, tuple(sorted(events, key=lambda e: e[1])),
+                                  tuple(sorted(((b.signal, float(b.boundary_step)) for b in bounds.itertuples()),
+                                               key=lambda b: b[1]))))
     return out
 
 

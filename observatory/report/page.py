@@ -30,7 +30,8 @@ from observatory.report.format import count, interval, label, title, value
 
 CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["select2d", "lasso2d"],
           "toImageButtonOptions": {"format": "png", "scale": 2}}
-ICONS = {"emerged": "✓", "none": "✗", "mirage": "≈", "no mirage": "≈", "mechanism": "⚙"}
+ICONS = {"emerged": "✓", "none": "✗", "mirage": "≈", "no mirage": "≈", "mechanism": "⚙", "statistics": "∿",
+         "stage order": "→"}
 
 
 # ---- tables ------------------------------------------------------------------------------------
@@ -71,6 +72,11 @@ STAGE_ONSET_COLUMNS = columns(
     ("run", "run", "text"), ("signal", "signal", "text"), ("boundary step", "boundary_step", "count"),
     ("low", "low_step", "count"), ("high", "high_step", "count"), ("checkpoint interval", "interval_steps", "count"),
     ("found in", "found_in", "share"), ("onsets within one interval (step)", "onsets", "wrap"))
+MINIMA_COLUMNS = columns(
+    ("run", "run", "text"), ("metric", "metric", "text"), ("what", "label", "text"), ("lowest at step", "min_step", "count"),
+    ("low", "low_step", "count"), ("high", "high_step", "count"), ("start", "start_value", "value"),
+    ("lowest", "min_value", "value"), ("final", "final_value", "value"), ("falls to it", "falls_to_it", "bool"),
+    ("rises after", "rises_after", "bool"))
 UNHEALTHY_COLUMNS = columns(
     ("run", "run", "text"), ("step", "step", "count"), ("signal", "signal", "text"), ("LLC", "value", "value"),
     ("drift", "drift", "value"), ("diverged", "diverged", "share"), ("negative", "negative", "share"))
@@ -268,6 +274,18 @@ def stages_section(report) -> dict | None:
                                      "estimate is below 0.") if len(unhealthy) else None}
 
 
+def statistics_section(report) -> dict | None:
+    """Each run's n-gram statistics chart and the minima table; None without the ngram probe."""
+    minima = report.tables["ngram_minima"]
+    if not len(minima):
+        return None
+    return {"charts": [f"statistics-{run}" for run in sorted(set(minima["run"])) if f"statistics-{run}" in report.charts],
+            "minima": table_block("Where each curve is lowest", "ngram_minima.csv", minima, MINIMA_COLUMNS, "tbl-minima",
+                                  "low–high: the probed checkpoints either side of the lowest one; falls to it / rises "
+                                  "after: the start / the end lies more than two standard errors above it.",
+                                  open_=True)}
+
+
 def tables(report) -> list[dict]:
     t = report.tables
     return [table_block("Onsets per size (the emergence map)", "onsets_by_size.csv", t["onsets_by_size"], BY_SIZE_COLUMNS,
@@ -296,6 +314,7 @@ def render(report) -> str:
         findings=[(f.kind, sentence(f, html=True)) for f in report.found], emergence_map=emergence_map(report),
         tasks=task_list, flat=flat, stage_captions=stage_captions(run_models(report.sizes), report.tables["stages"]),
         n_stages=len(report.tables["stages"]), mechanisms=mechanisms(report), stages=stages_section(report),
+        statistics=statistics_section(report), has_tasks=bool(tasks(report.results)),
         n_sizes=len(report.sizes), tables=tables(report), images=report.images, chart=Charts(report.charts),
         style=Markup((static / "style.css").read_text()), script=Markup((static / "page.js").read_text()),
         plotly=Markup(get_plotlyjs()))

@@ -22,8 +22,10 @@ from observatory.metrics import Metric
 from observatory.probes import PROBES, requested_hooks
 from observatory.probes.context import Context, Items, documents, pack_with_loss_mask, repeated_random_tokens
 from observatory.probes.linear import SPLIT as LINEAR_SPLIT
+from observatory.probes.ngram import NgramTables
 from observatory.sweep.adaptive import coarse_to_fine
 from observatory.sweep.discovery import Checkpoint, Problem, find_runs, list_checkpoints
+from observatory.sweep.ngram_tables import StreamError, ensure_tables, load_tables
 from train import rundir
 from train.progress import Progress
 from train.tokenizer import SPECIAL_TOKENS
@@ -46,6 +48,8 @@ class RunInputs:
     token_ids: dict[str, int]
     train_blocks: torch.Tensor  # (M, seq_len + 1): training-split items, packed as training packs them
     loss_masks: dict[str, torch.Tensor]  # "blocks", "train_blocks" -> (M, seq_len): the tokens training takes its loss on
+    ngrams: NgramTables | None = None  # the training stream's n-gram counts (the ngram probe)
+    sampled: dict[str, torch.Tensor] = field(default_factory=dict)  # "sampled/<n>" -> (S, n_ctx + 1) from the n-gram model
 
     @classmethod
     def load(cls, run_dir: Path, probe_cfgs: dict) -> RunInputs:
@@ -64,9 +68,18 @@ class RunInputs:
         if "attention" in probe_cfgs:
             attention = PROBES["attention"].configure(probe_cfgs["attention"])
             repeated = repeated_random_tokens(attention.n_sequences, n_ctx, ordinary, token_ids["[BOS]"], attention.seed)
-        return cls(Items.from_probe_items(probe_items), Items.from_probe_items(linear) if linear else None,
+        ngrams, sampled = None, {}
+        if "ngram" in probe_cfgs:
+            settings = PROBES["ngram"].configure(probe_cfgs["ngram"])
+            ensure_tables([run_dir], settings.max_order)  # the sweep has counted them already; a lone caller has not
+            ngrams = load_tables(run_dir, settings.max_order)
+            generator = torch.Generator().manual_seed(settings.seed)
+            sampled = {f"sampled/{n}": ngrams.sample(n, settings.n_sampled, n_ctx + 1, generator)
+                       for n in settings.sampled_orders}
+        task_items = [it for it in probe_items if it["task"] is not None]  # not a text run's documents
+        return cls(Items.from_probe_items(task_items), Items.from_probe_items(linear) if linear else None,
                    blocks, block_tasks, documents(probe_items, n_ctx + 1), repeated, token_ids, train_blocks,
-                   {"blocks": blocks_mask, "train_blocks": train_mask})
+                   {"blocks": blocks_mask, "train_blocks": train_mask}, ngrams, sampled)
 
     def context(self, model, probe_cfgs: dict, batch_size: int) -> Context:
         inputs = {"items": self.items.tokens, "blocks": self.blocks[:, :-1], "documents": self.documents[:, :-1],
@@ -75,9 +88,11 @@ class RunInputs:
                    "train_blocks": self.train_blocks[:, 1:]}
         if self.linear_items is not None:
             inputs["linear_items"] = self.linear_items.tokens
+        for name, sampled in self.sampled.items():
+            inputs[name], targets[name] = sampled[:, :-1], sampled[:, 1:]
         return Context(model, inputs, requested_hooks(model.cfg, probe_cfgs), batch_size, self.items,
                        self.linear_items, self.block_tasks, self.token_ids, targets,
-                       train_blocks=self.train_blocks, loss_masks=self.loss_masks)
+                       train_blocks=self.train_blocks, loss_masks=self.loss_masks, ngrams=self.ngrams)
 
 
 def probe_checkpoint(model, inputs: RunInputs, probe_cfgs: dict, batch_size: int = 256) -> tuple[dict, dict]:
@@ -97,7 +112,7 @@ def probe_checkpoint(model, inputs: RunInputs, probe_cfgs: dict, batch_size: int
 
 
 # ---- one checkpoint, in this process or a worker --------------------------------------
-_RUN_INPUTS: dict[Path, RunInputs] = {}  # per process: built once per run
+_RUN_INPUTS: dict[tuple, RunInputs] = {}  # per process: built once per run and probe set
 
 
 def _probe_one(ckpt: Checkpoint, probe_cfgs: dict, batch_size: int) -> tuple[Checkpoint, dict | None, str | None]:
@@ -105,10 +120,11 @@ def _probe_one(ckpt: Checkpoint, probe_cfgs: dict, batch_size: int) -> tuple[Che
         model = rundir.load_weights_file(ckpt.path, ckpt.sha256)  # verifies the sha256; never unpickles
     except rundir.CheckpointError as e:
         return ckpt, None, str(e)
-    if ckpt.run_dir not in _RUN_INPUTS:
+    key = (ckpt.run_dir, tuple(sorted(probe_cfgs)))  # the inputs a probe needs exist only where it was asked for
+    if key not in _RUN_INPUTS:
         _RUN_INPUTS.clear()  # one run's inputs at a time: memory stays flat across runs
-        _RUN_INPUTS[ckpt.run_dir] = RunInputs.load(ckpt.run_dir, probe_cfgs)
-    return ckpt, probe_checkpoint(model, _RUN_INPUTS[ckpt.run_dir], probe_cfgs, batch_size), None
+        _RUN_INPUTS[key] = RunInputs.load(ckpt.run_dir, probe_cfgs)
+    return ckpt, probe_checkpoint(model, _RUN_INPUTS[key], probe_cfgs, batch_size), None
 
 
 def _init_worker():
@@ -165,8 +181,10 @@ def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: 
                          f"python -m train experiment_name={Path(experiment_dir).name}")
     try:
         with store.exclusive(experiment_dir):
+            if "ngram" in probe_cfgs:  # counted once per training stream, before any checkpoint
+                ensure_tables(run_dirs, PROBES["ngram"].configure(probe_cfgs["ngram"]).max_order)
             return _sweep(experiment_dir, run_dirs, probe_cfgs, workers, batch_size, progress, adaptive)
-    except store.StoreBusy as e:
+    except (store.StoreBusy, StreamError) as e:
         raise SweepError(str(e)) from None
 
 

@@ -1,0 +1,79 @@
+"""The n-gram tables of a run, counted on its own training stream: the training data rebuilt
+from run.json's data config (train/data.py: build_corpus, the same code training ran), each
+packed block counted as often as the run's step sampler reads it in max_steps steps. Built once
+per training stream, before any checkpoint is probed, and cached with the observatory's outputs
+(<experiment>/observatory/ngram/<key>.safetensors, the key a hash of what fixes the stream:
+the data config, the sampler's seed, blocks per step and steps), never in the run directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+
+from observatory import store
+from observatory.probes.ngram import NgramTables, check_vocab
+from train import rundir
+
+FORMAT = 1  # bump when the counting changes: cached tables are rebuilt
+NOT_THE_STREAM = ("cache_dir", "num_proc", "num_workers", "val_batches")  # data settings that change no training token
+
+
+class StreamError(ValueError):
+    """A run's training stream cannot be rebuilt; the message names the run and the fix."""
+
+
+def table_path(run_dir: Path, max_order: int) -> Path:
+    info = rundir.read_run_json(run_dir)
+    config = info["config"]
+    data = {k: v for k, v in config["data"].items() if k not in NOT_THE_STREAM}
+    key = {"format": FORMAT, "data": data, "seed": config["seed"], "tokens_per_step": info["tokens_per_step"],
+           "max_steps": info["max_steps"], "max_order": max_order}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return store.output_dir(Path(run_dir).parent) / "ngram" / f"{digest}.safetensors"
+
+
+def load_tables(run_dir: Path, max_order: int) -> NgramTables:
+    return NgramTables.from_tensors(load_file(table_path(run_dir, max_order)))
+
+
+def ensure_tables(run_dirs: list[Path], max_order: int) -> None:
+    """Count the tables that are not cached yet (runs sharing a stream share them)."""
+    for run_dir in run_dirs:
+        path = table_path(run_dir, max_order)
+        if not path.exists():
+            tables = count_training_stream(run_dir, max_order)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file(tables.to_tensors(), str(tmp))
+            tmp.replace(path)
+
+
+def count_training_stream(run_dir: Path, max_order: int) -> NgramTables:
+    from train.data import StepBatchSampler, build_corpus  # training's own code: loaded only to count
+    from train.packing import DataError
+
+    info = rundir.read_run_json(run_dir)
+    run_vocab = Tokenizer.from_file(str(Path(run_dir) / rundir.TOKENIZER)).get_vocab()
+    try:
+        check_vocab(len(run_vocab), max_order)
+    except ValueError as e:
+        raise StreamError(f"{Path(run_dir).name}: {e}") from None
+    config = info["config"]
+    try:
+        corpus = build_corpus(OmegaConf.create(config["data"]))
+    except (DataError, FileNotFoundError, OSError) as e:
+        raise StreamError(f"{Path(run_dir).name}: its training stream cannot be rebuilt from run.json's data config "
+                          f"({e}); restore the data it names, or leave the probe out with ~probes.ngram") from None
+    if corpus.tokenizer.get_vocab() != run_vocab:
+        raise StreamError(f"{Path(run_dir).name}: the rebuilt training data's tokenizer differs from the run's "
+                          "tokenizer.json (the data changed since training); restore the data, or leave the probe out "
+                          "with ~probes.ngram")
+    blocks = corpus.train.with_format("torch")[:]["input_ids"]  # (M, seq_len + 1)
+    per_step = info["tokens_per_step"] // config["data"]["seq_len"]
+    reads = StepBatchSampler(len(blocks), per_step, config["seed"]).reads(info["max_steps"])
+    return NgramTables.count(blocks, reads, len(run_vocab), max_order)
