@@ -85,9 +85,11 @@ def test_grokked_model_represents_the_sum_linearly(tmp_path):
 @pytest.mark.slow
 def test_the_mirage_experiment_shows_the_mirage(tmp_path):
     """experiment=mirage end to end (about 9 minutes on 2 cores): exact match of the answer has
-    an onset in at least two sizes; in at least one run no continuous metric of the task has a
-    transition half as abrupt (mirage = true); and wherever exact match has an onset, every
-    continuous metric with one had it earlier (Schaeffer et al. 2023's observation (1))."""
+    an onset in most seeds of at least two sizes (100k learns near the end of training, so its
+    seeds' spread, and with it the seed-mean verdict, depends on the machine: docs/mirage.md);
+    in at least one run no continuous metric of the task has a transition half as abrupt
+    (mirage = true); and wherever exact match has an onset, every continuous metric with one
+    had it earlier (Schaeffer et al. 2023's observation (1))."""
     import os
     import subprocess
     import sys
@@ -101,8 +103,9 @@ def test_the_mirage_experiment_shows_the_mirage(tmp_path):
     tables = tmp_path / "mirage" / "observatory" / "tables"
     by_size = pd.read_csv(tables / "onsets_by_size.csv")
     by_size = by_size[by_size["task"].eq("addition") & by_size["split"].eq("heldout")]
-    exact = by_size[by_size["role"].eq("all-or-nothing") & by_size["has_onset"]].set_index("model")["onset_step"]
-    assert len(exact) >= 2, by_size
+    exact_rows = by_size[by_size["role"].eq("all-or-nothing")]
+    assert (exact_rows["seeds_with_onset"] > exact_rows["n_seeds"] / 2).sum() >= 2, exact_rows
+    exact = exact_rows[exact_rows["has_onset"]].set_index("model")["onset_step"]
     continuous = by_size[by_size["role"].eq("continuous") & by_size["has_onset"]]
     for model, step in exact.items():
         assert (continuous.loc[continuous["model"] == model, "onset_step"] < step).all(), model
