@@ -170,3 +170,73 @@ def test_settings_and_vocabularies_the_counts_cannot_take_are_errors():
         Settings(**SETTINGS | {"icl_orders": [3]})
     with pytest.raises(ValueError, match="lower max_order"):
         NgramTables.count(torch.zeros(1, 8, dtype=torch.long), torch.ones(1), 50_000, 5)
+
+
+# ---- the sweep: tables from the run's own training stream -----------------------------------
+def ngram_settings(**changes) -> dict:
+    from conftest import probe_defaults
+
+    return {"ngram": probe_defaults()["ngram"] | changes}
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory, train_debug):
+    from test_text import TEXT, write_corpus
+
+    root = tmp_path_factory.mktemp("ngram")
+    write_corpus(root / "corpus.txt", n_docs=1000)
+    return train_debug(root, *TEXT, f"data.files=[{root / 'corpus.txt'}]", "trainer.max_steps=80",
+                       "optim.optimizer.lr=0.01"), root / "corpus.txt"
+
+
+def test_the_tables_count_every_token_training_read_and_live_with_the_observatory(text_run):
+    from observatory.sweep import sweep
+    from observatory.sweep.ngram_tables import load_tables, table_path
+    from train import rundir
+
+    run_dir, _ = text_run
+    summary = sweep(run_dir.parent, ngram_settings(), progress=False)
+    assert summary.probed == len(rundir.read_manifest(run_dir)) and not summary.problems
+    path = table_path(run_dir, 3)
+    assert path.parent == run_dir.parent / "observatory" / "ngram" and not list(run_dir.rglob("*ngram*"))
+    info = rundir.read_run_json(run_dir)
+    tables = load_tables(run_dir, 3)
+    # every block training read, as often as it read it: steps × blocks per step × block length
+    assert tables.counts[1].sum() == info["max_steps"] * info["tokens_per_step"] / info["config"]["data"]["seq_len"] * (
+        info["config"]["data"]["seq_len"] + 1)
+    built = path.stat().st_mtime_ns
+    sweep(run_dir.parent, ngram_settings(n_sampled=8), progress=False)  # another setting: the same stream's tables
+    assert path.stat().st_mtime_ns == built
+
+
+def test_a_trained_text_run_comes_within_half_of_its_start_to_the_bigram_statistics(text_run):
+    import pandas as pd
+
+    from observatory.sweep import sweep
+
+    run_dir, _ = text_run
+    table = sweep(run_dir.parent, ngram_settings(), progress=False).table
+    kl2 = table[table["metric"] == "kl/2"].set_index("step")["value"]
+    assert kl2.min() <= 0.5 * kl2.loc[0], kl2.to_dict()
+    assert isinstance(table, pd.DataFrame) and {"icl_kl/1", "icl_kl/2", "loss_sampled/2"} <= set(table["metric"])
+
+
+def test_a_stream_that_cannot_be_rebuilt_or_counted_is_an_error_before_any_work(text_run, tmp_path):
+    import shutil
+
+    from observatory.sweep import SweepError, sweep
+
+    run_dir, corpus = text_run
+    experiment = tmp_path / "copy"
+    shutil.copytree(run_dir.parent, experiment, ignore=shutil.ignore_patterns("observatory"))
+    with pytest.raises(SweepError, match="lower max_order"):
+        sweep(experiment, ngram_settings(max_order=9, sampled_orders=[1]), progress=False)  # 300^9 keys
+    with pytest.raises(SweepError, match="hold no context of 39 tokens"):
+        sweep(experiment, ngram_settings(max_order=40, sampled_orders=[1]), progress=False)
+    moved = corpus.rename(corpus.with_suffix(".moved"))
+    try:
+        with pytest.raises(SweepError, match=r"cannot be rebuilt .*restore the data it names, or leave the probe out"):
+            sweep(experiment, ngram_settings(), progress=False)
+    finally:
+        moved.rename(corpus)
+    assert not (experiment / "observatory" / "checkpoints").exists()  # nothing probed

@@ -58,12 +58,15 @@ def count_training_stream(run_dir: Path, max_order: int) -> NgramTables:
     from train.packing import DataError
 
     info = rundir.read_run_json(run_dir)
+    config = info["config"]
+    if config["data"]["seq_len"] < max_order:
+        raise StreamError(f"{Path(run_dir).name}: its blocks of {config['data']['seq_len'] + 1} tokens hold no context "
+                          f"of {max_order - 1} tokens before a prediction; lower probes.ngram.max_order")
     run_vocab = Tokenizer.from_file(str(Path(run_dir) / rundir.TOKENIZER)).get_vocab()
     try:
         check_vocab(len(run_vocab), max_order)
     except ValueError as e:
         raise StreamError(f"{Path(run_dir).name}: {e}") from None
-    config = info["config"]
     try:
         corpus = build_corpus(OmegaConf.create(config["data"]))
     except (DataError, FileNotFoundError, OSError) as e:
