@@ -18,8 +18,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
-from observatory.probes.attention import head_scores  # noqa: E402
-from observatory.probes.context import repeated_random_tokens  # noqa: E402
+from observatory.probes.attention import head_scores, induction_positions  # noqa: E402
+from observatory.probes.context import repeat_layout, repeated_random_tokens  # noqa: E402
 from train import rundir  # noqa: E402
 from train.tokenizer import SPECIAL_TOKENS  # noqa: E402
 
@@ -78,22 +78,25 @@ def main() -> None:
     vocab = Tokenizer.from_file(str(args.run_dir / rundir.TOKENIZER)).get_vocab()
     ordinary = sorted(i for t, i in vocab.items() if t not in SPECIAL_TOKENS)
     n_ctx = rundir.read_run_json(args.run_dir)["model_config"]["n_ctx"]
-    half = (n_ctx - 1) // 2
-    tokens = repeated_random_tokens(1, half, ordinary, vocab["[BOS]"], seed=0)  # the probe's first sequence
+    tokens = repeated_random_tokens(1, n_ctx, ordinary, vocab["[BOS]"], seed=0)  # the probe's first sequence
+    layout = repeat_layout(1, n_ctx, seed=0)
+    positions = induction_positions(tokens, layout)
+    start, length = int(layout.start[0]), int(layout.length[0])
     before, after = (patterns(args.run_dir, step, tokens) for step in args.steps)
-    induction = torch.stack([head_scores(layer[None], half)[0][0] for layer in after])  # (layers, heads)
+    induction = torch.stack([head_scores(layer[None], positions)[0] for layer in after])  # (layers, heads)
     layer, head = divmod(int(induction.argmax()), induction.shape[1])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
     for ax, step, pattern in zip(axes, args.steps, (before, after)):
-        score = head_scores(pattern[layer][None], half)[0][0, head]
+        score = head_scores(pattern[layer][None], positions)[0, head]
         ax.imshow(pattern[layer, head], cmap="viridis", vmin=0, vmax=1)
         ax.set_title(f"step {step}: L{layer}H{head}, induction score {score:.2f}")
         ax.set_xlabel("key position")
         ax.set_ylabel("query position")
-        ax.axvline(half + 0.5, color="w", linewidth=0.5)
-        ax.axhline(half + 0.5, color="w", linewidth=0.5)
-    fig.suptitle(f"[BOS] r_1..r_{half} r_1..r_{half}: an induction head attends from r_i of the second copy "
-                 "to r_(i+1) of the first (the off-diagonal stripe)", fontsize=9)
+        for edge in (start - 0.5, start + length - 0.5, start + 2 * length - 0.5):  # the copies' bounds
+            ax.axvline(edge, color="w", linewidth=0.5)
+            ax.axhline(edge, color="w", linewidth=0.5)
+    fig.suptitle(f"[BOS] filler r_1..r_{length} r_1..r_{length} filler: an induction head attends from r_i of the "
+                 "second copy to r_(i+1) of the first (the off-diagonal stripe)", fontsize=9)
     fig.tight_layout()
     fig.savefig(args.out / "induction-pattern.png", dpi=90)
     print(f"wrote {args.out}/induction-curves.png and induction-pattern.png (L{layer}H{head})")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -210,8 +212,6 @@ def test_the_tables_count_every_token_training_read_and_live_with_the_observator
 
 
 def test_a_trained_text_run_comes_within_half_of_its_start_to_the_bigram_statistics(text_run):
-    import pandas as pd
-
     from observatory.sweep import sweep
 
     run_dir, _ = text_run
@@ -240,3 +240,43 @@ def test_a_stream_that_cannot_be_rebuilt_or_counted_is_an_error_before_any_work(
     finally:
         moved.rename(corpus)
     assert not (experiment / "observatory" / "checkpoints").exists()  # nothing probed
+
+
+# ---- the report: minima and the order of stages ---------------------------------------------
+def statistics_results() -> pd.DataFrame:
+    """One run: KL to the unigram lowest at step 100 then rising, to the bigram lowest at 400 then
+    rising, to the trigram still falling at the end (3000); a previous-token head at ~600."""
+    steps = [0, 10, 50, 100, 200, 400, 800, 1600, 3000]
+    x = np.log10(np.array(steps) + 1)
+    curves = {"kl/1": 1 + (x - x[3]) ** 2, "kl/2": 2 + (x - x[5]) ** 2, "kl/3": 4 - x}
+    rows = [{"run": "2l-s0", "model": "2l", "seed": 0, "step": s, "probe": "ngram", "metric": m, "value": v,
+             "stderr": 0.01, "label": f"KL to the {name} statistics", "role": "n-gram statistics"}
+            for (m, values), name in zip(curves.items(), ("unigram", "bigram", "trigram"))
+            for s, v in zip(steps, values)]
+    return pd.DataFrame(rows)
+
+
+def test_each_curves_minimum_is_found_with_the_checkpoints_either_side():
+    from observatory.analysis.tables import ngram_minima
+
+    minima = ngram_minima(statistics_results()).set_index("metric")
+    assert minima.loc["kl/1", ["min_step", "low_step", "high_step"]].tolist() == [100, 50, 200]
+    assert minima.loc["kl/2", "min_step"] == 400 and minima.loc["kl/2", "rises_after"]
+    assert minima.loc["kl/3", "min_step"] == 3000 and not minima.loc["kl/3", "rises_after"]
+    assert minima["falls_to_it"].all()
+
+
+def test_the_headline_names_the_minima_and_the_order_of_the_stages():
+    from observatory.analysis.tables import ngram_minima
+    from observatory.report.findings import headline_text, statistics_findings
+
+    by_size = pd.DataFrame([{"model": "2l", "n_params": 1000, "probe": "attention", "metric": "prev_token/max",
+                             "role": "mechanism", "primary": True, "has_onset": True, "onset_step": 612.0,
+                             "label": "previous-token-head score", "layer": None, "head": None, "split": None}])
+    stages = pd.DataFrame([{"run": "2l-s0", "signal": "essential_dynamics", "boundary_step": 350.0}])
+    text = headline_text(statistics_findings(ngram_minima(statistics_results()), by_size, stages))
+    assert text == [
+        "In 2l the predictions came closest to the training stream's n-gram statistics: unigram at step 100, then "
+        "moving away; bigram at step 400, then moving away; trigram still nearer at the end (step 3k).",
+        "Stages in 2l: closest to the bigram statistics (step 400) → previous-token-head score (step 612); stage "
+        "boundaries at 350 (essential_dynamics)."]

@@ -287,8 +287,9 @@ def statistics_section(report) -> dict | None:
 
 
 def tables(report) -> list[dict]:
+    """The report's tables that have rows (an empty one is not drawn: its CSV is still written)."""
     t = report.tables
-    return [table_block("Onsets per size (the emergence map)", "onsets_by_size.csv", t["onsets_by_size"], BY_SIZE_COLUMNS,
+    blocks = [table_block("Onsets per size (the emergence map)", "onsets_by_size.csv", t["onsets_by_size"], BY_SIZE_COLUMNS,
                         "tbl-by-size"),
             table_block("The all-or-nothing metric vs the continuous ones, per run and task (the mirage question)",
                         "mirage.csv", t["mirage"], MIRAGE_COLUMNS, "tbl-mirage",
@@ -298,6 +299,7 @@ def tables(report) -> list[dict]:
                         "tbl-seeds"),
             table_block("Final values and onsets per size", "scale.csv", t["scale"], SCALE_COLUMNS, "tbl-scale"),
             table_block("Every curve of every run", "emergence.csv", t["emergence"], EMERGENCE_COLUMNS, "tbl-emergence")]
+    return [b for b in blocks if b["n"]]
 
 
 # ---- the page ----------------------------------------------------------------------------------
