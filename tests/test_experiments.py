@@ -142,3 +142,37 @@ def test_the_pipeline_with_a_mistyped_experiment_trains_nothing(tmp_path):
     assert done.returncode != 0
     assert "Could not find 'experiment/scalling'" in done.stderr and "scaling" in done.stderr
     assert not any(tmp_path.iterdir())  # no run directory, no checkpoint
+
+
+@pytest.mark.slow
+def test_the_language_experiment_shows_the_stages_in_order(tmp_path):
+    """experiment=language end to end (about 5 minutes on 2 cores): the KL to the bigram
+    statistics is lowest first, then the previous-token head forms, then the induction head and
+    the in-context learning score, their onsets within one checkpoint interval of each other,
+    with an essential-dynamics boundary beside them; the induction-head score ends at 0.3 or more."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    env = os.environ | {"WANDB_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-m", "observatory.pipeline", "experiment=language", f"checkpoints_dir={tmp_path}"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tables = tmp_path / "language" / "observatory" / "tables"
+    minima = pd.read_csv(tables / "ngram_minima.csv").set_index("metric")
+    assert minima.loc["kl/2", "falls_to_it"] and minima.loc["kl/2", "rises_after"]
+    onsets = pd.read_csv(tables / "emergence.csv").set_index("metric")
+    prev, induction, icl = (onsets.loc[m, "onset_step"] for m in ("prev_token/max", "induction/max", "icl_score"))
+    assert minima.loc["kl/2", "min_step"] < prev < min(induction, icl), (minima.loc["kl/2", "min_step"], prev, induction, icl)
+    (run_json,) = (tmp_path / "language").glob("*/run.json")
+    interval = json.loads(run_json.read_text())["config"]["schedule"]["every"]  # the checkpoints' spacing there
+    assert abs(induction - icl) <= interval
+    assert onsets.loc["induction/max", "final_value"] >= 0.3
+    stages = pd.read_csv(tables / "stages.csv")
+    near = (stages["low_step"] <= max(induction, icl) + interval) & (stages["high_step"] >= min(induction, icl) - interval)
+    assert near.any(), stages  # a stage boundary beside the induction head
+    headline = (tmp_path / "language" / "observatory" / "headline.txt").read_text()
+    assert "Stages in" in headline and "previous-token-head score" in headline

@@ -148,7 +148,7 @@ def test_in_context_estimates_match_a_direct_count():
                 if seen:
                     n = sum(seen.values())
                     expected = sum(c / n * (math.log(c / n) - float(logq[d, t, w])) for w, c in seen.items())
-                    assert float(kl[d, t]) == pytest.approx(expected, abs=1e-9)
+                    assert float(kl[d, t]) == pytest.approx(expected, abs=1e-6)  # float32 normalizer
 
 
 def test_a_copying_model_matches_the_documents_own_bigram_statistics():
@@ -191,14 +191,21 @@ def text_run(tmp_path_factory, train_debug):
                        "optim.optimizer.lr=0.01"), root / "corpus.txt"
 
 
-def test_the_tables_count_every_token_training_read_and_live_with_the_observatory(text_run):
+@pytest.fixture(scope="module")
+def swept(text_run):
+    from observatory.sweep import sweep
+
+    run_dir, _ = text_run
+    return sweep(run_dir.parent, ngram_settings(), progress=False)
+
+
+def test_the_tables_count_every_token_training_read_and_live_with_the_observatory(text_run, swept):
     from observatory.sweep import sweep
     from observatory.sweep.ngram_tables import load_tables, table_path
     from train import rundir
 
     run_dir, _ = text_run
-    summary = sweep(run_dir.parent, ngram_settings(), progress=False)
-    assert summary.probed == len(rundir.read_manifest(run_dir)) and not summary.problems
+    assert swept.probed == len(rundir.read_manifest(run_dir)) and not swept.problems
     path = table_path(run_dir, 3)
     assert path.parent == run_dir.parent / "observatory" / "ngram" and not list(run_dir.rglob("*ngram*"))
     info = rundir.read_run_json(run_dir)
@@ -207,18 +214,15 @@ def test_the_tables_count_every_token_training_read_and_live_with_the_observator
     assert tables.counts[1].sum() == info["max_steps"] * info["tokens_per_step"] / info["config"]["data"]["seq_len"] * (
         info["config"]["data"]["seq_len"] + 1)
     built = path.stat().st_mtime_ns
-    sweep(run_dir.parent, ngram_settings(n_sampled=8), progress=False)  # another setting: the same stream's tables
+    sweep(run_dir.parent, ngram_settings(n_sampled=2), progress=False)  # another setting: the same stream's tables
     assert path.stat().st_mtime_ns == built
 
 
-def test_a_trained_text_run_comes_within_half_of_its_start_to_the_bigram_statistics(text_run):
-    from observatory.sweep import sweep
-
-    run_dir, _ = text_run
-    table = sweep(run_dir.parent, ngram_settings(), progress=False).table
+def test_a_trained_text_run_comes_within_half_of_its_start_to_the_bigram_statistics(swept):
+    table = swept.table
     kl2 = table[table["metric"] == "kl/2"].set_index("step")["value"]
     assert kl2.min() <= 0.5 * kl2.loc[0], kl2.to_dict()
-    assert isinstance(table, pd.DataFrame) and {"icl_kl/1", "icl_kl/2", "loss_sampled/2"} <= set(table["metric"])
+    assert {"icl_kl/1", "icl_kl/2", "loss_sampled/2"} <= set(table["metric"])
 
 
 def test_a_stream_that_cannot_be_rebuilt_or_counted_is_an_error_before_any_work(text_run, tmp_path):

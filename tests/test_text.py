@@ -34,7 +34,7 @@ def test_trains_from_a_local_text_file(compose_debug, tmp_path):
     tokenizer = Tokenizer.from_file(str(run_dir / rundir.TOKENIZER))
     assert tokenizer.get_vocab_size() == 300
     assert tokenizer.decode(tokenizer.encode("the cat sees a horse.").ids) == "the cat sees a horse."
-    documents = rundir.read_probe_items(run_dir)  # the held-out documents: 10% of 400, whole
+    documents = rundir.read_probe_items(run_dir)  # all 40 held-out documents, whole (debug=default asks for 64)
     assert len(documents) == 40 and all(d["task"] is None and d["split"] == "heldout" for d in documents)
     ids = documents[0]["suffix_ids"]  # the document as training renders it: [BOS] text [EOS]
     assert (ids[0], ids[-1]) == (tokenizer.token_to_id("[BOS]"), tokenizer.token_to_id("[EOS]"))

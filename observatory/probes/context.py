@@ -92,16 +92,24 @@ def pack_with_loss_mask(items: list[dict], block_len: int, split: str = "heldout
 
 
 def documents(items: list[dict], length: int, fewest: int = 16) -> torch.Tensor:
-    """Held-out examples each alone from position 0, so that position t has read exactly t + 1
-    tokens, as in Olsson et al.'s in-context learning score (packed blocks mix positions within
-    an example with positions in the block): those at least `length` (n_ctx + 1) tokens long,
-    cut to `length`. A text run with fewer than `fewest` such documents takes its `fewest`
-    longest ones, cut to the shortest of them; a task's items are never stretched that way
-    (short task items would not measure context use)."""
-    held_out = [(it["prompt_ids"] + it["answer_ids"] + it["suffix_ids"], it["task"]) for it in items
-                if it.get("split", "heldout") == "heldout"]
-    rows = [seq[:length] for seq, _ in held_out if len(seq) >= length]
-    text = [seq for seq, task in held_out if task is None]  # a text run's documents
+    """Held-out text read from position 0, so that position t has read exactly t + 1 tokens, all
+    of its own example, as in Olsson et al.'s in-context learning score (packed blocks mix
+    positions within an example with positions in the block). A task's held-out examples at
+    least `length` (n_ctx + 1) tokens long, each cut to `length` (shorter task items would not
+    measure context use). A text run's documents cut into consecutive windows of `length`, each
+    read from position 0, as a model reads the windows of a long document (Olsson et al.'s
+    score is over positions in the context); with fewer than `fewest` windows, its `fewest`
+    longest documents, cut to the shortest of them."""
+    rows, text = [], []
+    for it in items:
+        if it.get("split", "heldout") != "heldout":
+            continue
+        seq = it["prompt_ids"] + it["answer_ids"] + it["suffix_ids"]
+        if it["task"] is None:  # a text run's document
+            text.append(seq)
+            rows += [seq[i : i + length] for i in range(0, len(seq) - length + 1, length)]
+        elif len(seq) >= length:
+            rows.append(seq[:length])
     if len(rows) < fewest and len(text) >= fewest:
         longest = sorted(text, key=len, reverse=True)[:fewest]
         rows = [seq[: len(longest[-1])] for seq in longest]

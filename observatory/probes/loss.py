@@ -34,7 +34,7 @@ def icl_score(per_token: torch.Tensor) -> Metric:
                            split="heldout", primary=True)
 
 
-@probe("loss", version=4)  # 4: held-out blocks of data.seq_len + 1 tokens, as training cuts them (were n_ctx + 1)
+@probe("loss", version=5)  # 5: a text run's documents cut into windows of n_ctx + 1 (4: blocks of seq_len + 1)
 def loss(ctx, settings) -> dict:
     metrics = _block_losses(ctx) if len(ctx.inputs.get("blocks", ())) else {}
     if len(ctx.inputs.get("documents", ())):

@@ -162,10 +162,11 @@ def kl_to_model(p_entries: tuple[torch.Tensor, torch.Tensor, torch.Tensor], logq
 
 
 # ---- in-context estimates ------------------------------------------------------------------
-def icl_kl(tokens: torch.Tensor, logq: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """KL(q_order ‖ model) at every position of documents (D, T) given the model's
-    log-probabilities there (D, T, V), with q counted from the document's tokens 0..t; and
-    where q exists (D, T). Pairwise (D, T, T) tables: j indexes the earlier token."""
+def icl_kl(tokens: torch.Tensor, logits: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL(q_order ‖ model) at every position of documents (D, T) given the model's logits there
+    (D, T, V), with q counted from the document's tokens 0..t; and where q exists (D, T).
+    Pairwise (D, T, T) tables: j indexes the earlier token. Log-probabilities are taken only
+    where q has mass (no second (D, T, V) tensor)."""
     D, T = tokens.shape
     same = tokens[:, :, None] == tokens[:, None, :]  # (D, T, T): x_i == x_j
     upto = torch.ones(T, T, dtype=torch.bool).tril()  # j <= t
@@ -183,7 +184,8 @@ def icl_kl(tokens: torch.Tensor, logq: torch.Tensor, order: int) -> tuple[torch.
     exists = n > 0
     norm = n.clamp(min=1)[..., None]
     q = (q_of / norm).clamp(min=1e-300)
-    cross = logq.double().gather(2, successor)  # (D, t, j): log p_model_t(the token j contributes)
+    log_norm = logits.float().logsumexp(-1).double()  # (D, T)
+    cross = logits.gather(2, successor).double() - log_norm[..., None]  # (D, t, j): log p_model_t(token j contributes)
     kl = (weight * (q.log() - cross)).sum(-1) / norm.squeeze(-1)
     return kl, exists
 
@@ -232,11 +234,11 @@ def _icl_metrics(ctx, settings: Settings) -> dict[str, Metric]:
     docs = ctx.inputs.get("documents")
     if docs is None or not len(docs):
         return {}
-    logq = ctx.forward("documents").logits.float().log_softmax(-1)  # (D, T, V)
+    logits = ctx.forward("documents").logits  # (D, T, V)
     early, _ = icl_positions(docs.shape[1])
     metrics = {}
     for n in settings.icl_orders:
-        kl, exists = icl_kl(docs, logq, n)
+        kl, exists = icl_kl(docs, logits, n)
         exists[:, :early] = False
         per_doc, count = (kl * exists).sum(1), exists.sum(1).double()
         used = count > 0
@@ -255,7 +257,7 @@ def _spec(label: str, unit: str = "nats", primary: bool = False) -> dict:
                 primary=primary)
 
 
-@probe("ngram", version=1, settings=Settings)
+@probe("ngram", version=2, settings=Settings)  # 2: a text run's documents in windows
 def ngram(ctx, settings: Settings) -> dict:
     if ctx.ngrams is None:
         raise ValueError("the ngram probe needs the run's n-gram tables (built by the sweep: "
