@@ -3,7 +3,7 @@ at most 1x, so that it can be on by default), on a text run (the bundled King Ja
 4096-token BPE) and a task-suite run; and what counting the training stream's tables once per
 run costs. Trains its own small runs in a temp dir first.
 
-    python benchmarks/ngram_cost.py [--model 100k] [--repeats 5]
+    python -m benchmarks.ngram_cost [--model 100k] [--repeats 5]
 """
 
 from __future__ import annotations

@@ -110,3 +110,20 @@ def test_missing_file_and_empty_corpus_are_clear_errors(compose_debug, tmp_path)
         run_training(compose_debug(*TEXT, f"data.files=[{empty}]", "data.bundled=kjv"))
     with pytest.raises(ConfigError, match="data.bundled='gutenberg' is not a bundled corpus; there are: kjv"):
         run_training(compose_debug(*TEXT, "data.bundled=gutenberg"))
+
+
+def test_a_text_runs_documents_are_read_in_windows_of_the_context():
+    """Each held-out document cut into consecutive windows of n_ctx + 1 tokens, each read from
+    position 0 (the rest dropped); with fewer than 16 windows, the 16 longest documents cut to
+    the shortest of them. A task's items are never cut into windows."""
+    from observatory.probes.context import documents
+    from train.text import document_item
+
+    docs = [document_item(list(range(100 * d, 100 * d + n))) for d, n in enumerate([25, 10, 31] * 6)]
+    windows = documents(docs, 10)
+    assert windows.shape == (6 * (2 + 1 + 3), 10) and windows[0].tolist() == list(range(10))
+    assert windows[1].tolist() == list(range(10, 20)) and windows[2].tolist() == list(range(100, 110))
+    short = documents(docs[:16], 40)  # no document fills 40: the 16 longest, cut to the shortest (10)
+    assert short.shape == (16, 10)
+    task = [{"task": "copy", "split": "heldout", "prompt_ids": list(range(25)), "answer_ids": [], "suffix_ids": []}]
+    assert documents(task, 10).shape == (1, 10)
