@@ -277,7 +277,8 @@ def test_the_headline_names_the_minima_and_the_order_of_the_stages():
     by_size = pd.DataFrame([{"model": "2l", "n_params": 1000, "probe": "attention", "metric": "prev_token/max",
                              "role": "mechanism", "primary": True, "has_onset": True, "onset_step": 612.0,
                              "label": "previous-token-head score", "layer": None, "head": None, "split": None}])
-    stages = pd.DataFrame([{"run": "2l-s0", "signal": "essential_dynamics", "boundary_step": 350.0}])
+    stages = pd.DataFrame([{"run": "2l-s0", "signal": "essential_dynamics", "boundary_step": 350.0, "low_step": 300.0,
+                            "high_step": 400.0}])
     text = headline_text(statistics_findings(ngram_minima(statistics_results()), by_size, stages))
     assert text == [
         "In 2l the predictions came closest to the training stream's n-gram statistics: unigram at step 100, then "

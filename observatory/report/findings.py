@@ -120,7 +120,8 @@ class StageOrder:
     kind: ClassVar[str] = "stage order"
     model: str
     events: tuple[tuple[str, float], ...]  # (what, step), sorted by step
-    boundaries: tuple[tuple[str, float], ...]  # (signal, step) of every run of the size
+    boundaries: tuple[tuple[str, float, int], ...]  # (signal, step, runs): alike boundaries of the size's runs once
+    n_runs: int = 1
 
 
 Finding = Emerged | NoTransition | Mirage | NoMirage | MechanismFinding | Statistics | StageOrder
@@ -203,10 +204,18 @@ def statistics_findings(minima: pd.DataFrame, by_size: pd.DataFrame, stages: pd.
         runs = set(minima.loc[minima["model"] == model, "run"])
         bounds = stages[stages["run"].isin(runs)] if len(stages) else stages
         if len(mine) and events:
-            out.append(StageOrder(model, tuple(sorted(events, key=lambda e: e[1])),
-                                  tuple(sorted(((b.signal, float(b.boundary_step)) for b in bounds.itertuples()),
-                                               key=lambda b: b[1]))))
+            out.append(StageOrder(model, tuple(sorted(events, key=lambda e: e[1])), _alike(bounds), len(runs)))
     return out
+
+
+def _alike(bounds: pd.DataFrame) -> tuple[tuple[str, float, int], ...]:
+    """Boundaries of several runs of one signal in the same checkpoint interval, once: (signal,
+    their median step, how many runs have one there), by step."""
+    if not len(bounds):
+        return ()
+    groups = bounds.groupby(["signal", "low_step", "high_step"])["boundary_step"]
+    return tuple(sorted(((signal, float(steps.median()), len(steps)) for (signal, _, _), steps in groups),
+                        key=lambda b: b[1]))
 
 
 def mirage_findings(mirage: pd.DataFrame, by_size: pd.DataFrame) -> list[Finding]:
