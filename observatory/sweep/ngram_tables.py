@@ -54,8 +54,12 @@ def ensure_tables(run_dirs: list[Path], max_order: int) -> None:
 
 
 def count_training_stream(run_dir: Path, max_order: int) -> NgramTables:
+    import datasets
+
     from train.data import StepBatchSampler, build_corpus  # training's own code: loaded only to count
     from train.packing import DataError
+
+    datasets.disable_progress_bars()  # rebuilding a cached stream takes seconds: no bar per step of it
 
     info = rundir.read_run_json(run_dir)
     config = info["config"]
