@@ -78,7 +78,7 @@ def main() -> None:
     vocab = Tokenizer.from_file(str(args.run_dir / rundir.TOKENIZER)).get_vocab()
     ordinary = sorted(i for t, i in vocab.items() if t not in SPECIAL_TOKENS)
     n_ctx = rundir.read_run_json(args.run_dir)["model_config"]["n_ctx"]
-    tokens = repeated_random_tokens(1, n_ctx, ordinary, vocab["[BOS]"], seed=0)  # the probe's first sequence
+    tokens = repeated_random_tokens(1, n_ctx, ordinary, vocab["[BOS]"], seed=0)  # one sequence of the probe's kind
     layout = repeat_layout(1, n_ctx, seed=0)
     positions = induction_positions(tokens, layout)
     start, length = int(layout.start[0]), int(layout.length[0])

@@ -269,7 +269,7 @@ def test_default_probe_config_composes():
         cfg = compose(config_name="observatory", overrides=["experiment=quickstart"])
     assert cfg.experiment_name == "quickstart"
     assert set(OmegaConf.to_container(cfg.probes)) == {"capability", "loss", "attention", "weights", "linear",
-                                                        "essential_dynamics"}
+                                                        "ngram", "essential_dynamics"}
 
 
 def test_adaptive_sweep_probes_a_subset_whose_rows_are_the_full_sweeps_and_a_full_sweep_adds_the_rest(experiment):
