@@ -199,6 +199,7 @@ def swept(text_run):
     return sweep(run_dir.parent, ngram_settings(), progress=False)
 
 
+@pytest.mark.slow  # trains a text run first (about 20 s in all): the default suite keeps to 5 minutes
 def test_the_tables_count_every_token_training_read_and_live_with_the_observatory(text_run, swept):
     from observatory.sweep import sweep
     from observatory.sweep.ngram_tables import load_tables, table_path
@@ -218,6 +219,7 @@ def test_the_tables_count_every_token_training_read_and_live_with_the_observator
     assert path.stat().st_mtime_ns == built
 
 
+@pytest.mark.slow  # trains a text run first (about 20 s in all): the default suite keeps to 5 minutes
 def test_a_trained_text_run_comes_within_half_of_its_start_to_the_bigram_statistics(swept):
     table = swept.table
     kl2 = table[table["metric"] == "kl/2"].set_index("step")["value"]
@@ -225,6 +227,7 @@ def test_a_trained_text_run_comes_within_half_of_its_start_to_the_bigram_statist
     assert {"icl_kl/1", "icl_kl/2", "loss_sampled/2"} <= set(table["metric"])
 
 
+@pytest.mark.slow  # trains a text run first (about 20 s in all): the default suite keeps to 5 minutes
 def test_a_stream_that_cannot_be_rebuilt_or_counted_is_an_error_before_any_work(text_run, tmp_path):
     import shutil
 
