@@ -12,7 +12,7 @@ from functools import partial
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, probe_defaults, unprobed_copy
+from conftest import REPO, unprobed_copy
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -26,8 +26,7 @@ from train import rundir
 from train.runner import run_training
 
 PROBES = {"capability": {}, "loss": {}, "attention": {"n_sequences": 8, "seed": 0}, "weights": {},
-          "linear": {"tasks": ["modular_addition"], "fit_fraction": 0.75, "shrinkage": 0.01},
-          "ngram": probe_defaults()["ngram"]}
+          "linear": {"tasks": ["modular_addition"], "fit_fraction": 0.75, "shrinkage": 0.01}}  # ngram: test_ngram.py
 KEY = ["run", "step", "probe", "metric"]
 
 
@@ -156,7 +155,8 @@ def test_killed_sweep_resumes_to_the_same_results(experiment, tmp_path):
     reference = sweep(experiment, PROBES, progress=False).table
     shutil.rmtree(experiment / "observatory")
     cmd = [sys.executable, "-m", "observatory", f"checkpoints_dir={experiment.parent}", "experiment_name=tiny",
-           "wandb.mode=disabled", "probes.attention.n_sequences=8", "progress=false", "~probes.essential_dynamics"]
+           "wandb.mode=disabled", "probes.attention.n_sequences=8", "progress=false", "~probes.essential_dynamics",
+           "~probes.ngram"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     files = experiment / "observatory" / "checkpoints"
     deadline = time.time() + 120

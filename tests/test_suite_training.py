@@ -20,8 +20,9 @@ SETUPS = {
     "grammar": ({}, 200, 1 / 2),  # 1.0 at 200 steps
 }
 # the slow ones run with pytest -m slow: induction and associative recall need 1200-2000 steps, modular addition
-# is also learned in the slow grokking test, and addition and dyck (12 s each) keep the default suite within 5 minutes
-SLOW = {"induction", "associative_recall", "modular_addition", "addition", "dyck"}
+# is also learned in the slow grokking test, and addition, dyck (12 s each) and sorting (7 s) keep the default suite
+# within 5 minutes
+SLOW = {"induction", "associative_recall", "modular_addition", "addition", "dyck", "sorting"}
 
 
 def answer_token_accuracy(model, items) -> float:
