@@ -259,6 +259,7 @@ def test_report_loads_offline_in_a_real_browser(report):
         driver.quit()
 
 
+@pytest.mark.slow  # 40 s (training, probing, the report's PNGs): the default suite keeps to 5 minutes
 def test_pipeline_on_a_test_sized_experiment(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "observatory.pipeline", f"checkpoints_dir={tmp_path}", "debug=default",
@@ -318,6 +319,7 @@ def test_wandb_gets_curves_onsets_tables_and_images(report, built):
     assert json.loads(summary["headline"]).splitlines() == headline_text(built.found)  # the console's sentences
 
 
+@pytest.mark.slow  # 13 s: rebuilds a whole report with its PNGs; the default suite keeps to 5 minutes
 def test_the_report_command_rebuilds_any_experiments_report_and_refuses_one_with_no_results(report, tmp_path, capsys):
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
