@@ -17,6 +17,7 @@ import datasets
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from train.config import TEXT_FORMATS
+from train.durable import atomic_write_bytes
 from train.packing import Corpus, DataError, pack
 from train.tokenizer import SPECIAL_TOKENS
 
@@ -42,9 +43,7 @@ def bundled_file(name: str, cache_dir: Path) -> Path:
         texts = [v[key] for v in versions if key in v]
         chapters.setdefault(key[:2], []).append(" ".join(texts))
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps({"text": " ".join(verses)}) + "\n" for verses in chapters.values()))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, "".join(json.dumps({"text": " ".join(verses)}) + "\n" for verses in chapters.values()).encode())
     return path
 
 

@@ -30,10 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from observatory.metrics import NGRAM, Metric, mean_with_error
-from observatory.probes.loss import icl_positions
+from observatory.probes.loss import icl_positions, per_token_loss
 from observatory.probes.registry import probe
 
 MAX_KEY = 2**62  # n-gram keys are base-V integers in int64
@@ -219,13 +218,12 @@ def _kl_metrics(ctx, tables: NgramTables, settings: Settings) -> dict[str, Metri
     return metrics
 
 
-def _sampled_losses(ctx, tables: NgramTables, settings: Settings) -> dict[str, Metric]:
+def _sampled_losses(ctx, settings: Settings) -> dict[str, Metric]:
     metrics = {}
     for n in settings.sampled_orders:
-        sampled = ctx.inputs[f"sampled/{n}"]
-        logits = ctx.forward(f"sampled/{n}").logits  # (S, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), ctx.targets[f"sampled/{n}"].flatten(), reduction="none")
-        metrics[f"loss_sampled/{n}"] = mean_with_error(loss.view(len(sampled), -1).double().mean(1).numpy(),
+        name = f"sampled/{n}"
+        loss = per_token_loss(ctx.forward(name), ctx.targets[name])  # (S, T)
+        metrics[f"loss_sampled/{n}"] = mean_with_error(loss.mean(1).numpy(),
                                                        **_spec(f"loss on {_name(n)} samples", unit="nats per token"))
     return metrics
 
@@ -262,4 +260,4 @@ def ngram(ctx, settings: Settings) -> dict:
     if ctx.ngrams is None:
         raise ValueError("the ngram probe needs the run's n-gram tables (built by the sweep: "
                          "observatory/sweep/ngram_tables.py)")
-    return _kl_metrics(ctx, ctx.ngrams, settings) | _sampled_losses(ctx, ctx.ngrams, settings) | _icl_metrics(ctx, settings)
+    return _kl_metrics(ctx, ctx.ngrams, settings) | _sampled_losses(ctx, settings) | _icl_metrics(ctx, settings)

@@ -12,12 +12,14 @@ import json
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from tokenizers import Tokenizer
 
 from observatory import store
 from observatory.probes.ngram import NgramTables, check_vocab
 from train import rundir
+from train.durable import atomic_write_bytes
 
 FORMAT = 1  # bump when the counting changes: cached tables are rebuilt
 NOT_THE_STREAM = ("cache_dir", "num_proc", "num_workers", "val_batches")  # data settings that change no training token
@@ -48,9 +50,7 @@ def ensure_tables(run_dirs: list[Path], max_order: int) -> None:
         if not path.exists():
             tables = count_training_stream(run_dir, max_order)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            save_file(tables.to_tensors(), str(tmp))
-            tmp.replace(path)
+            atomic_write_bytes(path, safetensors_bytes(tables.to_tensors()))
 
 
 def count_training_stream(run_dir: Path, max_order: int) -> NgramTables:
