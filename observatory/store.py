@@ -73,19 +73,40 @@ def exclusive(experiment_dir: Path):
     """One writer per store: a second sweep of the same experiment (another terminal, another
     job of a multirun) stops at once instead of interleaving its writes. The lock is the
     kernel's, so a killed sweep never leaves it held."""
-    path = output_dir(experiment_dir) / ".lock"
+    with _locked(output_dir(experiment_dir) / ".lock", fcntl.LOCK_EX, "another sweep", "wait for it to finish"):
+        yield
+
+
+@contextmanager
+def shard_lock(experiment_dir: Path, shard: int):
+    """A shard of a sharded sweep: shards share the store (each writes only its own
+    checkpoints' files), a one-process sweep waits for all of them, and the same shard never
+    runs twice at once."""
+    out = output_dir(experiment_dir)
+    with _locked(out / ".lock", fcntl.LOCK_SH, "a one-process sweep", "wait for it to finish"), \
+            _locked(out / f".lock-shard-{shard}", fcntl.LOCK_EX, f"shard {shard}", "leave it to that job"):
+        yield
+
+
+@contextmanager
+def _locked(path: Path, mode: int, holder: str, fix: str):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise StoreBusy(f"another sweep (pid {f.read().strip() or '?'}) is writing {path.parent}; "
-                            "wait for it to finish, then run again") from None
-        f.truncate(0)
-        f.write(str(os.getpid()))
-        f.flush()
-        yield
+            raise StoreBusy(f"{holder} (pid {f.read().strip() or '?'}) is writing {path.parent}; {fix}, "
+                            "then run again") from None
+        if mode == fcntl.LOCK_EX:  # a shared lock's file would hold many pids: it names none
+            f.truncate(0)
+            f.write(str(os.getpid()))
+            f.flush()
+        try:
+            yield
+        finally:
+            if mode == fcntl.LOCK_EX:
+                f.truncate(0)  # a pid left behind would name the next holder wrongly
 
 
 def write_parquet(path: Path, table: pd.DataFrame) -> None:

@@ -83,7 +83,8 @@ LAYERS = {"observatory.metrics": set(), "observatory.store": {"observatory.metri
           "observatory.analysis": {"observatory.store", "observatory.metrics"},
           "observatory.sweep": {"observatory.probes", "observatory.store", "observatory.analysis", "observatory.metrics"},
           "observatory.report": {"observatory.analysis", "observatory.store", "observatory.metrics"}}
-ENTRY_POINTS = {"observatory", "observatory.__main__", "observatory.pipeline", "observatory.calibrate"}
+ENTRY_POINTS = {"observatory", "observatory.__main__", "observatory.pipeline", "observatory.calibrate",
+                "observatory.publish"}  # publish: the end of every way of probing (sweep, shards, follower)
 
 
 def layer_of(module: str) -> str | None:

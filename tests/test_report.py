@@ -336,7 +336,7 @@ def test_the_report_command_rebuilds_any_experiments_report_and_refuses_one_with
     (experiment / "observatory" / "index.html").unlink()
     (experiment / "observatory" / "emergence.csv").write_text("run\nstale\n")  # where tables lay before tables/
     assert report_command("experiment_name=toy") == 0
-    assert capsys.readouterr().out.strip() == f"report: {experiment / 'observatory' / 'index.html'}"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"report: {experiment / 'observatory' / 'index.html'}"
     assert "Emergence report: toy" in (experiment / "observatory" / "index.html").read_text()
     assert not (experiment / "observatory" / "emergence.csv").exists()
     assert report_command("experiment_name=nothing") == 2

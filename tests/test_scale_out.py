@@ -67,7 +67,7 @@ def test_ddp_cpu_under_multirun_makes_no_duplicate_sweep_dirs(tmp_path):
     result = train(tmp_path, "trainer=ddp_cpu", "data.batch_size=4", "seed=0,1", multirun=True)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
-    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["13k-s0", "13k-s1", "multirun.yaml"]
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == [".training.lock", "13k-s0", "13k-s1", "multirun.yaml"]
     for run in ("13k-s0", "13k-s1"):
         assert rundir.read_run_json(tmp_path / "exp" / run)["status"] == "completed"
         assert [r["step"] for r in rundir.read_manifest(tmp_path / "exp" / run)] == STEPS  # each written once

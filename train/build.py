@@ -34,9 +34,21 @@ def tokens_per_step(cfg) -> int:
     return cfg.data.batch_size * cfg.data.seq_len * devices * cfg.trainer.accumulate_grad_batches
 
 
-def build(cfg, corpus: Corpus | None = None) -> Training:
+class ShareCores(L.Callback):
+    """Every `every` steps, this job takes its current share of the cores (train/multirun.py:
+    CoreShare): more threads when the jobs beside it have finished."""
+
+    def __init__(self, share, every: int = 20):
+        self.share, self.every = share, every
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step % self.every == 0:
+            self.share.update()
+
+
+def build(cfg, corpus: Corpus | None = None, share=None) -> Training:
     """Seeds, then builds the corpus (or takes one already built from cfg.data), the module and
-    the Trainer, in the order that fixes the initial weights."""
+    the Trainer, in the order that fixes the initial weights. `share`: the job's CoreShare."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     corpus = corpus or build_corpus(cfg.data)
     data = BlocksDataModule(corpus, batch_size=cfg.data.batch_size, seed=cfg.seed,
@@ -48,7 +60,8 @@ def build(cfg, corpus: Corpus | None = None) -> Training:
     # the config's callbacks first: a checkpoint due at a step is written before a preemption stops there
     preemption = Preemption(cfg.run_dir)
     callbacks = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
-    return Training(module, data, _trainer(cfg, [*callbacks, preemption, CtrlCBetweenSteps()]), preemption)
+    callbacks += [preemption, CtrlCBetweenSteps()] + ([ShareCores(share)] if share else [])
+    return Training(module, data, _trainer(cfg, callbacks), preemption)
 
 
 def _trainer(cfg, callbacks: list[L.Callback]) -> L.Trainer:

@@ -7,6 +7,7 @@
         resume/last.ckpt               full training state for exact resume
         tokenizer.json                 the vocabulary training saw
         probe_items.jsonl              held-out items: task, prompt/answer ids, metadata
+    <checkpoints_dir>/<experiment>/.training.lock   held while a training process of it is alive
 
 Both stages import this module (never copy it); it depends on torch, safetensors, the
 model definition and train/durable.py only, not on Lightning.
@@ -14,10 +15,12 @@ model definition and train/durable.py only, not on Lightning.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import struct
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -39,6 +42,48 @@ METADATA_KEY = "observatory"
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, corrupt or does not match its manifest row."""
+
+
+# ---- training under way ---------------------------------------------------------------
+TRAINING_LOCK = ".training.lock"
+ENDED = ("completed", "failed")  # a status that no process will change again (failed: <reason>)
+
+
+def hold_training_lock(experiment_dir: Path):
+    """Mark the experiment as being trained for as long as the returned file stays open (a
+    training job, or the launcher of a sweep between its jobs): a shared lock, held by any
+    number of processes and let go by the kernel whenever one ends, however it ends."""
+    path = Path(experiment_dir) / TRAINING_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a")
+    fcntl.flock(f, fcntl.LOCK_SH)
+    return f
+
+
+@contextmanager
+def training_lock(experiment_dir: Path):
+    f = hold_training_lock(experiment_dir)
+    try:
+        yield
+    finally:
+        f.close()
+
+
+def training_under_way(experiment_dir: Path) -> bool:
+    """Whether a process on this machine holds the experiment's training lock now."""
+    path = Path(experiment_dir) / TRAINING_LOCK
+    if not path.exists():
+        return False
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+def has_ended(status: str) -> bool:
+    return status.startswith(ENDED)
 
 
 def weights_file(step: int) -> str:

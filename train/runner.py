@@ -20,7 +20,7 @@ from train.checkpointing import Preempted, Preemption
 from train.config import ConfigError, config_differences, package_versions, plain_config, validate
 from train.durable import remove_temp_files, write_json
 from train.module import NonFiniteLoss
-from train.multirun import is_rank_zero, one_job_of_many, share_cores
+from train.multirun import CoreShare, is_rank_zero, one_job_of_many, sharing_cores
 from train.packing import DataError
 from train.wandb_logger import WandbLogger
 
@@ -56,10 +56,15 @@ def run_training(cfg: DictConfig) -> Path:
     run_dir, config = Path(cfg.run_dir), plain_config(cfg)
     if _already_completed(run_dir, config):
         return run_dir
-    share_cores()
+    # a follower (python -m observatory follow=true) waits while the lock is held
+    with rundir.training_lock(run_dir.parent), sharing_cores() as share:
+        return _train(cfg, run_dir, config, share)
+
+
+def _train(cfg: DictConfig, run_dir: Path, config: dict, share: CoreShare) -> Path:
     _quiet_libraries()
     try:
-        training = build(cfg)
+        training = build(cfg, share=share)
     except DataError as e:
         raise ConfigError(f"data: {e}") from None
     module, trainer, tokens = training.module, training.trainer, tokens_per_step(cfg)

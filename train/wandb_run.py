@@ -64,11 +64,14 @@ class StepRun:
     that skips each key at the steps its earlier processes already logged: from this run id's
     offline files under the same directory, or (online) from the server's last step."""
 
+    open_runs = 0  # in this process: wandb's service is torn down after the last one finishes
+
     def __init__(self, kwargs: dict):
         import wandb
 
         floors = last_logged_steps(kwargs["dir"], kwargs["id"])  # before init: the new file is empty
-        self.run = wandb.init(**kwargs)
+        self.run = wandb.init(**kwargs, reinit="create_new")  # a follower keeps one open per training run
+        StepRun.open_runs += 1
         self.run.define_metric(STEP)
         self.run.define_metric("*", step_metric=STEP)
         self.floors, self.floor = floors, self.run.starting_step - 1  # starting_step: 0 unless resumed online
@@ -77,14 +80,17 @@ class StepRun:
         new = {key: value for key, value in metrics.items() if step > self.floors.get(key, self.floor)}
         if new:
             self.run.log({**new, STEP: step}, step=step)
+            self.floors |= dict.fromkeys(new, step)  # W&B's step only grows: never a row behind this one
 
     def finish(self, exit_code: int = 0) -> None:
         import wandb
 
         self.run.finish(exit_code=exit_code)
+        StepRun.open_runs -= 1
         # finish() can return before wandb's service has written the last records of the offline
         # file (seen as a truncated file read back at once); teardown waits for the service to exit
-        wandb.teardown()
+        if not StepRun.open_runs:
+            wandb.teardown()
 
 
 @contextmanager
@@ -98,6 +104,16 @@ def started(experiment: str, stage: str, save_dir: Path, mode: str, run: str | N
         for path in run_files(save_dir, kwargs["id"]):
             if not path.with_suffix(".wandb.synced").exists():  # `wandb sync` leaves that marker
                 shutil.rmtree(path.parent)
+    with continued(experiment, stage, save_dir, mode, run) as step_run:
+        yield step_run
+
+
+@contextmanager
+def continued(experiment: str, stage: str, save_dir: Path, mode: str, run: str | None = None) -> Iterator[StepRun]:
+    """A StepRun that continues what earlier processes of the run logged (their steps are
+    skipped); finished on leaving with exit_code() of what ended it."""
+    kwargs = init_kwargs(experiment, stage, save_dir, mode, run)
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
     step_run = StepRun(kwargs)
     try:
         yield step_run

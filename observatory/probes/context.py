@@ -222,6 +222,14 @@ class Context:
     ngrams: object | None = None  # the run's n-gram tables (observatory/probes/ngram.py: NgramTables)
     _forwards: dict[str, Forward] = field(default_factory=dict)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are: its forward passes run there (a model without weights,
+        a rule in a test, on the CPU)."""
+        weights = self.model.parameters() if isinstance(self.model, torch.nn.Module) else iter(())
+        first = next(weights, None)
+        return first.device if first is not None else torch.device("cpu")
+
     def record_items(self, metric: str, items: torch.Tensor, values: torch.Tensor, weights: torch.Tensor,
                      **spec) -> Metric:
         """Keep a metric's per-item scores (item = row of probe_items.jsonl); returns the
@@ -235,13 +243,15 @@ class Context:
             tokens, hooks = self.inputs[name], sorted(self.hooks.get(name, ()))
             outputs = {}  # "logits" and each hook -> (N, ...), filled batch by batch
             for start in range(0, len(tokens), self.batch_size):
-                logits, cache = self.model.run_with_cache(tokens[start : start + self.batch_size], names_filter=hooks)
+                batch_tokens = tokens[start : start + self.batch_size].to(self.device)
+                logits, cache = self.model.run_with_cache(batch_tokens, names_filter=hooks)
                 for key, batch in {"logits": logits, **cache}.items():
                     # allocated once at full size and filled in place: concatenating per-batch
-                    # outputs takes a second full-size copy, and fresh memory is slow to touch on CPU
+                    # outputs takes a second full-size copy, and fresh memory is slow to touch on CPU.
+                    # Kept in CPU memory: the model runs on its device, the probes read the results
                     if key not in outputs:
-                        outputs[key] = batch.new_empty((len(tokens), *batch.shape[1:]))
-                    outputs[key][start : start + len(batch)] = batch
+                        outputs[key] = torch.empty((len(tokens), *batch.shape[1:]), dtype=batch.dtype)
+                    outputs[key][start : start + len(batch)] = batch.cpu()
             logits = outputs.pop("logits")
             self._forwards[name] = Forward(tokens, logits, outputs)
         return self._forwards[name]
@@ -273,7 +283,7 @@ class Context:
         at[i] (the answer not yet generated) are read but change nothing there."""
         out = torch.empty(len(tokens), dtype=torch.long)
         for start in range(0, len(tokens), self.batch_size):
-            logits = self.model(tokens[start : start + self.batch_size])  # (B, L, V)
+            logits = self.model(tokens[start : start + self.batch_size].to(self.device)).cpu()  # (B, L, V)
             batch_at = at[start : start + len(logits)]
             out[start : start + len(logits)] = logprobs_at(logits, torch.arange(len(logits)), batch_at).argmax(-1)
         return out

@@ -1,24 +1,25 @@
 """`python -m observatory.report [experiment=<name> | experiment_name=<name>] [checkpoints_dir=…]`:
-rebuild the report from an experiment's stored results, without probing anything."""
+without probing anything, consolidate an experiment's stored results (whichever jobs wrote them:
+the shards of a sweep end here), write the report and log it to W&B (`wandb.mode`)."""
 
 import sys
 
 from hydra import compose, initialize_config_module
 
 from observatory import store
-from observatory.report.build import write_report
+from observatory.publish import publish
 
 
 def main(cfg) -> int:
     experiment = store.experiment_dir(cfg)
     results = store.output_dir(experiment) / "results.parquet"
-    if not results.exists():
+    if not results.exists() and not list((store.output_dir(experiment) / "checkpoints").glob("*/step_*.parquet")):
         print(f"error: {results} does not exist; probe the checkpoints first: python -m observatory "
               f"checkpoints_dir={cfg.checkpoints_dir} experiment_name={cfg.experiment_name}", file=sys.stderr)
         return 2
     try:
-        index = write_report(experiment)
-    except ValueError as e:
+        index = publish(experiment, cfg.experiment_name, cfg.wandb.mode)
+    except (store.StoreBusy, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"report: {index}")

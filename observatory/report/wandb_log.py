@@ -8,6 +8,7 @@ runs are updated, not copied. Offline unless asked otherwise, like training."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -19,31 +20,75 @@ from observatory.report.findings import headline_text
 from train import wandb_run
 
 
-def log_results(table: pd.DataFrame, experiment: str, save_dir: Path, mode: str = "offline", report=None) -> None:
-    """Per training run: its probe curves against train/step, and its onsets in the run summary.
-    Per experiment: the summary run, from the report (observatory/report/build.py) when given."""
+def log_results(table: pd.DataFrame, experiment: str, save_dir: Path, mode: str = "offline", report=None,
+                curves: bool = True) -> None:
+    """Per training run: its probe curves against train/step (unless `curves` is false: a
+    follower has logged them as they came), and its onsets in the run summary. Per experiment:
+    the summary run, from the report (observatory/report/build.py) when given."""
     emergence = report.tables["emergence"] if report is not None else None
     for run_name, rows in table.groupby("run", sort=True):
-        with wandb_run.started(experiment, "observatory", save_dir, mode, run=run_name) as run:
-            _log_run(run, rows, emergence)
+        with observatory_run(experiment, save_dir, mode, run_name, rows, fresh=curves) as run:
+            if curves:
+                log_checkpoints(run, rows)
+            _log_onsets(run, rows, emergence)
     with wandb_run.started(experiment, "summary", save_dir, mode) as summary:
         summary.run.log(_summary_panels(table, report))
         if report is not None:  # what emerged, in the sentences of the console and the page
             summary.run.summary["headline"] = "\n".join(headline_text(report.found))
 
 
-def _log_run(run: wandb_run.StepRun, rows: pd.DataFrame, emergence: pd.DataFrame | None) -> None:
-    first = rows.iloc[0]
-    run.run.config.update({k: first[k].item() if hasattr(first[k], "item") else first[k]
-                           for k in ("model", "seed", "n_params", "n_params_non_embedding")}, allow_val_change=True)
+@contextmanager
+def observatory_run(experiment: str, save_dir: Path, mode: str, run_name: str, rows: pd.DataFrame,
+                    fresh: bool = True):
+    """The observatory's W&B run of one training run, its config from the run's rows. `fresh`:
+    a run that logs its whole history (the earlier offline files go); else one that continues
+    them (a follower's, or the summary it gets at the end)."""
+    opened = wandb_run.started if fresh else wandb_run.continued
+    with opened(experiment, "observatory", save_dir, mode, run=run_name) as run:
+        first = rows.iloc[0]
+        run.run.config.update({k: first[k].item() if hasattr(first[k], "item") else first[k]
+                               for k in ("model", "seed", "n_params", "n_params_non_embedding")}, allow_val_change=True)
+        yield run
+
+
+def log_checkpoints(run: wandb_run.StepRun, rows: pd.DataFrame) -> None:
+    """One W&B row per checkpoint, at its step, in step order."""
     keys = metric_keys(rows)
     for step, at_step in rows.groupby("step", sort=True):
         run.log({"train/tokens": int(at_step["tokens"].iloc[0]),
                  **{keys[i]: v for i, v in zip(at_step.index, at_step["value"])}}, step=int(step))
+
+
+def _log_onsets(run: wandb_run.StepRun, rows: pd.DataFrame, emergence: pd.DataFrame | None) -> None:
     if emergence is not None:
-        found = emergence[(emergence["run"] == first["run"]) & emergence["has_onset"]]
+        found = emergence[(emergence["run"] == rows["run"].iloc[0]) & emergence["has_onset"]]
         for probe, metric, step in zip(found["probe"], found["metric"], found["onset_step"]):
             run.run.summary[f"onset/{probe}/{metric}"] = float(step)
+
+
+class LiveCurves:
+    """A follower's W&B: one run per training run, opened at its first rows and kept open while
+    following; each checkpoint's rows logged at its step as they come (in step order: the step
+    axis only grows). A context manager: the runs finish when it closes."""
+
+    def __init__(self, experiment: str, save_dir: Path, mode: str):
+        self.experiment, self.save_dir, self.mode = experiment, save_dir, mode
+        self.stack, self.runs = ExitStack(), {}
+
+    def __enter__(self) -> LiveCurves:
+        self.stack.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return self.stack.__exit__(*exc)
+
+    def log(self, run: str, rows: pd.DataFrame) -> None:
+        if self.mode == "disabled":
+            return
+        if run not in self.runs:
+            self.runs[run] = self.stack.enter_context(
+                observatory_run(self.experiment, self.save_dir, self.mode, run, rows, fresh=False))
+        log_checkpoints(self.runs[run], rows)
 
 
 def metric_keys(rows: pd.DataFrame) -> pd.Series:

@@ -7,6 +7,7 @@ the data config, the sampler's seed, blocks per step and steps), never in the ru
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 from pathlib import Path
@@ -47,10 +48,12 @@ def ensure_tables(run_dirs: list[Path], max_order: int) -> None:
     """Count the tables that are not cached yet (runs sharing a stream share them)."""
     for run_dir in run_dirs:
         path = table_path(run_dir, max_order)
-        if not path.exists():
-            tables = count_training_stream(run_dir, max_order)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, safetensors_bytes(tables.to_tensors()))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "a") as lock:  # shards of a sweep: one counts, the others wait
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                tables = count_training_stream(run_dir, max_order)
+                atomic_write_bytes(path, safetensors_bytes(tables.to_tensors()))
 
 
 def count_training_stream(run_dir: Path, max_order: int) -> NgramTables:

@@ -26,6 +26,9 @@ from observatory.probes.ngram import NgramTables
 from observatory.sweep.adaptive import coarse_to_fine
 from observatory.sweep.discovery import Checkpoint, Problem, find_runs, list_checkpoints
 from observatory.sweep.ngram_tables import StreamError, ensure_tables, load_tables
+from observatory.sweep.shards import ShardError, assign
+from observatory.sweep.shards import check as shards_check
+from observatory.sweep.shards import cost as shard_cost
 from train import rundir
 from train.progress import Progress
 from train.tokenizer import SPECIAL_TOKENS
@@ -115,9 +118,10 @@ def probe_checkpoint(model, inputs: RunInputs, probe_cfgs: dict, batch_size: int
 _RUN_INPUTS: dict[tuple, RunInputs] = {}  # per process: built once per run and probe set
 
 
-def _probe_one(ckpt: Checkpoint, probe_cfgs: dict, batch_size: int) -> tuple[Checkpoint, dict | None, str | None]:
+def _probe_one(ckpt: Checkpoint, probe_cfgs: dict, batch_size: int,
+               device: str = "cpu") -> tuple[Checkpoint, dict | None, str | None]:
     try:
-        model = rundir.load_weights_file(ckpt.path, ckpt.sha256)  # verifies the sha256; never unpickles
+        model = rundir.load_weights_file(ckpt.path, ckpt.sha256).to(device)  # verifies the sha256; never unpickles
     except rundir.CheckpointError as e:
         return ckpt, None, str(e)
     key = (ckpt.run_dir, tuple(sorted(probe_cfgs)))  # the inputs a probe needs exist only where it was asked for
@@ -138,14 +142,21 @@ class Summary:
     probed: int = 0
     skipped: int = 0
     left_out: int = 0  # checkpoints an adaptive sweep did not need
+    others: int = 0  # checkpoints that other shards probe
+    shard: int = 0
+    shards: int = 1
     probes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     table: pd.DataFrame | None = None
     experiment_dir: Path | None = None
+    rows: dict = field(default_factory=dict, repr=False)  # checkpoint -> its stored rows (probed now or before)
 
     def __str__(self) -> str:
         lines = [f"{self.runs} runs, {self.checkpoints} checkpoints: {self.probed} probed, {self.skipped} already "
                  f"done, {len(self.problems)} failed; probes: {', '.join(self.probes)}"]
+        if self.shards > 1:
+            lines[0] = f"shard {self.shard} of {self.shards}: " + lines[0].replace(
+                " checkpoints:", f" checkpoints ({self.checkpoints - self.others} of them this shard's):")
         if self.left_out:
             evaluated = self.checkpoints - self.left_out
             lines.append(f"adaptive: {evaluated} of {self.checkpoints} checkpoints evaluated "
@@ -154,19 +165,34 @@ class Summary:
         return "\n".join(lines)
 
 
-def sweep_from_config(cfg: DictConfig) -> Summary:
+def sweep_from_config(cfg: DictConfig, share=None) -> Summary:
     """The sweep that a composed observatory config (conf/observatory.yaml) asks for; the
     training keys an experiment file also sets are not read."""
     cfg = own_keys(cfg, "observatory")
     return sweep(store.experiment_dir(cfg), OmegaConf.to_container(cfg.probes, resolve=True),
                  workers=cfg.workers, batch_size=cfg.batch_size,
-                 progress=sys.stderr.isatty() if cfg.progress is None else cfg.progress, adaptive=cfg.adaptive)
+                 progress=sys.stderr.isatty() if cfg.progress is None else cfg.progress, adaptive=cfg.adaptive,
+                 shard=cfg.shard, shards=cfg.shards, device=resolve_device(cfg.device, cfg.shard), share=share)
 
 
-def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: int = 256,
-          progress: bool = True, adaptive: int | None = None) -> Summary:
-    """Probe every checkpoint, or with `adaptive=N` about N log-spaced checkpoints per run
-    first and then only those needed to locate each headline curve's onset (adaptive.py)."""
+def resolve_device(name: str, shard: int = 0) -> str:
+    """`device=auto|cpu|cuda|cuda:N` as torch names it: auto is the GPU when there is one (on a
+    node with several, shard i takes GPU i mod their count), else the CPU."""
+    if name == "auto":
+        count = torch.cuda.device_count()
+        return f"cuda:{shard % count}" if count else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SweepError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SweepError(f"device={name} but torch sees no CUDA GPU here (torch {torch.__version__}); "
+                         "use device=auto or device=cpu")
+    return name
+
+
+def check_probes(probe_cfgs: dict) -> None:
+    """Every probe known and its settings complete, before any work."""
     unknown = sorted(set(probe_cfgs) - set(PROBES))
     if unknown:
         raise SweepError(f"unknown probe(s) {unknown}; available: {', '.join(PROBES)}")
@@ -175,31 +201,53 @@ def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: 
             PROBES[name].configure(cfg)
         except ValueError as e:
             raise SweepError(str(e)) from None
+
+
+def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: int = 256,
+          progress: bool = True, adaptive: int | None = None, shard: int = 0, shards: int = 1,
+          device: str = "cpu", share=None) -> Summary:
+    """Probe every checkpoint, or with `adaptive=N` about N log-spaced checkpoints per run
+    first and then only those needed to locate each headline curve's onset (adaptive.py).
+    With `shards=N`, only this shard's share of the checkpoints (shards.py), and the results
+    stay in their per-checkpoint files until `consolidate` (python -m observatory.report).
+    `share`: the job's train.multirun.CoreShare, updated between checkpoints."""
+    try:
+        shards_check(shard, shards, adaptive)
+    except ShardError as e:
+        raise SweepError(str(e)) from None
+    check_probes(probe_cfgs)
     run_dirs = find_runs(experiment_dir)
     if not run_dirs:
         raise SweepError(f"no runs under {experiment_dir} (no */run.json); train first, e.g. "
                          f"python -m train experiment_name={Path(experiment_dir).name}")
     try:
-        with store.exclusive(experiment_dir):
+        with store.exclusive(experiment_dir) if shards == 1 else store.shard_lock(experiment_dir, shard):
             if "ngram" in probe_cfgs:  # counted once per training stream, before any checkpoint
                 ensure_tables(run_dirs, PROBES["ngram"].configure(probe_cfgs["ngram"]).max_order)
-            return _sweep(experiment_dir, run_dirs, probe_cfgs, workers, batch_size, progress, adaptive)
+            return _sweep(experiment_dir, run_dirs, probe_cfgs, workers, batch_size, progress, adaptive,
+                          shard, shards, device, share=share)
     except (store.StoreBusy, StreamError) as e:
         raise SweepError(str(e)) from None
 
 
 def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers: int, batch_size: int,
-           progress: bool, adaptive: int | None) -> Summary:
+           progress: bool, adaptive: int | None, shard: int, shards: int, device: str,
+           seen: frozenset = frozenset(), consolidating: bool = True, share=None) -> Summary:
+    """The sweep under its lock; checkpoints in `seen` ((run, step, sha256): a follower has
+    handled them already) are left alone."""
     hashes = {name: PROBES[name].config_hash(cfg) for name, cfg in probe_cfgs.items()}
-    summary = Summary(runs=len(run_dirs), probes=list(probe_cfgs), experiment_dir=Path(experiment_dir))
-    infos, checkpoints, rows, keep = {}, {}, {}, set()  # rows: checkpoint -> its stored rows
-    for run_dir in run_dirs:
-        infos[run_dir.name] = rundir.read_run_json(run_dir)
-        checkpoints[run_dir.name] = {c.step: c for c in list_checkpoints(run_dir)}
-        for ckpt in checkpoints[run_dir.name].values():
-            keep.add((ckpt.run, ckpt.step, ckpt.sha256))
-            rows[ckpt] = store.read_checkpoint(experiment_dir, ckpt)
-    summary.checkpoints = len(rows)
+    summary = Summary(runs=len(run_dirs), probes=list(probe_cfgs), experiment_dir=Path(experiment_dir),
+                      shard=shard, shards=shards)
+    infos = {run_dir.name: rundir.read_run_json(run_dir) for run_dir in run_dirs}
+    checkpoints = {run_dir.name: {c.step: c for c in list_checkpoints(run_dir)} for run_dir in run_dirs}
+    summary.checkpoints = sum(map(len, checkpoints.values()))
+    if shards > 1:  # this shard's share alone
+        checkpoints, summary.others = own_share(checkpoints, infos, shard, shards), summary.checkpoints
+        summary.others -= sum(map(len, checkpoints.values()))
+    checkpoints = {run: {step: c for step, c in by_step.items() if (c.run, c.step, c.sha256) not in seen}
+                   for run, by_step in checkpoints.items()}
+    rows = {c: store.read_checkpoint(experiment_dir, c) for by_step in checkpoints.values() for c in by_step.values()}
+    summary.rows = rows
 
     def missing(ckpt) -> dict:
         done = store.done_probes(rows[ckpt], ckpt.sha256, hashes)
@@ -217,11 +265,13 @@ def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers
         bar.total = (bar.total or 0) + sum(map(len, todo.values()))
         if lines:
             lines.total += len(todo)
-        for ckpt, results, error in _run(todo, workers, batch_size):  # workers return results; only we write
+        for ckpt, results, error in _run(todo, workers, batch_size, device):  # workers return results; only we write
             redone = list(todo[ckpt])
             bar.update(len(redone))
             if lines and lines.due():
                 print(f"probing: {lines.line(summary.probed + len(summary.problems) + 1, 'checkpoints')}", flush=True)
+            if share is not None and workers <= 1:
+                share.update()  # the jobs beside this one may have finished: a larger share
             if error is not None:
                 summary.problems.append(Problem(ckpt.run, ckpt.step, error))
                 continue
@@ -243,17 +293,35 @@ def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers
     else:
         probe(set(rows))
     bar.close()
-    store.consolidate(experiment_dir, keep, "items")
-    summary.table = pd.read_parquet(store.consolidate(experiment_dir, keep))
+    if shards == 1 and consolidating:  # a shard's results wait in their files for `consolidate`, after every shard
+        summary.table = consolidate(experiment_dir)
     return summary
 
 
-def _run(todo: dict, workers: int, batch_size: int):
+def own_share(checkpoints: dict[str, dict[int, Checkpoint]], infos: dict[str, dict], shard: int,
+              shards: int) -> dict[str, dict[int, Checkpoint]]:
+    """The checkpoints (run -> step -> checkpoint) that shard `shard` of `shards` probes."""
+    costs = {(run, step): shard_cost(infos[run]["n_params"], infos[run]["model_config"]["n_ctx"])
+             for run, by_step in checkpoints.items() for step in by_step}
+    owner = assign(costs, costs, shards)
+    return {run: {step: c for step, c in by_step.items() if owner[run, step] == shard}
+            for run, by_step in checkpoints.items()}
+
+
+def consolidate(experiment_dir: Path) -> pd.DataFrame:
+    """Every stored checkpoint file whose checkpoint is still in a manifest -> results.parquet and
+    item_results.parquet (whichever job wrote it); the results table."""
+    keep = {(c.run, c.step, c.sha256) for run_dir in find_runs(experiment_dir) for c in list_checkpoints(run_dir)}
+    store.consolidate(experiment_dir, keep, "items")
+    return pd.read_parquet(store.consolidate(experiment_dir, keep))
+
+
+def _run(todo: dict, workers: int, batch_size: int, device: str = "cpu"):
     """(checkpoint, metrics, error) in checkpoint order, from this process or `workers` processes."""
     if workers <= 1:
-        return (_probe_one(ckpt, cfgs, batch_size) for ckpt, cfgs in todo.items())
+        return (_probe_one(ckpt, cfgs, batch_size, device) for ckpt, cfgs in todo.items())
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker)
-    futures = [pool.submit(_probe_one, ckpt, cfgs, batch_size) for ckpt, cfgs in todo.items()]
+    futures = [pool.submit(_probe_one, ckpt, cfgs, batch_size, device) for ckpt, cfgs in todo.items()]
 
     def results():
         with pool:
