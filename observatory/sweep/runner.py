@@ -242,8 +242,8 @@ def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers
     checkpoints = {run_dir.name: {c.step: c for c in list_checkpoints(run_dir)} for run_dir in run_dirs}
     summary.checkpoints = sum(map(len, checkpoints.values()))
     if shards > 1:  # this shard's share alone
-        checkpoints, summary.others = own_share(checkpoints, infos, shard, shards), summary.checkpoints
-        summary.others -= sum(map(len, checkpoints.values()))
+        checkpoints = own_share(checkpoints, infos, shard, shards)
+        summary.others = summary.checkpoints - sum(map(len, checkpoints.values()))
     checkpoints = {run: {step: c for step, c in by_step.items() if (c.run, c.step, c.sha256) not in seen}
                    for run, by_step in checkpoints.items()}
     rows = {c: store.read_checkpoint(experiment_dir, c) for by_step in checkpoints.values() for c in by_step.values()}
