@@ -336,8 +336,8 @@ def chain_losses(model, loss_fn, fixed: dict, vmap: bool):
         return together
 
     def chainwise(w, ids):
-        parts = {n: t.unbind() for n, t in w.items()}
-        return torch.stack([one({n: t[c] for n, t in parts.items()}, ids) for c in range(len(next(iter(w.values()))))])
+        per_chain = zip(*(t.unbind() for t in w.values()))  # one unbind per weight: its backward is one stack
+        return torch.stack([one(dict(zip(w, chain)), ids) for chain in per_chain])
     return chainwise
 
 
