@@ -4,10 +4,16 @@ sampler (Lau et al. 2023), with the sampler's health beside every estimate.
 SGLD samples weights w near the checkpoint w* from the tempered, localized posterior
 exp(-nβ L(w) - γ/2 |w - w*|²), with L the training loss on fixed batches; the estimate is
 nβ (E[L(w)] - L(w*)), per chain from the draws after burn-in, and its mean and standard
-error over chains. devinterp runs the chains (`devinterp.slt.llc.llc`: its sampler, its
-initial-loss pass, its per-step loss trace); this module chooses the data and the loss, and
-reads the trace. devinterp 2.0.1's own `llc_mean` averages the trace over the burn-in steps
-too; here burn-in is excluded, as in Lau et al.
+error over chains. The chains are devinterp's (`devinterp.slt.llc.llc` with its default
+SGMCMC.sgld: its batch order, initial-loss pass, update, noise and per-chain seeds), advanced
+here together on the model's device: every chain on the same batch at each step, as in
+devinterp, the chain-stacked weights updated at once, without devinterp's per-step
+bookkeeping. On an accelerator the model is evaluated once per step on the stacked weights
+(torch.func.vmap); on CPU chain after chain, which is faster there. On the same weights and
+data the chains follow devinterp's to float rounding (tests/test_devinterp.py), and
+`estimate(..., sampler="devinterp")` runs devinterp's own `llc` instead. devinterp 2.0.1's
+own `llc_mean` averages the trace over the burn-in steps too; here burn-in is excluded, as
+in Lau et al.
 
 The sampling data is the run's own training data, the same for every checkpoint: the
 items of probe_items.jsonl with `split: "train"`, whole examples that the training stream
@@ -28,12 +34,12 @@ diverged or went negative and |drift| <= `max_drift`, else 0. The report never d
 unhealthy estimate as a point of the curve.
 
 Per-component LLC (`components`: "L1H0", "L1", ... or "heads" / "layers" for all of them)
-samples only that component's weights, the rest fixed at the checkpoint, through devinterp's
-weight restrictions (`param_masks`: parameter name -> element mask). devinterp's own
-restriction parser (`create_param_masks`) knows Hugging Face and TransformerLens layouts
-only, so the masks for this model are built here, in its format.
+samples only that component's weights, the rest fixed at the checkpoint, through weight
+restrictions in devinterp's format (`param_masks`: parameter name -> element mask).
+devinterp's own restriction parser (`create_param_masks`) knows Hugging Face and
+TransformerLens layouts only, so the masks for this model are built here.
 
-devinterp (and through it `datasets` and `transformers`) is imported only when an estimate
+devinterp (and through it `datasets` and `transformers`) is imported only when its sampler
 runs: the observatory's other modules never load them.
 """
 
@@ -83,38 +89,18 @@ def settings(cfg: dict) -> Settings:
 
 
 # ---- the sampling data and loss -----------------------------------------------------------
-class Blocks(torch.utils.data.Dataset):
-    """Token blocks (M, seq_len + 1) as the rows devinterp's sampler batches ({"input_ids": row})."""
-
-    def __init__(self, blocks: torch.Tensor):
-        self.blocks = blocks
-
-    def __len__(self) -> int:
-        return len(self.blocks)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.blocks[i]}
+def token_loss(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """devinterp's `loss_fn(model, input_ids) -> (B, T)` per-token loss, for this model, which
+    reads seq_len tokens, not the block's seq_len + 1."""
+    logits = model(input_ids[:, :-1])  # (B, T, V)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), input_ids[:, 1:].flatten(), reduction="none")
+    return loss.view(input_ids.shape[0], -1)  # (B, T)
 
 
-class TrainingLoss:
-    """devinterp's `loss_fn(model, input_ids) -> (B, T)` per-token loss, for this model (which
-    reads seq_len tokens, not the block's seq_len + 1) and for the training loss's mask: the
-    sampler passes token rows only, so each row's mask is looked up by its tokens."""
-
-    def __init__(self, blocks: torch.Tensor, loss_mask: torch.Tensor):
-        self.full = bool(loss_mask.all())
-        self.rows = {row.numpy().tobytes(): i for i, row in enumerate(blocks)}
-        share = loss_mask.double().mean().item()
-        self.weights = loss_mask.float() / max(share, 1e-12)  # a batch's mean = the mean over masked tokens
-
-    def __call__(self, model, input_ids: torch.Tensor) -> torch.Tensor:
-        logits = model(input_ids[:, :-1])  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), input_ids[:, 1:].flatten(), reduction="none")
-        loss = loss.view(input_ids.shape[0], -1)  # (B, T)
-        if self.full:
-            return loss
-        rows = [self.rows[row.cpu().numpy().tobytes()] for row in input_ids]
-        return loss * self.weights[rows].to(loss.device)
+def loss_weights(loss_mask: torch.Tensor) -> torch.Tensor:
+    """Per-token weights (M, T) of the training loss: its mask, scaled so that a batch's mean
+    loss is the mean over the masked tokens."""
+    return loss_mask.float() / max(loss_mask.double().mean().item(), 1e-12)
 
 
 # ---- weight restrictions ------------------------------------------------------------------
@@ -174,7 +160,7 @@ class Estimate:
     n_beta: float
     max_drift: float
     max_loss_rise: float
-    failures: list[str] = field(default_factory=list)  # devinterp's warnings of failed chains
+    failures: list[str] = field(default_factory=list)  # the sampler's messages of failed chains
 
     @property
     def draws(self) -> np.ndarray:
@@ -255,44 +241,182 @@ class Estimate:
 
 
 def estimate(model, blocks: torch.Tensor, loss_mask: torch.Tensor, s: Settings, component: str | None = None,
-             loss_fn=None) -> Estimate:
+             loss_fn=None, sampler: str | None = None) -> Estimate:
     """The LLC of `model` (or of one component's weights, the rest held fixed) on the sampling
-    `blocks` (M, seq_len + 1) with the training loss's `loss_mask` (M, seq_len), by devinterp.
-    `loss_fn(model, blocks) -> (B, seq_len)` per-token losses replaces the training loss (tests)."""
+    `blocks` (M, seq_len + 1) with the training loss's `loss_mask` (M, seq_len). `loss_fn(model,
+    blocks) -> (B, seq_len)` per-token losses replaces the cross-entropy (tests). `sampler`:
+    "vmap" or "chainwise" (the chains advanced together, here), "devinterp" (its `llc`, chain
+    after chain: the reference that tests hold the others to); by default "vmap" on an
+    accelerator, where one call for all chains saves kernel launches, and "chainwise" on CPU,
+    where the matrix products dominate and vmap's batched products are slower (docs/devinterp.md)."""
     if len(blocks) > s.max_blocks:
         keep = torch.linspace(0, len(blocks) - 1, s.max_blocks).round().long()
         blocks, loss_mask = blocks[keep], loss_mask[keep]
     batch_size = min(s.batch_size, len(blocks))
-    masks = param_masks(model, component) if component else None
-    gc.freeze()  # devinterp collects garbage twice per chain: leave what is alive now out of every scan
-    try:
-        result, caught = _sample(model, blocks, loss_fn or TrainingLoss(blocks, loss_mask), s, masks, batch_size)
-    finally:
-        gc.unfreeze()
-    trace = np.asarray(result["loss_trace"].values, dtype=float)  # (chains, steps)
-    init_loss = float(result["init_loss"].values)
-    failures = [str(w.message) for w in caught if "failed" in str(w.message).lower()]
+    masks = param_masks(model, component) if component else dict.fromkeys(n for n, _ in model.named_parameters())
+    sampler = sampler or ("chainwise" if next(model.parameters()).device.type == "cpu" else "vmap")
+    args = model, blocks, loss_weights(loss_mask), loss_fn or token_loss, s, masks, batch_size
+    if sampler == "devinterp":
+        trace, init_loss, failures = sample_devinterp(*args)
+    elif sampler in ("vmap", "chainwise"):
+        trace, init_loss, failures = sample_batched(*args, vmap=sampler == "vmap")
+    else:
+        raise ValueError(f"unknown LLC sampler {sampler!r}: vmap, chainwise or devinterp")
     return Estimate(trace, init_loss, s.burnin, len(blocks) // batch_size, s.n_beta, s.max_drift,
                     s.max_loss_rise, failures)
 
 
-def _sample(model, blocks, loss_fn, s: Settings, masks, batch_size: int):
+# ---- the chains advanced together -----------------------------------------------------------
+def batch_order(n_blocks: int, batch_size: int, seed: int) -> torch.Tensor:
+    """The blocks (epoch, batch_size) of each batch of one pass, in devinterp's order: its
+    DataLoader, shuffled by a generator seeded with the sampler's seed (the same for every
+    chain), the last partial batch dropped; the chains cycle this one pass."""
+    loader = torch.utils.data.DataLoader(range(n_blocks), batch_size=batch_size, shuffle=True, drop_last=True,
+                                         generator=torch.Generator().manual_seed(seed))
+    return torch.stack(list(loader))
+
+
+class LossOf(torch.nn.Module):
+    """loss_fn(model, ids) as a module's forward, so that functional_call can put a chain's
+    weights into the model whatever the loss reads of it."""
+
+    def __init__(self, model, loss_fn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(self.model, ids)
+
+
+def sample_batched(model, blocks, weights, loss_fn, s: Settings, masks: dict, batch_size: int, vmap: bool):
+    """devinterp's SGLD chains (`llc` with SGMCMC.sgld: its batch order, initial loss, update,
+    noise and seeds) advanced together: each step evaluates every chain on the same batch, as
+    in devinterp, and updates the chain-stacked weights at once. `vmap`: the model evaluated
+    once on the stacked weights (torch.func.vmap), else chain after chain within the step.
+    Returns the loss trace (chains, steps), the initial loss and the failed chains' messages."""
+    device = next(model.parameters()).device
+    order = batch_order(len(blocks), batch_size, s.seed).to(device)
+    blocks, weights = blocks.to(device), weights.to(device)
+    with torch.no_grad():  # the checkpoint's loss over one pass of the batches
+        init_loss = torch.stack([(loss_fn(model, blocks[rows]) * weights[rows]).float().mean() for rows in order]).mean()
+    params = dict(model.named_parameters())
+    center = {n: params[n].detach() for n in masks}
+    w = {n: c.expand(s.chains, *c.shape).clone().requires_grad_() for n, c in center.items()}  # (chains, *shape)
+    keep = {n: m.to(device, torch.float32) for n, m in masks.items() if m is not None}
+    noise = [torch.Generator(device).manual_seed(s.seed + c) for c in range(s.chains)]  # devinterp's seed per chain
+    chain_loss = chain_losses(model, loss_fn, {n: p.detach() for n, p in params.items() if n not in masks}, vmap)
+    trace = torch.full((s.chains, s.burnin + s.draws), math.nan, device=device)
+    alive = torch.ones(s.chains, dtype=torch.bool, device=device)
+    for i in range(s.burnin + s.draws):
+        rows = order[i % len(order)]
+        loss = (chain_loss(w, blocks[rows]) * weights[rows]).float().mean((1, 2))  # (chains,)
+        grads = torch.autograd.grad(loss.sum(), list(w.values()), allow_unused=True)  # chain c's loss reads w[c] alone
+        alive &= loss.isfinite()  # devinterp ends a chain at its first non-finite loss
+        trace[:, i] = torch.where(alive, loss.detach(), math.nan)
+        sgld_step(w, grads, center, keep, noise, s)
+    failures = [f"Chain {c} failed: Loss is NaN or Inf" for c in torch.nonzero(~alive).flatten().tolist()]
+    return trace.cpu().double().numpy(), float(init_loss), failures
+
+
+def chain_losses(model, loss_fn, fixed: dict, vmap: bool):
+    """(w, ids) -> (chains, B, T): every chain's per-token loss, its sampled weights taken from
+    the chain-stacked `w`, the others `fixed`."""
+    module, fixed = LossOf(model, loss_fn), {"model." + n: t for n, t in fixed.items()}
+
+    def one(w, ids):
+        return torch.func.functional_call(module, ({"model." + n: t for n, t in w.items()}, fixed), (ids,))
+
+    if vmap:
+        batched = torch.func.vmap(one, in_dims=(0, None))
+
+        def together(w, ids):
+            with warnings.catch_warnings():  # CPU attention has no batching rule: vmap loops over the chains there
+                warnings.filterwarnings("ignore", message="There is a performance drop")
+                return batched(w, ids)
+        return together
+
+    def chainwise(w, ids):
+        per_chain = zip(*(t.unbind() for t in w.values()))  # one unbind per weight: its backward is one stack
+        return torch.stack([one(dict(zip(w, chain)), ids) for chain in per_chain])
+    return chainwise
+
+
+@torch.no_grad()
+def sgld_step(w: dict, grads, center: dict, keep: dict, noise: list, s: Settings):
+    """devinterp's SGMCMC.sgld step on every chain: w -= ε/2 (nβ ∇L + γ (w - w*)), then
+    w += √ε N(0, 1), both restricted to the sampled elements (`keep`); each chain's noise drawn
+    weight by weight from its own generator, as devinterp draws it from the global generator
+    seeded with seed + chain."""
+    for (name, p), g in zip(w.items(), grads):
+        if g is None:  # devinterp skips a weight without a gradient, its noise too
+            continue
+        drift = g * s.n_beta
+        if s.localization:
+            drift += s.localization * (p - center[name])
+        z = torch.empty_like(p)
+        for c, gen in enumerate(noise):
+            z[c].normal_(generator=gen)
+        if name in keep:
+            drift *= keep[name]
+            z *= keep[name]
+        p.add_(drift, alpha=-0.5 * s.lr)
+        p.add_(z, alpha=s.lr**0.5)
+
+
+# ---- devinterp's sampler, the reference -------------------------------------------------------
+class Blocks(torch.utils.data.Dataset):
+    """Token blocks (M, seq_len + 1) as the rows devinterp's sampler batches ({"input_ids": row})."""
+
+    def __init__(self, blocks: torch.Tensor):
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.blocks[i]}
+
+
+class RowWeightedLoss:
+    """loss_fn times the per-token weights, as devinterp's `loss_fn(model, input_ids)`: it
+    passes token rows alone, so each row's weights are looked up by its tokens."""
+
+    def __init__(self, loss_fn, blocks: torch.Tensor, weights: torch.Tensor):
+        self.loss_fn, self.weights = loss_fn, weights
+        self.full = bool((weights == 1).all())
+        self.rows = {row.numpy().tobytes(): i for i, row in enumerate(blocks)}
+
+    def __call__(self, model, input_ids: torch.Tensor) -> torch.Tensor:
+        loss = self.loss_fn(model, input_ids)
+        if self.full:
+            return loss
+        rows = [self.rows[row.cpu().numpy().tobytes()] for row in input_ids]
+        return loss * self.weights[rows].to(loss.device)
+
+
+def sample_devinterp(model, blocks, weights, loss_fn, s: Settings, masks: dict, batch_size: int):
+    """The chains by devinterp's `llc`, one after another: the loss trace, the initial loss
+    and devinterp's warnings of failed chains."""
     from devinterp.slt.llc import llc as devinterp_llc  # heavy (datasets, transformers): only here
 
     logging.getLogger("devinterp").setLevel(logging.WARNING)  # its INFO lines (zarr stores, thread pools), per estimate
-
+    gc.freeze()  # devinterp collects garbage twice per chain: leave what is alive now out of every scan
     with tempfile.TemporaryDirectory(prefix="llc-") as tmp, warnings.catch_warnings(record=True) as caught, \
             contextlib.redirect_stderr(io.StringIO()):  # devinterp's per-chain progress bars
         warnings.simplefilter("always")
-        result = devinterp_llc(
-            model, Blocks(blocks), {}, lr=s.lr, n_beta=s.n_beta, param_masks=masks,
-            loss_fn=loss_fn, num_chains=s.chains, num_draws=s.draws,
-            num_burnin_steps=s.burnin, batch_size=batch_size, localization=s.localization,
-            num_init_loss_batches=max(1, len(blocks) // batch_size),  # one pass over the batches the chains cycle
-            init_seed=s.seed, device=str(next(model.parameters()).device),
-            output_path=Path(tmp) / "samples.zarr")
-        result = result.load()  # read out of the temporary zarr store before it goes
-    return result, caught
+        try:
+            result = devinterp_llc(
+                model, Blocks(blocks), {}, lr=s.lr, n_beta=s.n_beta, param_masks=masks,
+                loss_fn=RowWeightedLoss(loss_fn, blocks, weights), num_chains=s.chains, num_draws=s.draws,
+                num_burnin_steps=s.burnin, batch_size=batch_size, localization=s.localization,
+                num_init_loss_batches=max(1, len(blocks) // batch_size),  # one pass over the batches the chains cycle
+                init_seed=s.seed, device=str(next(model.parameters()).device),
+                output_path=Path(tmp) / "samples.zarr")
+            trace = np.asarray(result["loss_trace"].values, dtype=float)  # read before the store goes
+            init_loss = float(result["init_loss"].values)
+        finally:
+            gc.unfreeze()
+    return trace, init_loss, [str(w.message) for w in caught if "failed" in str(w.message).lower()]
 
 
 @probe("llc", version=2, settings=Settings)  # 2: max_blocks keeps evenly spaced blocks (was the first)
