@@ -102,6 +102,18 @@ def test_a_shard_killed_mid_sweep_and_rerun_finishes_its_share_alone(experiment,
     pd.testing.assert_frame_equal(consolidate(experiment), reference)
 
 
+def test_an_experiments_sweep_over_sizes_is_trainings_not_the_observatorys():
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        train = compose(config_name="train", overrides=["experiment=quickstart"], return_hydra_config=True)
+        observe = compose(config_name="observatory", overrides=["experiment=quickstart"], return_hydra_config=True)
+    assert train.hydra.sweeper.params == {"model": "13k,100k,340k"}
+    assert observe.hydra.sweeper.params is None and observe.experiment_name == "quickstart"  # -m: the shards alone
+
+
 def test_bad_shard_settings_stop_before_any_work(experiment):
     with pytest.raises(SweepError, match=r"shard=2 shards=2: shard must be one of 0..shards-1"):
         sweep(experiment, PROBES, shard=2, shards=2)
@@ -136,7 +148,6 @@ class Training(threading.Thread):
     def __init__(self, source: Path, target: Path, last_status: str = "completed", kill: bool = True):
         super().__init__(daemon=True)
         self.source, self.target, self.last_status, self.kill = source, target, last_status, kill
-        self.appended: dict[str, float] = {}  # file -> when its manifest row was appended
 
     def run(self) -> None:
         runs = sorted(p.parent for p in self.source.glob("*/run.json"))
@@ -156,7 +167,6 @@ class Training(threading.Thread):
                     lock = rundir.hold_training_lock(self.target)  # resumed
                 self.write_slowly(run / row["file"], out / row["file"])
                 rundir.append_manifest(out, row)
-                self.appended[row["file"]] = time.time()
                 time.sleep(0.02)
             status = self.last_status if i == len(runs) - 1 else "completed"
             (out / "run.json").write_text(json.dumps(info | {"status": status}))
@@ -181,8 +191,9 @@ def test_the_follower_probes_each_checkpoint_once_it_is_listed_and_ends_with_tra
     loaded, load = [], rundir.load_weights_file
 
     def checked_load(path, sha256=None):
-        assert path.name in training.appended, f"{path.name} read before its manifest row"
-        loaded.append(path.name)
+        listed = {row["file"] for row in rundir.read_manifest(path.parent)}
+        assert path.name in listed, f"{path.name} read before its manifest row"
+        loaded.append(path)
         return load(path, sha256)
 
     monkeypatch.setattr(rundir, "load_weights_file", checked_load)
@@ -191,6 +202,7 @@ def test_the_follower_probes_each_checkpoint_once_it_is_listed_and_ends_with_tra
         summary = follow(target, PROBES, poll_seconds=0.02, log_rows=curves.log)
     assert not training.is_alive()  # it ended with training, not before (the gap, the kill)
     assert (summary.runs, summary.checkpoints, summary.probed, len(summary.problems)) == (2, 16, 16, 0)
+    assert len(loaded) == len(set(loaded)) == 16  # each checkpoint read once, each after its row
     pd.testing.assert_frame_equal(summary.table, reference)
     for run in ("13k-s0", "13k-s1"):  # W&B: every checkpoint at its step, the step axis only growing
         [file] = [f for f in run_files(target / "observatory") if f.name == f"run-tiny-{run}-observatory.wandb"]
@@ -208,6 +220,19 @@ def test_the_follower_ends_when_a_run_fails_and_resumes_where_it_stopped(trained
     again = follow(target, PROBES, poll_seconds=0.02)  # the same command again: nothing new
     assert (again.probed, again.skipped) == (0, 16)
     pd.testing.assert_frame_equal(again.table, reference)
+
+
+@pytest.mark.slow  # 40 s: real training, two jobs side by side, with the follower beside them
+def test_the_follower_beside_a_parallel_training_sweep_probes_every_checkpoint(tmp_path):
+    cmd = [sys.executable, "-m", "train", "-m", f"checkpoints_dir={tmp_path}", "experiment_name=live", "debug=default",
+           "seed=0,1,2", "hydra/launcher=parallel", "logger=none"]
+    training = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    summary = follow(tmp_path / "live", PROBES, poll_seconds=0.2)  # started with training: no run yet
+    assert training.wait(timeout=60) == 0, training.stderr.read()  # it ended when training did, not before
+    manifests = [rundir.read_manifest(tmp_path / "live" / f"13k-s{seed}") for seed in range(3)]
+    assert summary.runs == 3 and summary.probed == sum(map(len, manifests)) == 33 and not summary.problems
+    assert set(zip(summary.table["run"], summary.table["step"])) == {
+        (f"13k-s{seed}", row["step"]) for seed, rows in enumerate(manifests) for row in rows}
 
 
 # ---- cores -----------------------------------------------------------------------------------

@@ -146,14 +146,18 @@ def one_job_of_many():
             torch.distributed.destroy_process_group()
 
 
+_HELD: list = []  # the training locks this sweep's launcher holds
+
+
 class ReportFailures(Callback):
     """Hydra callback: when a sweep ends, however it ends, list the runs it touched that did
     not complete (their status from run.json); re-running the sweep redoes only those."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         atexit.register(report_unfinished_runs, Path(config.hydra.sweep.dir), time.time())
-        # between jobs too, the experiment is being trained (a follower waits): held until this process ends
-        self._training = rundir.hold_training_lock(Path(config.hydra.sweep.dir))
+        # between jobs too, the experiment is being trained (a follower waits): held until this process
+        # ends. Not on the callback: launchers pickle it for their workers, and a file does not pickle
+        _HELD.append(rundir.hold_training_lock(Path(config.hydra.sweep.dir)))
 
 
 def unfinished_runs(sweep_dir: Path, since: float) -> list[tuple[str, str]]:
