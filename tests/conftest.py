@@ -1,5 +1,8 @@
 import os
 import shutil
+import signal
+import subprocess
+import time
 from functools import partial
 from pathlib import Path
 
@@ -65,3 +68,15 @@ def train_debug():
     from train.runner import run_training
 
     return lambda checkpoints_dir, *overrides: run_training(_compose_train(checkpoints_dir, DEBUG, *overrides))
+
+
+def killed_after(cmd: list[str], files: Path, n: int) -> int:
+    """Start `cmd` (python -m ...), SIGKILL it once `files` holds n stored checkpoint results
+    (or it ended, or 120 s passed); how many it had stored."""
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list(files.glob("*/*.parquet"))) < n and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return len(list(files.glob("*/*.parquet")))

@@ -3,16 +3,13 @@
 import dataclasses
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from functools import partial
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, unprobed_copy
+from conftest import REPO, killed_after, unprobed_copy
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -157,14 +154,7 @@ def test_killed_sweep_resumes_to_the_same_results(experiment, tmp_path):
     cmd = [sys.executable, "-m", "observatory", f"checkpoints_dir={experiment.parent}", "experiment_name=tiny",
            "wandb.mode=disabled", "probes.attention.n_sequences=8", "progress=false", "~probes.essential_dynamics",
            "~probes.ngram"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    files = experiment / "observatory" / "checkpoints"
-    deadline = time.time() + 120
-    while len(list(files.glob("*/*.parquet"))) < 3 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = len(list(files.glob("*/*.parquet")))
+    done = killed_after(cmd, experiment / "observatory" / "checkpoints", 3)
     assert 3 <= done < 16, f"kill landed after {done} checkpoints"
     resumed = sweep(experiment, PROBES, progress=False)
     assert resumed.skipped == done and resumed.probed == 16 - done

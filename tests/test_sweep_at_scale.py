@@ -3,7 +3,6 @@ them: both give the one-process sweep's results, row for row."""
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, unprobed_copy
+from conftest import REPO, killed_after, unprobed_copy
 from wandb_offline import history, run_files
 
 from observatory import store
@@ -85,14 +84,7 @@ def test_a_shard_killed_mid_sweep_and_rerun_finishes_its_share_alone(experiment,
     cmd = [sys.executable, "-m", "observatory", f"checkpoints_dir={experiment.parent}", "experiment_name=tiny",
            "shard=0", "shards=2", "wandb.mode=disabled", "progress=false", "device=cpu",
            *(f"~probes.{p}" for p in ("attention", "linear", "ngram", "essential_dynamics"))]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    files = experiment / "observatory" / "checkpoints"
-    deadline = time.time() + 120
-    while len(list(files.glob("*/*.parquet"))) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = len(list(files.glob("*/*.parquet")))
+    done = killed_after(cmd, experiment / "observatory" / "checkpoints", 2)
     assert 2 <= done < 8, f"kill landed after {done} checkpoints"
     written = written_by(monkeypatch)
     rerun = sweep(experiment, PROBES, progress=False, shard=0, shards=2)
