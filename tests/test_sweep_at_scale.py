@@ -243,3 +243,18 @@ def test_a_jobs_share_of_the_cores_grows_when_its_neighbours_end(tmp_path):
         assert not (tmp_path / "jobs" / "999999").exists()
     finally:
         share.close()
+
+
+def test_a_job_waiting_gives_its_share_of_the_cores_to_its_neighbours(tmp_path):
+    """A follower between polls (CoreShare.idle) is not counted by the jobs beside it."""
+    count = [sys.executable, "-c", "import sys; from train.multirun import CoreShare; "
+             "print(CoreShare(__import__('pathlib').Path(sys.argv[1])).jobs())", str(tmp_path / "jobs")]
+    share = CoreShare(tmp_path / "jobs")
+    try:
+        assert subprocess.run(count, capture_output=True, text=True, check=True).stdout.strip() == "2"
+        with share.idle():
+            assert subprocess.run(count, capture_output=True, text=True, check=True).stdout.strip() == "1"
+        assert subprocess.run(count, capture_output=True, text=True, check=True).stdout.strip() == "2"
+        assert share.jobs() == 1  # back in the registry; the counting jobs have ended
+    finally:
+        share.close()

@@ -67,8 +67,7 @@ class CoreShare:
         key = hashlib.sha256(",".join(map(str, cpus)).encode()).hexdigest()[:12]
         self.registry = registry or Path(tempfile.gettempdir()) / f"observatory-jobs-{os.getuid()}-{key}"
         self.registry.mkdir(parents=True, exist_ok=True)
-        self._own = open(self.registry / str(os.getpid()), "w")
-        fcntl.flock(self._own, fcntl.LOCK_EX)
+        self._register()
         self.default_threads = torch.get_num_threads()
         self.crowded = False  # has shared the cores: from then on its share follows the jobs running
 
@@ -99,8 +98,25 @@ class CoreShare:
             torch.set_num_threads(threads)
         return threads
 
+    @contextmanager
+    def idle(self):
+        """Out of the registry while the job waits (a follower between polls): its neighbours
+        take its cores meanwhile, and it takes its share again when it has work."""
+        self._unregister()
+        try:
+            yield
+        finally:
+            self._register()
+
     def close(self) -> None:
         torch.set_num_threads(self.default_threads)
+        self._unregister()
+
+    def _register(self) -> None:
+        self._own = open(self.registry / str(os.getpid()), "w")
+        fcntl.flock(self._own, fcntl.LOCK_EX)
+
+    def _unregister(self) -> None:
         (self.registry / str(os.getpid())).unlink(missing_ok=True)
         self._own.close()
 
