@@ -130,7 +130,7 @@ def scored(tokens: torch.Tensor, seed: int, n_layer: int) -> dict[str, tuple[Pos
 
 @probe("attention", hooks=_pattern_hooks, version=3, settings=Settings)
 def attention(ctx, settings: Settings) -> dict:
-    fwd = ctx.forward("repeated")
+    fwd = ctx.forward("repeated", logits=False)
     scores = scored(fwd.tokens, settings.seed, ctx.model.cfg.n_layer)
     metrics: dict[str, Metric] = {}
     for name in sorted(fwd.cache):

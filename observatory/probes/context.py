@@ -195,8 +195,8 @@ def logprobs_at(logits: torch.Tensor, rows: torch.Tensor, positions: torch.Tenso
 
 
 class Forward:
-    def __init__(self, tokens: torch.Tensor, logits: torch.Tensor, cache: dict[str, torch.Tensor]):
-        self.tokens, self.logits, self.cache = tokens, logits, cache  # (N, T), (N, T, V), hook -> activations
+    def __init__(self, tokens: torch.Tensor, logits: torch.Tensor | None, cache: dict[str, torch.Tensor]):
+        self.tokens, self.logits, self.cache = tokens, logits, cache  # (N, T), (N, T, V) or None, hook -> activations
 
     def logprobs(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Log-probabilities at the given (row, position) pairs only: (K, V)."""
@@ -238,22 +238,26 @@ class Context:
         return mean_with_error(values.numpy(), weights.numpy(), **spec)
 
     @torch.no_grad()
-    def forward(self, name: str) -> Forward:
-        if name not in self._forwards:
+    def forward(self, name: str, logits: bool = True) -> Forward:
+        """The input set's forward pass with every hook asked for on it, run once; its logits
+        kept unless `logits` is false (a probe that reads activations alone: at a 50k vocabulary
+        the logits are 200 kB a token, the activations a few kB)."""
+        cached = self._forwards.get(name)
+        if cached is None or (logits and cached.logits is None):
             tokens, hooks = self.inputs[name], sorted(self.hooks.get(name, ()))
             outputs = {}  # "logits" and each hook -> (N, ...), filled batch by batch
             for start in range(0, len(tokens), self.batch_size):
                 batch_tokens = tokens[start : start + self.batch_size].to(self.device)
-                logits, cache = self.model.run_with_cache(batch_tokens, names_filter=hooks)
-                for key, batch in {"logits": logits, **cache}.items():
+                batch_logits, cache = self.model.run_with_cache(batch_tokens, names_filter=hooks)
+                kept = {"logits": batch_logits, **cache} if logits else cache
+                for key, batch in kept.items():
                     # allocated once at full size and filled in place: concatenating per-batch
                     # outputs takes a second full-size copy, and fresh memory is slow to touch on CPU.
                     # Kept in CPU memory: the model runs on its device, the probes read the results
                     if key not in outputs:
                         outputs[key] = torch.empty((len(tokens), *batch.shape[1:]), dtype=batch.dtype)
                     outputs[key][start : start + len(batch)] = batch.cpu()
-            logits = outputs.pop("logits")
-            self._forwards[name] = Forward(tokens, logits, outputs)
+            self._forwards[name] = Forward(tokens, outputs.pop("logits", None), outputs)
         return self._forwards[name]
 
     @torch.no_grad()

@@ -60,7 +60,7 @@ def linear(ctx, settings: Settings) -> dict:
     items = ctx.linear_items
     if items is None:
         return {}
-    fwd, metrics = ctx.forward("linear_items"), {}
+    fwd, metrics = ctx.forward("linear_items", logits=False), {}
     names = sorted(fwd.cache, key=lambda h: (hook_layer(h), h.endswith("post")))
     for task in settings.tasks:
         rows = torch.tensor(items.rows(task, SPLIT), dtype=torch.long)
