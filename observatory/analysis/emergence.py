@@ -242,7 +242,7 @@ def _onset_row(curve: pd.DataFrame, by_items: tuple | None, fraction: float, n_b
                                fraction=fraction, min_rise=rise, stderr=stderr)
     row = {"experiment": first["experiment"], "run": first["run"], "model": first["model"], "seed": int(first["seed"]),
            "n_params": int(first["n_params"]), "probe": probe, "metric": metric, "kind": first["kind"],
-           "chance": first["chance"]} | asdict(onset)
+           "chance": first["chance"]} | asdict(onset) | {"onset_tokens": float("nan"), "onset_flops_6nd": float("nan")}
     if onset.has_onset:
         per_step = curve["tokens"].iloc[-1] / max(curve["step"].iloc[-1], 1)
         row["onset_tokens"] = onset.onset_step * per_step
