@@ -25,6 +25,7 @@ def publish(experiment_dir: Path, experiment_name: str, wandb_mode: str, table: 
 
     if table is None:
         table = consolidated(experiment_dir)
+    check_revisions(experiment_dir)
     report = analyse(experiment_dir)
     index = write(report, experiment_dir)
     if wandb_mode != "disabled":
@@ -43,6 +44,25 @@ def consolidated(experiment_dir: Path) -> pd.DataFrame:
         with store.exclusive(experiment_dir):  # no shard is still writing
             return consolidate(experiment_dir)
     return pd.read_parquet(store.output_dir(experiment_dir) / store.TABLES["checkpoints"][0])
+
+
+def check_revisions(experiment_dir: Path) -> None:
+    """integrity.csv: each hub run's revisions checked (observatory/hub/integrity.py), the
+    suspect ones said on the console."""
+    from observatory.hub import integrity
+    from observatory.hub.source import is_hub_run
+    from train import rundir
+
+    hub_runs = [r for r in find_runs(experiment_dir) if is_hub_run(r)]
+    if not hub_runs:
+        return
+    table = pd.concat([integrity.table(r, rundir.read_manifest(r)).assign(run=r.name) for r in hub_runs])
+    store.write_integrity(experiment_dir, table)
+    flagged = table[table["warning"] != ""]
+    print(f"revisions checked: {len(table)}, {len(flagged)} suspect (left out of onsets; "
+          f"{store.output_dir(experiment_dir) / store.INTEGRITY})", flush=True)
+    for row in flagged.itertuples():
+        print(f"  {row.run}@{row.revision}: {row.warning}", flush=True)
 
 
 def closing_summary(out: Path, wandb_mode: str, most: int = 6) -> str:

@@ -211,3 +211,27 @@ def read_item_results(experiment_dir: Path, run: str, probe: str | None = None) 
     filters = [("run", "==", run)] + ([("probe", "==", probe)] if probe else [])
     return pd.read_parquet(path, columns=["step", "probe", "metric", "item", "value", "weight"],
                            filters=filters, read_dictionary=["probe", "metric"])
+
+
+# ---- revisions' integrity (hub runs: observatory/hub/integrity.py) -------------------------
+INTEGRITY = "integrity.csv"
+INTEGRITY_COLUMNS = ["run", "revision", "step", "sha256", "same_as", "warning", "loaded"]
+
+
+def write_integrity(experiment_dir: Path, table: pd.DataFrame) -> None:
+    atomic_write_bytes(output_dir(experiment_dir) / INTEGRITY, table[INTEGRITY_COLUMNS].to_csv(index=False).encode())
+
+
+def read_integrity(experiment_dir: Path) -> pd.DataFrame:
+    """Every hub run's revisions with what the checks found (empty for an experiment of our own runs)."""
+    path = output_dir(experiment_dir) / INTEGRITY
+    if not path.exists():
+        return pd.DataFrame(columns=INTEGRITY_COLUMNS)
+    return pd.read_csv(path, keep_default_na=False, dtype={"same_as": str, "warning": str, "revision": str})
+
+
+def suspect_checkpoints(integrity: pd.DataFrame) -> set[tuple[str, int]]:
+    """(run, step) of the revisions whose weights are another's or off training's path: left
+    out of onsets, drawn as marked points."""
+    flagged = integrity[integrity["warning"] != ""]
+    return set(zip(flagged["run"], flagged["step"].astype(int)))

@@ -76,12 +76,14 @@ def test_no_import_cycle_between_the_projects_modules():
     assert cycles(graph) == []
 
 
-# The observatory's parts by role, and what each may import: report -> analysis -> store <- sweep -> probes,
+# The observatory's parts by role, and what each may import: report -> analysis -> store <- sweep -> probes, hub,
 # all of them -> metrics (what a number is). The entry points (python -m ...) may import anything.
 LAYERS = {"observatory.metrics": set(), "observatory.store": {"observatory.metrics"},
           "observatory.probes": {"observatory.metrics"},
+          "observatory.hub": set(),  # a checkpoint source: the hub's repositories as runs
           "observatory.analysis": {"observatory.store", "observatory.metrics"},
-          "observatory.sweep": {"observatory.probes", "observatory.store", "observatory.analysis", "observatory.metrics"},
+          "observatory.sweep": {"observatory.probes", "observatory.hub",
+                                "observatory.store", "observatory.analysis", "observatory.metrics"},
           "observatory.report": {"observatory.analysis", "observatory.store", "observatory.metrics"}}
 ENTRY_POINTS = {"observatory", "observatory.__main__", "observatory.pipeline", "observatory.calibrate",
                 "observatory.publish"}  # publish: the end of every way of probing (sweep, shards, follower)

@@ -63,6 +63,11 @@ def analyse(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5) -> R
     if "role" not in everything or everything["role"].isna().any():
         raise ValueError(f"{out / 'results.parquet'} was written before metrics declared what they are (their role, "
                          "task, label...): run python -m observatory, which redoes them")
+    integrity = store.read_integrity(experiment_dir)
+    left_out = store.suspect_checkpoints(integrity)
+    suspect = pd.Series([(r, s) in left_out for r, s in zip(everything["run"], everything["step"])],
+                        index=everything.index, dtype=bool)
+    everything, suspect_rows = everything[~suspect], everything[suspect]  # a revision that is not what its name says
     results = curves_with_onsets(everything)
     emergence = emergence_table(results, partial(store.read_item_results, experiment_dir), fraction=fraction,
                                 n_boot=n_boot)
@@ -74,12 +79,16 @@ def analyse(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5) -> R
     tables = {"emergence": emergence, "scale": scale_table(results, emergence), "mirage": mirage,
               "onsets_over_seeds": over_seeds, "onsets_by_size": by_size, "stages": stages,
               "stage_onsets": onsets_near_boundaries(stages, emergence, headline_metrics(results)),
-              "llc_unhealthy": unhealthy_table(everything), "ngram_minima": ngram_minima(everything)}
+              "llc_unhealthy": unhealthy_table(everything), "ngram_minima": ngram_minima(everything),
+              "integrity": integrity}
     size_table, llc = sizes(results), llc_curves(everything)
     charts = report_charts(results, size_table, by_size, tasks(results), mirage, stages, llc, trajectories,
-                           everything, tables["ngram_minima"])
+                           everything, tables["ngram_minima"], curves_with_onsets(suspect_rows))
     found = findings(results, by_size, mirage) + statistics_findings(tables["ngram_minima"], by_size, stages)
     return Report(str(results["experiment"].iloc[0]), results, tables, size_table, found, charts, None, llc, trajectories)
+
+
+STORED = ("integrity",)  # tables the report shows but the store writes (observatory/integrity.csv)
 
 
 def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5) -> Path:
@@ -90,8 +99,9 @@ def write_report(experiment_dir: Path, n_boot: int = 100, fraction: float = 0.5)
 def write(report: Report, experiment_dir: Path) -> Path:
     """The report's files; returns index.html's path."""
     out = store.output_dir(experiment_dir)
-    write_tables(report.tables, tables_dir(experiment_dir))
-    for old in (out / f"{name}.{ext}" for name in report.tables for ext in ("csv", "parquet", "json")):
+    made = {name: table for name, table in report.tables.items() if name not in STORED}
+    write_tables(made, tables_dir(experiment_dir))
+    for old in (out / f"{name}.{ext}" for name in made for ext in ("csv", "parquet", "json")):
         old.unlink(missing_ok=True)  # the tables' place before tables/: never two copies that can disagree
     (out / "headline.txt").write_text("".join(f"{line}\n" for line in headline_text(report.found)))
     for old in (out / "charts").glob("*.png"):  # charts of an earlier report that this one may not draw

@@ -82,7 +82,8 @@ def run_models(sizes: pd.DataFrame) -> dict[str, str]:
 class Curves:
     """The results, indexed by probe metric, with each size's runs and colour."""
 
-    def __init__(self, results: pd.DataFrame, sizes: pd.DataFrame, by_size: pd.DataFrame):
+    def __init__(self, results: pd.DataFrame, sizes: pd.DataFrame, by_size: pd.DataFrame,
+                 suspect: pd.DataFrame | None = None):
         self.info = metric_info(results)  # (probe, metric) -> what it is: label, unit, kind, ...
         self.groups = {key: rows for key, rows in results.groupby(["probe", "metric"], sort=False)}
         self.probes = {probe: rows for probe, rows in results.groupby("probe", sort=False)}
@@ -91,6 +92,8 @@ class Curves:
         self.by_size = by_size.set_index(["probe", "metric", "model"]) if len(by_size) else None
         self.max_step = float(results["step"].max())
         self.model_of = run_models(sizes)
+        # revisions whose weights are another's, or off training's path (integrity.csv): marked, not in the lines
+        self.suspect = {key: rows for key, rows in suspect.groupby(["probe", "metric"])} if suspect is not None else {}
 
     def label(self, size) -> str:
         seeds = len(size.runs)
@@ -148,6 +151,7 @@ class Curves:
                 hovertemplate=f"{size.model}{suffix}<br>step %{{customdata:,}}<br>{what}: %{{y:.3g}}"
                               f"{'<br>band: ' + band if band else ''}<extra></extra>",
                 meta={"runs": runs}, **group), **where)
+            self.mark_suspect(fig, probe, metric, runs, color, group, where)
             onset = self.onset(probe, metric, size.model)
             if onset is not None:
                 step = float(onset["onset_step"])
@@ -163,6 +167,18 @@ class Curves:
                     hovertemplate=f"{size.model}{suffix}: onset at step {count(step)}"
                                   + (f" [{count(low)}–{count(high)}], 95% interval over {onset['interval']}" if has_ci else "")
                                   + "<extra></extra>", **group), **where)
+
+    def mark_suspect(self, fig, probe, metric, runs, color, group, where) -> None:
+        """The suspect revisions' values as crosses beside the line, left out of it and of onsets."""
+        rows = self.suspect.get((probe, metric))
+        rows = rows[rows["run"].isin(runs)] if rows is not None else None
+        if rows is None or not len(rows):
+            return
+        fig.add_trace(go.Scatter(
+            x=pos(rows["step"]), y=rows["value"], customdata=rows["step"], mode="markers", showlegend=False,
+            marker=dict(symbol="x-thin-open", size=10, color=color, line=dict(width=2, color=color)),
+            hovertemplate="step %{customdata:,}: a suspect revision (integrity.csv), not in the curve<extra></extra>",
+            **group), **where)
 
     def chance(self, fig, probe, metric, row=None, col=None) -> None:
         if (probe, metric) not in self.groups:
@@ -576,11 +592,12 @@ def statistics_figure(run: str, everything: pd.DataFrame, minima: pd.DataFrame, 
 
 def report_charts(results: pd.DataFrame, sizes: pd.DataFrame, by_size: pd.DataFrame, tasks: list[Task],
                   mirage: pd.DataFrame, stages: pd.DataFrame | None, llc: dict, trajectories: dict,
-                  everything: pd.DataFrame | None = None, minima: pd.DataFrame | None = None) -> dict[str, go.Figure]:
+                  everything: pd.DataFrame | None = None, minima: pd.DataFrame | None = None,
+                  suspect: pd.DataFrame | None = None) -> dict[str, go.Figure]:
     """{file stem: figure}: each chart once. The page shows the task, mechanism, heads, linear,
     onset-vs-compute, LLC and trajectory charts; the curve, mirage, generalization and size ×
     step charts are for the docs and W&B."""
-    curves = Curves(results, sizes, by_size)
+    curves = Curves(results, sizes, by_size, suspect)
     moving = set(map(tuple, by_size.loc[by_size["has_onset"].astype(bool), ["probe", "metric"]].to_numpy())) \
         if len(by_size) else set()
     charts = {}

@@ -80,6 +80,9 @@ MINIMA_COLUMNS = columns(
 UNHEALTHY_COLUMNS = columns(
     ("run", "run", "text"), ("step", "step", "count"), ("signal", "signal", "text"), ("LLC", "value", "value"),
     ("drift", "drift", "value"), ("diverged", "diverged", "share"), ("negative", "negative", "share"))
+INTEGRITY_COLUMNS = columns(
+    ("run", "run", "text"), ("revision", "revision", "text"), ("step", "step", "count"), ("sha256", "sha256", "text"),
+    ("same weights as", "same_as", "text"), ("warning", "warning", "wrap"), ("loaded", "loaded", "bool"))
 BY_SIZE_COLUMNS = columns(
     ("probe", "probe", "text"), ("metric", "metric", "text"), ("size", "model", "text"), ("seeds", "n_seeds", "count"),
     ("seeds with onset", "seeds_with_onset", "count"), ("onset step", "onset_step", "count"), ("low", "low", "count"),
@@ -103,14 +106,14 @@ def cell(kind: str, v) -> dict:
 
 
 def table_block(title_: str, csv: str, table: pd.DataFrame, spec: list[Column], table_id: str, note: str = "",
-                open_: bool = False) -> dict:
+                open_: bool = False, folder: str = "tables/") -> dict:
     """A sortable, filterable table of `table`'s columns in `spec`: a column it lacks is an
     error, never a blank (a renamed column must not vanish from the page)."""
     missing = [c.field for c in spec if c.field not in table.columns]
     if missing:
         raise KeyError(f"table {table_id!r} ({csv}) has no column(s) {missing}; it has {list(table.columns)}")
     rows = [[cell(c.kind, record[c.field]) for c in spec] for record in table.to_dict("records")]
-    return {"title": title_, "csv": f"tables/{csv}", "id": table_id, "headers": [c.header for c in spec], "rows": rows,
+    return {"title": title_, "csv": f"{folder}{csv}", "id": table_id, "headers": [c.header for c in spec], "rows": rows,
             "note": note, "open": open_, "n": len(table)}
 
 
@@ -298,7 +301,11 @@ def tables(report) -> list[dict]:
             table_block("Onsets of the seed-mean curves", "onsets_over_seeds.csv", t["onsets_over_seeds"], SEEDS_COLUMNS,
                         "tbl-seeds"),
             table_block("Final values and onsets per size", "scale.csv", t["scale"], SCALE_COLUMNS, "tbl-scale"),
-            table_block("Every curve of every run", "emergence.csv", t["emergence"], EMERGENCE_COLUMNS, "tbl-emergence")]
+            table_block("Every curve of every run", "emergence.csv", t["emergence"], EMERGENCE_COLUMNS, "tbl-emergence"),
+            table_block("The hub revisions checked (integrity.csv)", "integrity.csv", t["integrity"], INTEGRITY_COLUMNS,
+                        "tbl-integrity", "A revision with a warning holds another's weights (byte for byte, or the same "
+                        "numbers) or lies off the path training takes; it is left out of the onsets and drawn as a cross.",
+                        open_=bool((t["integrity"]["warning"] != "").any()), folder="")]  # the store's own file
     return [b for b in blocks if b["n"]]
 
 

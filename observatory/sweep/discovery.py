@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from observatory.hub import source as hub_source
 from train import rundir
 
 
@@ -43,3 +44,14 @@ def list_checkpoints(run_dir: Path) -> list[Checkpoint]:
         for row in sorted(rundir.read_manifest(run_dir), key=lambda r: r["step"])
     ]
 
+
+
+def load(ckpt: Checkpoint, device: str = "cpu"):
+    """The checkpoint's model on `device`: our weights file (its sha256 checked, never
+    unpickled), or a hub repository's revision (observatory/hub)."""
+    if hub_source.is_hub_run(ckpt.run_dir):
+        try:
+            return hub_source.load(ckpt.run_dir, ckpt.file, ckpt.sha256, device)
+        except (ValueError, OSError) as e:  # a failed download, a corrupt file: this checkpoint fails, not the sweep
+            raise rundir.CheckpointError(f"{ckpt.file}: {e}") from None
+    return rundir.load_weights_file(ckpt.path, ckpt.sha256).to(device)

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from conf import own_keys
 from observatory import store
-from observatory.probes import PROBES
 from observatory.sweep.discovery import find_runs
-from observatory.sweep.ngram_tables import StreamError, ensure_tables
-from observatory.sweep.runner import Summary, SweepError, _sweep, check_probes, consolidate, resolve_device
+from observatory.sweep.ngram_tables import StreamError
+from observatory.sweep.runner import Summary, SweepError, _sweep, check_probes, consolidate, count_ngrams, resolve_device
 from train import rundir
 
 
@@ -60,7 +60,8 @@ def follow(experiment_dir: Path, probe_cfgs: dict, batch_size: int = 256, device
                     waiting = True
                 if ended:
                     break
-                time.sleep(poll_seconds)
+                with share.idle() if share else nullcontext():  # training takes the cores meanwhile
+                    time.sleep(poll_seconds)
             if not run_dirs:  # training stopped before writing any run (the pipeline's overlap=true)
                 raise SweepError(f"training wrote no run under {experiment_dir}: nothing to probe")
             summary.runs, summary.checkpoints = len(run_dirs), len(seen)
@@ -80,8 +81,7 @@ def training_ended(experiment_dir: Path) -> bool:
 def _poll(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, batch_size: int, device: str,
           seen: set, summary: Summary, log_rows, share) -> None:
     """Probe what has landed since the last look; log it."""
-    if "ngram" in probe_cfgs:  # a new run's stream, counted before its first checkpoint
-        ensure_tables(run_dirs, PROBES["ngram"].configure(probe_cfgs["ngram"]).max_order)
+    count_ngrams(run_dirs, probe_cfgs)
     found = _sweep(experiment_dir, run_dirs, probe_cfgs, workers=1, batch_size=batch_size, progress=False,
                    adaptive=None, shard=0, shards=1, device=device, seen=frozenset(seen), consolidating=False,
                    share=share)

@@ -18,13 +18,14 @@ from tqdm import tqdm
 
 from conf import own_keys
 from observatory import store
+from observatory.hub import source as hub_source
 from observatory.metrics import Metric
 from observatory.probes import PROBES, requested_hooks
 from observatory.probes.context import Context, Items, documents, pack_with_loss_mask, repeated_random_tokens
 from observatory.probes.linear import SPLIT as LINEAR_SPLIT
 from observatory.probes.ngram import NgramTables
 from observatory.sweep.adaptive import coarse_to_fine
-from observatory.sweep.discovery import Checkpoint, Problem, find_runs, list_checkpoints
+from observatory.sweep.discovery import Checkpoint, Problem, find_runs, list_checkpoints, load
 from observatory.sweep.ngram_tables import StreamError, ensure_tables, load_tables
 from observatory.sweep.shards import ShardError, assign
 from observatory.sweep.shards import check as shards_check
@@ -61,16 +62,15 @@ class RunInputs:
         probe_items = rundir.read_probe_items(run_dir)
         linear = [it for it in probe_items if it.get("split") == LINEAR_SPLIT]
         probe_items = [it for it in probe_items if it.get("split") != LINEAR_SPLIT]
-        token_ids = Tokenizer.from_file(str(run_dir / rundir.TOKENIZER)).get_vocab()
+        token_ids, ordinary, bos = vocabulary(run_dir)
         answer_only = info.get("config", {}).get("data", {}).get("loss_on") == "answer"
         block_len = rundir.block_length(info)  # as training cuts them: data.seq_len + 1
         blocks, block_tasks, blocks_mask = pack_with_loss_mask(probe_items, block_len, "heldout", answer_only)
         train_blocks, _, train_mask = pack_with_loss_mask(probe_items, block_len, "train", answer_only)
-        ordinary = sorted(i for t, i in token_ids.items() if t not in SPECIAL_TOKENS)
         repeated = torch.zeros(0, n_ctx, dtype=torch.long)  # only the attention probe reads them
         if "attention" in probe_cfgs:
             attention = PROBES["attention"].configure(probe_cfgs["attention"])
-            repeated = repeated_random_tokens(attention.n_sequences, n_ctx, ordinary, token_ids["[BOS]"], attention.seed)
+            repeated = repeated_random_tokens(attention.n_sequences, n_ctx, ordinary, bos, attention.seed)
         ngrams, sampled = None, {}
         if "ngram" in probe_cfgs:
             settings = PROBES["ngram"].configure(probe_cfgs["ngram"])
@@ -98,6 +98,17 @@ class RunInputs:
                        train_blocks=self.train_blocks, loss_masks=self.loss_masks, ngrams=self.ngrams)
 
 
+def vocabulary(run_dir: Path) -> tuple[dict[str, int], list[int], int]:
+    """(the run's token ids by token, the ordinary tokens' ids, the beginning-of-sequence id): from
+    our tokenizer, or for a hub run the repository's vocabulary less its special tokens."""
+    if hub_source.is_hub_run(run_dir):
+        hub = hub_source.read_hub_json(run_dir)
+        special = set(hub["special_ids"])
+        return {}, [i for i in range(hub["vocabulary_size"]) if i not in special], hub["bos_token_id"]
+    token_ids = Tokenizer.from_file(str(run_dir / rundir.TOKENIZER)).get_vocab()
+    return token_ids, sorted(i for t, i in token_ids.items() if t not in SPECIAL_TOKENS), token_ids["[BOS]"]
+
+
 def probe_checkpoint(model, inputs: RunInputs, probe_cfgs: dict, batch_size: int = 256) -> tuple[dict, dict]:
     """({probe: {metric: value}}, {probe: {metric: ItemScores}}) for one model; the probes
     share its forward passes."""
@@ -121,7 +132,7 @@ _RUN_INPUTS: dict[tuple, RunInputs] = {}  # per process: built once per run and 
 def _probe_one(ckpt: Checkpoint, probe_cfgs: dict, batch_size: int,
                device: str = "cpu") -> tuple[Checkpoint, dict | None, str | None]:
     try:
-        model = rundir.load_weights_file(ckpt.path, ckpt.sha256).to(device)  # verifies the sha256; never unpickles
+        model = load(ckpt, device)
     except rundir.CheckpointError as e:
         return ckpt, None, str(e)
     key = (ckpt.run_dir, tuple(sorted(probe_cfgs)))  # the inputs a probe needs exist only where it was asked for
@@ -169,10 +180,27 @@ def sweep_from_config(cfg: DictConfig, share=None) -> Summary:
     """The sweep that a composed observatory config (conf/observatory.yaml) asks for; the
     training keys an experiment file also sets are not read."""
     cfg = own_keys(cfg, "observatory")
+    register_hub_repo(cfg)
     return sweep(store.experiment_dir(cfg), OmegaConf.to_container(cfg.probes, resolve=True),
                  workers=cfg.workers, batch_size=cfg.batch_size,
                  progress=sys.stderr.isatty() if cfg.progress is None else cfg.progress, adaptive=cfg.adaptive,
                  shard=cfg.shard, shards=cfg.shards, device=resolve_device(cfg.device, cfg.shard), share=share)
+
+
+def register_hub_repo(cfg: DictConfig) -> None:
+    """`hub.repo=...`: the repository becomes a run of the experiment (observatory/hub/source.py)."""
+    hub = cfg.get("hub")
+    if not hub or not hub.repo:
+        return
+    from train.packing import DataError
+
+    try:
+        run_dir = hub_source.register(store.experiment_dir(cfg), hub.repo, hub.revisions and list(hub.revisions),
+                                      hub.every, hub.text and (hub.text if isinstance(hub.text, str) else list(hub.text)),
+                                      hub.tokenizer, hub.n_ctx, hub.max_tokens, hub.keep)
+    except (ValueError, OSError, DataError) as e:
+        raise SweepError(str(e)) from None
+    print(f"{hub.repo}: {len(rundir.read_manifest(run_dir))} revisions registered as the run {run_dir}", flush=True)
 
 
 def resolve_device(name: str, shard: int = 0) -> str:
@@ -222,8 +250,7 @@ def sweep(experiment_dir: Path, probe_cfgs: dict, workers: int = 1, batch_size: 
                          f"python -m train experiment_name={Path(experiment_dir).name}")
     try:
         with store.exclusive(experiment_dir) if shards == 1 else store.shard_lock(experiment_dir, shard):
-            if "ngram" in probe_cfgs:  # counted once per training stream, before any checkpoint
-                ensure_tables(run_dirs, PROBES["ngram"].configure(probe_cfgs["ngram"]).max_order)
+            count_ngrams(run_dirs, probe_cfgs)
             return _sweep(experiment_dir, run_dirs, probe_cfgs, workers, batch_size, progress, adaptive,
                           shard, shards, device, share=share)
     except (store.StoreBusy, StreamError) as e:
@@ -249,9 +276,11 @@ def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers
     rows = {c: store.read_checkpoint(experiment_dir, c) for by_step in checkpoints.values() for c in by_step.values()}
     summary.rows = rows
 
+    run_probes = {run_dir.name: probes_for(run_dir, probe_cfgs) for run_dir in run_dirs}
+
     def missing(ckpt) -> dict:
         done = store.done_probes(rows[ckpt], ckpt.sha256, hashes)
-        return {n: c for n, c in probe_cfgs.items() if n not in done}
+        return {n: c for n, c in run_probes[ckpt.run].items() if n not in done}
 
     done = {c for c in rows if not missing(c)}  # already done: always part of the picture
     summary.skipped = len(done)
@@ -296,6 +325,31 @@ def _sweep(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, workers
     if shards == 1 and consolidating:  # a shard's results wait in their files for `consolidate`, after every shard
         summary.table = consolidate(experiment_dir)
     return summary
+
+
+def count_ngrams(run_dirs: list[Path], probe_cfgs: dict) -> None:
+    """The n-gram tables of every run the ngram probe applies to: counted once per training
+    stream, before any checkpoint (a follower: before a new run's first)."""
+    runs = [r for r in run_dirs if "ngram" in probes_for(r, probe_cfgs)]
+    if runs:
+        ensure_tables(runs, PROBES["ngram"].configure(probe_cfgs["ngram"]).max_order)
+
+
+_SAID: set[tuple[str, str]] = set()  # (run, probe) left out and said so, once per process
+
+
+def probes_for(run_dir: Path, probe_cfgs: dict) -> dict:
+    """The probes that apply to a run: all of them to ours; to a hub repository, those that do
+    not read our tasks or our training stream (the others said once)."""
+    if not hub_source.is_hub_run(run_dir):
+        return probe_cfgs
+    kept, left_out = hub_source.applicable_probes(probe_cfgs, bool(rundir.read_probe_items(run_dir)))
+    unsaid = {name: why for name, why in left_out.items() if (run_dir.name, name) not in _SAID}
+    if unsaid:
+        print(f"{run_dir.name} (a hub repository): " + "; ".join(f"{name} left out: {why}" for name, why in unsaid.items()),
+              flush=True)
+        _SAID.update((run_dir.name, name) for name in unsaid)
+    return kept
 
 
 def own_share(checkpoints: dict[str, dict[int, Checkpoint]], infos: dict[str, dict], shard: int,

@@ -1,0 +1,184 @@
+"""A hub repository as a run of the experiment: `register` writes its run directory (run.json,
+hub.json, manifest.jsonl with one row per revision, the tokenizer, the probe items cut from
+`hub.text`), so that discovery, the store, shards and the report see a run like any other;
+`load` is how the sweep loads one of its checkpoints (a revision)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from observatory.hub import integrity
+from observatory.hub import repo as hub
+from observatory.hub.model import load_hooked, model_config
+from observatory.hub.suites import checkpoint_revisions, suite_of
+from train import rundir
+from train.durable import atomic_write_bytes, write_json
+
+HUB_JSON = "hub.json"
+TOKENIZER_DIR = "tokenizer"
+APPLICABLE = ("attention", "weights", "loss", "essential_dynamics")  # the others read our tokens or training stream
+NEEDS_TEXT = ("loss", "essential_dynamics")
+
+
+def is_hub_run(run_dir: Path) -> bool:
+    return (Path(run_dir) / HUB_JSON).exists()
+
+
+def read_hub_json(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / HUB_JSON).read_text())
+
+
+def applicable_probes(probe_cfgs: dict, has_text: bool) -> tuple[dict, dict[str, str]]:
+    """The probes a hub run can take, and why each other one is left out (said once)."""
+    kept, left_out = {}, {}
+    for name, cfg in probe_cfgs.items():
+        if name not in APPLICABLE:
+            left_out[name] = ("its items are our synthetic tasks' tokens" if name in ("capability", "linear") else
+                              "it needs the run's own training stream" if name in ("ngram", "llc") else
+                              "not made for hub checkpoints")
+        elif name in NEEDS_TEXT and not has_text:
+            left_out[name] = "it needs text: hub.text=<files or a hub dataset>"
+        else:
+            kept[name] = cfg
+    return kept, left_out
+
+
+def run_name(repo: str) -> str:
+    return repo.split("/")[-1]
+
+
+def register(experiment_dir: Path, repo: str, revisions: list[str] | None = None, every: int | None = None,
+             text: str | None = None, tokenizer: str | None = None, n_ctx: int = 512, max_tokens: int = 8192,
+             keep: bool = False) -> Path:
+    """The repository's run directory under the experiment, its manifest listing the chosen
+    revisions (each with the sha256 of its weight files, from the hub's metadata); written
+    again on every call (new revisions on the hub join), never with other probe inputs."""
+    checkpoints = choose_revisions(repo, revisions, every)
+    weights = {rev: hub.weight_files(repo, rev) for rev in checkpoints}
+    last = list(checkpoints)[-1]
+    run_dir = Path(experiment_dir) / run_name(repo)
+    settings = {"repo": repo, "text": text, "tokenizer": tokenizer or repo, "n_ctx": n_ctx,
+                "max_tokens": max_tokens}
+    _check_same_inputs(run_dir, settings)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    hf_config, n_params, non_embedding = _shape(repo, last)
+    tok = _save_tokenizer(run_dir, tokenizer or repo, None if tokenizer else last)
+    cfg = model_config(hf_config, n_ctx)
+    suite = suite_of(repo)
+    per_step = suite.tokens_per_step or 1
+    special = sorted(set(tok.all_special_ids))
+    write_json(run_dir / HUB_JSON, {**settings, "suite": suite.name, "keep": keep, "bos_token_id": _bos(tok, hf_config),
+                                    "vocabulary_size": len(tok), "special_ids": special,
+                                    "revisions": {rev: weights[rev].files for rev in checkpoints}})
+    if text:
+        from observatory.hub.text import documents  # datasets: only where there is text to read
+        from train.text import document_item
+
+        rundir.write_probe_items(run_dir, [document_item(ids) for ids in documents(text, tok, max_tokens)])
+    seed = re.search(r"-seed(\d+)$", repo)
+    write_json(run_dir / rundir.RUN_JSON, {
+        "experiment": Path(experiment_dir).name, "run": run_dir.name, "model": run_name(repo),
+        "seed": int(seed.group(1)) if seed else 0, "n_params": n_params, "n_params_non_embedding": non_embedding,
+        "model_config": asdict(cfg), "tokens_per_step": per_step, "max_steps": max(checkpoints.values()),
+        "status": "completed", "source": f"hub:{repo}"})
+    rows = [{"step": step, "tokens": step * per_step, "file": rev, "sha256": weights[rev].sha256}
+            for rev, step in checkpoints.items()]
+    atomic_write_bytes(run_dir / rundir.MANIFEST, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    return run_dir
+
+
+def choose_revisions(repo: str, revisions: list[str] | None, every: int | None) -> dict[str, int]:
+    """{revision: step}: the given revisions, or every branch that names a step (every K-th
+    of them with `every`, the last always kept)."""
+    found = checkpoint_revisions(repo, hub.branches(repo))
+    if not found:
+        raise hub.HubError(f"hub.repo={repo}: no branch names a training step ({suite_of(repo).name}'s naming: "
+                           f"{suite_of(repo).revision}); name them with hub.revisions=[...]")
+    if revisions:
+        unknown = [r for r in revisions if r not in found]
+        if unknown:
+            raise hub.HubError(f"hub.revisions: {unknown} are not checkpoint branches of {repo} "
+                               f"(it has {', '.join(list(found)[:5])}, … {list(found)[-1]})")
+        found = {r: s for r, s in found.items() if r in revisions}
+    if every:
+        names = list(found)
+        found = {r: found[r] for i, r in enumerate(names) if i % every == 0 or i == len(names) - 1}
+    return found
+
+
+def _check_same_inputs(run_dir: Path, settings: dict) -> None:
+    if not (run_dir / HUB_JSON).exists():
+        return
+    before = json.loads((run_dir / HUB_JSON).read_text())
+    changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+    if changed:
+        said = ", ".join(f"hub.{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
+        raise hub.HubError(f"{run_dir} was registered with other probe inputs ({said}): its stored results would "
+                           "mix them; use another experiment_name=")
+
+
+def _shape(repo: str, revision: str):
+    """(config, parameters, non-embedding parameters) without loading any weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(repo, revision=revision, cache_dir=hub.cache())
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    output = model.get_output_embeddings()
+    if output is not None:
+        embeddings.add(id(output.weight))
+    embedding = sum(p.numel() for p in model.parameters() if id(p) in embeddings)
+    return config, n_params, n_params - embedding
+
+
+def _save_tokenizer(run_dir: Path, source: str, revision: str | None):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(source, revision=revision, cache_dir=hub.cache())
+    except OSError as e:
+        raise hub.HubError(f"no tokenizer in {source}{'@' + revision if revision else ''} ({e}); name the repository "
+                           "that has it with hub.tokenizer=<repo> (delphi-suite: delphi-suite/stories-tokenizer)") from None
+    folder = run_dir / TOKENIZER_DIR
+    if not folder.exists():  # written once, whole: the shards of a sweep register at the same time
+        staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=run_dir))
+        tok.save_pretrained(staging)
+        try:
+            staging.rename(folder)
+        except OSError:  # another job put it there first: the same tokenizer (same settings)
+            shutil.rmtree(staging)
+    return tok
+
+
+def _bos(tok, hf_config) -> int:
+    for candidate in (tok.bos_token_id, getattr(hf_config, "bos_token_id", None), tok.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    raise hub.HubError("the tokenizer and the config name no beginning-of-sequence token (nor end of text)")
+
+
+def load(run_dir: Path, revision: str, sha256: str, device: str = "cpu"):
+    """One revision as a hooked model: its weight files downloaded (one revision at a time),
+    checked against the sha256 the manifest recorded, removed again unless hub.keep=true or
+    they were in the cache before."""
+    info = read_hub_json(run_dir)
+    weights = hub.WeightFiles(info["revisions"][revision])
+    if weights.sha256 != sha256:
+        raise hub.HubError(f"{info['repo']}@{revision}: its weight files are not the ones registered (sha256)")
+    snapshot, cached = hub.download(info["repo"], revision, list(weights.files))
+    try:
+        hub.verify(snapshot, weights)
+        model = load_hooked(snapshot, Path(run_dir) / TOKENIZER_DIR, info["n_ctx"], device)
+        integrity.record(run_dir, revision, model)
+        return model
+    finally:
+        if not (info["keep"] or cached):
+            hub.remove(snapshot)

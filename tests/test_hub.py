@@ -1,0 +1,280 @@
+"""Public checkpoint suites as runs (observatory/hub): revisions read from a hub cache laid out
+as huggingface_hub lays it out (tests/fake_hub.py; no network here), probed through
+TransformerLens's TransformerBridge, and checked for revisions that are not what their names say."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO
+from fake_hub import publish, publish_model, tiny_model, word_tokenizer
+
+from observatory.hub import integrity
+from observatory.hub import repo as hub_repo
+from observatory.hub.model import MissingHook, load_hooked
+from observatory.hub.suites import checkpoint_revisions, suite_of
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty hub cache that this process reads offline (huggingface_hub read its settings at import)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return tmp_path / "hub"
+
+
+def text_file(path, n_docs=24, words=200, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    docs = [" ".join(f"w{i}" for i in torch.randint(60, (words,), generator=g).tolist()) for _ in range(n_docs)]
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    return path
+
+
+def nudged(model, scale, seed):
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(seed)
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return model
+
+
+# ---- naming ---------------------------------------------------------------------------------------
+def test_each_suite_names_its_steps_its_own_way():
+    assert checkpoint_revisions("EleutherAI/pythia-70m", ["main", "step1000", "step0", "step512"]) == \
+        {"step0": 0, "step512": 512, "step1000": 1000}  # in step order; main is not a step
+    assert suite_of("EleutherAI/pythia-160m-seed3").tokens_per_step == 1024 * 2048
+    assert checkpoint_revisions("stanford-crfm/alias-gpt2-small-x21", ["checkpoint-400000", "checkpoint-0"]) == \
+        {"checkpoint-0": 0, "checkpoint-400000": 400000}
+    assert suite_of("stanford-crfm/alias-gpt2-small-x21").tokens_per_step == 512 * 1024
+    assert checkpoint_revisions("delphi-suite/stories-llama2-100k", ["iter1", "iter400", "main"]) == {"iter1": 1, "iter400": 400}
+    assert suite_of("delphi-suite/stories-llama2-100k").tokens_per_step == 256 * 512
+    assert checkpoint_revisions("HuggingFaceTB/SmolLM2-135M-intermediate-checkpoints", ["step-240000"]) == {"step-240000": 240000}
+    assert suite_of("someone/own-run").tokens_per_step is None  # unknown: tokens are then steps
+
+
+# ---- the cache ------------------------------------------------------------------------------------
+def test_offline_the_cache_lists_branches_and_each_revisions_weights_sha256(cache, tmp_path):
+    word_tokenizer(tmp_path / "tok")
+    model = tiny_model("gpt_neox", 61, seed=0)
+    publish_model(cache, "org/tiny", "step0", model, tmp_path / "tok")
+    publish_model(cache, "org/tiny", "step1", model, tmp_path / "tok")  # the same bytes: one blob
+    publish_model(cache, "org/tiny", "step2", nudged(model, 0.1, 1))
+    (cache / "models--org--tiny" / "refs" / "refs" / "pr").mkdir(parents=True)
+    (cache / "models--org--tiny" / "refs" / "refs" / "pr" / "1").write_text("0" * 40)  # a pull request: not a branch
+    assert hub_repo.branches("org/tiny") == ["step0", "step1", "step2"]
+    files = {rev: hub_repo.weight_files("org/tiny", rev) for rev in ("step0", "step1", "step2")}
+    snapshot = hub_repo.snapshot_folder("org/tiny", "step2")
+    on_disk = hashlib.sha256((snapshot / "model.safetensors").read_bytes()).hexdigest()
+    assert files["step2"].files == {"model.safetensors": on_disk}
+    assert files["step0"].sha256 == files["step1"].sha256 != files["step2"].sha256
+    with pytest.raises(hub_repo.HubError, match="not in the hub cache"):
+        hub_repo.branches("org/absent")
+
+
+def test_revisions_chosen_by_name_or_every_kth_and_a_wrong_name_refused(cache):
+    from observatory.hub.source import choose_revisions
+
+    for step in (0, 1, 2, 4, 8, 16, 32):
+        publish(cache, "EleutherAI/pythia-tiny", f"step{step}", write_config(cache.parent / f"c{step}", step))
+    assert list(choose_revisions("EleutherAI/pythia-tiny", None, 3)) == ["step0", "step4", "step32"]  # the last kept
+    assert choose_revisions("EleutherAI/pythia-tiny", ["step8", "step1"], None) == {"step1": 1, "step8": 8}
+    with pytest.raises(hub_repo.HubError, match=r"\['step3'\] are not checkpoint branches"):
+        choose_revisions("EleutherAI/pythia-tiny", ["step3"], None)
+
+
+def write_config(folder, step):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"step": step}))
+    return folder
+
+
+def test_a_probed_revision_removed_from_the_cache_leaves_the_blobs_another_shares(cache, tmp_path):
+    model = tiny_model("gpt_neox", 61, seed=0)
+    publish_model(cache, "org/tiny", "step0", model)
+    publish_model(cache, "org/tiny", "step1", model)  # the same weight bytes
+    snapshot, _ = hub_repo.download("org/tiny", "step0", ["model.safetensors"])
+    hub_repo.remove(snapshot)
+    assert not snapshot.exists() and hub_repo.branches("org/tiny") == ["step1"]
+    assert hub_repo.weight_files("org/tiny", "step1").sha256 == hashlib.sha256(
+        (hub_repo.snapshot_folder("org/tiny", "step1") / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_a_revision_whose_bytes_differ_from_the_hubs_sha256_is_refused(cache, tmp_path):
+    publish_model(cache, "org/tiny", "step0", tiny_model("gpt_neox", 61, seed=0))
+    weights = hub_repo.weight_files("org/tiny", "step0")
+    snapshot, cached = hub_repo.download("org/tiny", "step0", list(weights.files))
+    assert cached
+    blob = (snapshot / "model.safetensors").resolve()
+    blob.write_bytes(blob.read_bytes()[:-8] + b"\0" * 8)  # a corrupt download
+    with pytest.raises(hub_repo.HubError, match="corrupt download"):
+        hub_repo.verify(snapshot, weights)
+
+
+# ---- the hooked model: TransformerLens's bridge against the Hugging Face model itself -----------
+@pytest.mark.parametrize("architecture", ["gpt_neox", "llama", "gpt2"])
+def test_the_bridges_hooks_are_the_hugging_face_models_own_numbers(tmp_path, architecture):
+    word_tokenizer(tmp_path / "tok")
+    model = nudged(tiny_model(architecture, 61, seed=0), 0.05, 2)  # not the initial weights: biases and norms nonzero
+    model.save_pretrained(tmp_path / "model")
+    hooked = load_hooked(tmp_path / "model", tmp_path / "tok", n_ctx=512)
+    assert hooked.cfg.n_ctx == 64 and hooked.cfg.n_layer == 2 and hooked.cfg.n_head == 4  # the trained context caps it
+    reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "model", attn_implementation="eager").eval()
+    tokens = torch.randint(61, (3, 20), generator=torch.Generator().manual_seed(0))
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(2)] + ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"]
+    with torch.no_grad():
+        logits, cache_ = hooked.run_with_cache(tokens, names_filter=names)
+        out = reference(tokens, output_attentions=True, output_hidden_states=True)
+    assert logits.abs().max() > 0.05
+    torch.testing.assert_close(logits, out.logits, atol=1e-5, rtol=0)
+    for layer in range(2):
+        torch.testing.assert_close(cache_[f"blocks.{layer}.attn.hook_pattern"], out.attentions[layer], atol=1e-6, rtol=0)
+        torch.testing.assert_close(cache_[f"blocks.{layer}.hook_resid_pre"], out.hidden_states[layer], atol=1e-6, rtol=0)
+    norms = {name: p for name, p in hooked.named_parameters()}
+    assert any(n.startswith("blocks.0.") for n in norms) and any(n.startswith("blocks.1.") for n in norms)
+    assert sum(p.numel() for p in norms.values()) == sum(p.numel() for p in reference.parameters())
+    if architecture == "gpt_neox":  # Pythia's parallel residual: attention and MLP both read resid_pre
+        with pytest.raises(MissingHook, match="parallel residual"):
+            hooked.run_with_cache(tokens, names_filter=["blocks.0.hook_resid_mid"])
+    else:
+        mid = hooked.run_with_cache(tokens, names_filter=["blocks.0.hook_resid_mid"])[1]["blocks.0.hook_resid_mid"]
+        assert mid.shape == (3, 20, 32)
+
+
+# ---- integrity ------------------------------------------------------------------------------------
+def test_integrity_finds_copies_by_bytes_and_by_numbers_and_a_revision_off_the_path(tmp_path):
+    torch.manual_seed(0)
+    start, direction, elsewhere = torch.nn.Linear(64, 64), torch.randn(64, 64), torch.randn(64, 64)
+
+    def at(t, away=None):
+        m = torch.nn.Linear(64, 64)
+        with torch.no_grad():
+            m.weight.copy_(start.weight + t * direction + (away if away is not None else 0))
+            m.bias.copy_(start.bias)
+        return m
+
+    revisions = {"step0": at(0), "step1": at(0), "step2": at(0.2), "step4": at(0.4, elsewhere), "step8": at(0.8),
+                 "step16": at(0.8)}  # step4: off the path (#206); step16: step8's numbers in other files
+    sha = {"step0": "a", "step1": "a", "step2": "b", "step4": "c", "step8": "d", "step16": "e"}
+    for rev, m in revisions.items():
+        integrity.record(tmp_path, rev, m)
+    manifest = [{"file": rev, "step": int(rev[4:]), "sha256": sha[rev]} for rev in revisions]
+    table = integrity.table(tmp_path, manifest).set_index("revision")
+    assert table.loc["step1", "same_as"] == "step0" and table.loc["step1", "warning"] == "byte-identical to step0"
+    assert table.loc["step16", "same_as"] == "step8" and "numerically identical" in table.loc["step16", "warning"]
+    assert table.loc["step4", "warning"].startswith("off the path from step2 to step8")
+    assert (table.loc[["step0", "step2", "step8"], "warning"] == "").all()  # training's path itself: nothing
+
+
+def test_an_evenly_moving_trajectory_has_no_revision_off_its_path(tmp_path):
+    torch.manual_seed(1)
+    m = torch.nn.Linear(64, 64)
+    manifest = []
+    for k in range(8):  # noisy steps forward, as training takes them
+        with torch.no_grad():
+            m.weight.add_(0.05 * torch.randn(64, 64) + 0.02)
+        integrity.record(tmp_path, f"step{k}", m)
+        manifest.append({"file": f"step{k}", "step": k, "sha256": str(k)})
+    assert (integrity.table(tmp_path, manifest)["warning"] == "").all()
+
+
+# ---- the whole command, offline -----------------------------------------------------------------
+def observatory(cache, *overrides, checkpoints):
+    env = os.environ | {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "observatory", f"checkpoints_dir={checkpoints}", *overrides],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_suite_in_the_hub_cache_is_probed_checked_and_reported_like_our_own_runs(tmp_path):
+    cache = tmp_path / "hub"
+    word_tokenizer(tmp_path / "tok")
+    model = tiny_model("gpt_neox", 61, seed=0)
+    for step in [0, 1, 2, 4, 8]:  # step1: step0's bytes again (Pythia's issue #83)
+        revision = model if step <= 1 else nudged(tiny_model("gpt_neox", 61, seed=0), 0.02 * step, step)
+        publish_model(cache, "EleutherAI/pythia-tiny", f"step{step}", revision, tmp_path / "tok")
+    run = observatory(cache, "hub.repo=EleutherAI/pythia-tiny", f"hub.text={text_file(tmp_path / 'docs.jsonl')}",
+                      "experiment_name=suite", checkpoints=tmp_path / "ckpt")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "capability left out: its items are our synthetic tasks' tokens" in run.stdout
+    assert run.stdout.count("capability left out") == 1  # said once, not per checkpoint
+    assert "pythia-tiny@step1: byte-identical to step0" in run.stdout
+    out = tmp_path / "ckpt" / "suite" / "observatory"
+    results = pd.read_parquet(out / "results.parquet")
+    assert set(results["probe"]) == {"attention", "weights", "loss", "essential_dynamics"}
+    assert sorted(set(results["step"])) == [0, 1, 2, 4, 8]
+    assert set(results.loc[results["step"] == 8, "tokens"]) == {8 * 2_097_152}  # Pythia's batch
+    assert {"induction/max", "prev_token/max", "norm/blocks.1", "norm/total", "icl_score"} <= set(results["metric"])
+    checked = pd.read_csv(out / "integrity.csv", keep_default_na=False)
+    assert list(checked["warning"] != "") == [False, True, False, False, False]
+    assert "The hub revisions checked" in (out / "index.html").read_text()
+    from observatory.report.build import analyse
+
+    crosses = [trace for fig in analyse(out.parent, n_boot=10).charts.values() for trace in fig.data
+               if "a suspect revision" in str(trace.hovertemplate)]
+    assert crosses and all(list(trace.customdata) == [1] for trace in crosses)  # step1, beside its curves
+    again = observatory(cache, "hub.repo=EleutherAI/pythia-tiny", f"hub.text={tmp_path / 'docs.jsonl'}",
+                        "experiment_name=suite", checkpoints=tmp_path / "ckpt")
+    assert again.returncode == 0 and "0 probed, 5 already done" in again.stdout  # resumable, idempotent
+    other_text = observatory(cache, "hub.repo=EleutherAI/pythia-tiny", "hub.text=kjv", "experiment_name=suite",
+                             checkpoints=tmp_path / "ckpt")
+    assert other_text.returncode == 2 and "registered with other probe inputs" in other_text.stderr
+
+
+# ---- our own run, exported revision by revision: the hub path against the native one ------------
+def native_and_through_the_hub(run_dir, cache, tmp_path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The attention probe's table of a run of ours, and of the same run exported with train.export
+    revision by revision into a hub repository (stepN branches) and probed as a hub suite."""
+    from conftest import probe_defaults
+
+    from observatory.hub.source import register
+    from observatory.sweep.runner import sweep
+    from train import rundir
+    from train.export import export
+
+    for row in rundir.read_manifest(run_dir):
+        publish(cache, "ours/exported", f"step{row['step']}", export(run_dir, tmp_path / "hf" / str(row["step"]), row["step"]))
+    register(tmp_path / "hub" / "exported", "ours/exported")
+    probes = {"attention": probe_defaults()["attention"]}
+    return (sweep(run_dir.parent, probes, progress=False).table,
+            sweep(tmp_path / "hub" / "exported", probes, progress=False).table)
+
+
+def assert_same_scores_and_onsets(native: pd.DataFrame, hubbed: pd.DataFrame) -> pd.Series:
+    from observatory.analysis.emergence import emergence_table
+
+    assert len(native) == len(hubbed) > 0 and {"induction/max", "prev_token/max"} <= set(native["metric"])
+    both = native.merge(hubbed, on=["step", "metric"], suffixes=("", "_hub"))
+    assert len(both) == len(native) and (both["value"] - both["value_hub"]).abs().max() < 1e-4
+    assert both["value"].std() > 0.01  # scores that move: the comparison compares something
+    onsets = [emergence_table(t.assign(tokens=t["step"]), n_boot=20).set_index("metric")["onset_step"]
+              for t in (native, hubbed)]
+    pd.testing.assert_series_equal(*onsets, check_names=False)
+    return onsets[0]
+
+
+def test_our_run_exported_revision_by_revision_gives_the_native_head_scores(tmp_path, cache, train_debug):
+    run_dir = train_debug(tmp_path / "native", "model.n_layer=2", "model.name=2l")
+    assert_same_scores_and_onsets(*native_and_through_the_hub(run_dir, cache, tmp_path))
+
+
+@pytest.mark.slow
+def test_induction_heads_exported_to_the_hub_form_at_the_native_onsets(tmp_path, cache):
+    """experiment=induction with its positions in the residual stream (GPT-2 has no other kind:
+    train.export), 400 steps: the heads form at ~175-190 in both, to the same step."""
+    from conftest import _compose_train
+
+    from train.runner import run_training
+
+    run_dir = run_training(_compose_train(tmp_path / "native", "experiment=induction", "model.positions=residual",
+                                          "model.name=2l-res", "trainer.max_steps=400", "logger=none",
+                                          "schedule.extra=[25,50,75,125,150,175,225,250,275,325,350,375]"))
+    onsets = assert_same_scores_and_onsets(*native_and_through_the_hub(run_dir, cache, tmp_path))
+    assert 100 < onsets["induction/max"] < 300 and 100 < onsets["prev_token/max"] < 300
