@@ -17,8 +17,12 @@ def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def publish(cache: Path, repo: str, branch: str, folder: Path) -> str:
-    """Every file of `folder` as the revision `branch` of `repo` in the cache; its commit hash."""
+def publish(cache: Path, repo: str, branch: str, folder: Path, absent: tuple[str, ...] = ()) -> str:
+    """Every file of `folder` as the revision `branch` of `repo` in the cache; its commit hash.
+    `absent`: files that the revision lacks and a download has asked for, which the hub's
+    cache records as empty .no_exist/<commit>/<file> markers (transformers asks a tokenizer-only
+    repository for config.json: offline, without the marker it cannot tell absent from not
+    downloaded)."""
     repo_dir = Path(cache) / ("models--" + repo.replace("/", "--"))
     files = {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
     commit = hashlib.sha1(f"{repo}@{branch}".encode() + b"".join(files.values())).hexdigest()
@@ -33,6 +37,10 @@ def publish(cache: Path, repo: str, branch: str, folder: Path) -> str:
         link = snapshot / name
         if not link.is_symlink():
             os.symlink(Path("..") / ".." / "blobs" / etag, link)
+    for name in absent:
+        marker = repo_dir / ".no_exist" / commit / name
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
     (repo_dir / "refs").mkdir(exist_ok=True)
     (repo_dir / "refs" / branch).write_text(commit)
     return commit

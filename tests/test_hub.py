@@ -7,6 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -200,18 +203,18 @@ def test_a_suite_in_the_hub_cache_is_probed_checked_and_reported_like_our_own_ru
     for step in [0, 1, 2, 4, 8]:  # step1: step0's bytes again (Pythia's issue #83)
         revision = model if step <= 1 else nudged(tiny_model("gpt_neox", 61, seed=0), 0.02 * step, step)
         publish_model(cache, "EleutherAI/pythia-tiny", f"step{step}", revision, tmp_path / "tok")
-    run = observatory(cache, "hub.repo=EleutherAI/pythia-tiny", f"hub.text={text_file(tmp_path / 'docs.jsonl')}",
-                      "experiment_name=suite", checkpoints=tmp_path / "ckpt")
+    text = [f"hub.text={text_file(tmp_path / 'docs.jsonl')}", "hub.max_tokens=2000"]  # the rest: the n-gram stream
+    run = observatory(cache, "hub.repo=EleutherAI/pythia-tiny", *text, "experiment_name=suite", checkpoints=tmp_path / "ckpt")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "capability left out: its items are our synthetic tasks' tokens" in run.stdout
     assert run.stdout.count("capability left out") == 1  # said once, not per checkpoint
     assert "pythia-tiny@step1: byte-identical to step0" in run.stdout
     out = tmp_path / "ckpt" / "suite" / "observatory"
     results = pd.read_parquet(out / "results.parquet")
-    assert set(results["probe"]) == {"attention", "weights", "loss", "essential_dynamics"}
+    assert set(results["probe"]) == {"attention", "weights", "loss", "essential_dynamics", "ngram"}
     assert sorted(set(results["step"])) == [0, 1, 2, 4, 8]
     assert set(results.loc[results["step"] == 8, "tokens"]) == {8 * 2_097_152}  # Pythia's batch
-    assert {"induction/max", "prev_token/max", "norm/blocks.1", "norm/total", "icl_score"} <= set(results["metric"])
+    assert {"induction/max", "prev_token/max", "norm/blocks.1", "norm/total", "icl_score", "kl/2"} <= set(results["metric"])
     checked = pd.read_csv(out / "integrity.csv", keep_default_na=False)
     assert list(checked["warning"] != "") == [False, True, False, False, False]
     assert "The hub revisions checked" in (out / "index.html").read_text()
@@ -220,10 +223,11 @@ def test_a_suite_in_the_hub_cache_is_probed_checked_and_reported_like_our_own_ru
     crosses = [trace for fig in analyse(out.parent, n_boot=10).charts.values() for trace in fig.data
                if "a suspect revision" in str(trace.hovertemplate)]
     assert crosses and all(list(trace.customdata) == [1] for trace in crosses)  # step1, beside its curves
-    again = observatory(cache, "hub.repo=EleutherAI/pythia-tiny", f"hub.text={tmp_path / 'docs.jsonl'}",
-                        "experiment_name=suite", checkpoints=tmp_path / "ckpt")
+    again = observatory(cache, "hub.repo=EleutherAI/pythia-tiny", *text, "experiment_name=suite",
+                        checkpoints=tmp_path / "ckpt")
     assert again.returncode == 0 and "0 probed, 5 already done" in again.stdout  # resumable, idempotent
-    other_text = observatory(cache, "hub.repo=EleutherAI/pythia-tiny", "hub.text=kjv", "experiment_name=suite",
+    other_text = observatory(cache, "hub.repo=EleutherAI/pythia-tiny", "hub.text=kjv", "hub.max_tokens=2000",
+                             "experiment_name=suite",
                              checkpoints=tmp_path / "ckpt")
     assert other_text.returncode == 2 and "registered with other probe inputs" in other_text.stderr
 
@@ -278,3 +282,71 @@ def test_induction_heads_exported_to_the_hub_form_at_the_native_onsets(tmp_path,
                                           "schedule.extra=[25,50,75,125,150,175,225,250,275,325,350,375]"))
     onsets = assert_same_scores_and_onsets(*native_and_through_the_hub(run_dir, cache, tmp_path))
     assert 100 < onsets["induction/max"] < 300 and 100 < onsets["prev_token/max"] < 300
+
+
+def test_a_hub_models_ngram_statistics_are_counted_on_the_text_after_its_held_out_documents(tmp_path, cache):
+    """hub.text stands for the training stream a repository does not ship: its first max_tokens
+    tokens are the held-out documents, the rest (joined by end of text, in blocks of n_ctx + 1)
+    is counted; here against a count of the file's own words."""
+    from observatory.hub.source import register
+    from observatory.sweep.ngram_tables import count_training_stream
+    from train import rundir
+
+    word_tokenizer(tmp_path / "tok")
+    publish_model(cache, "org/tiny", "step0", tiny_model("gpt_neox", 61, seed=0), tmp_path / "tok")
+    docs = text_file(tmp_path / "docs.jsonl", n_docs=12, words=150)
+    run_dir = register(tmp_path / "exp", "org/tiny", text=str(docs), max_tokens=300, stream_tokens=100_000)
+    words = [json.loads(line)["text"].split() for line in docs.read_text().splitlines()]
+    assert [len(it["suffix_ids"]) for it in rundir.read_probe_items(run_dir)] == [150, 150]  # 300 tokens held out
+    stream = [t for doc in words[2:] for t in [0] + [int(w[1:]) + 1 for w in doc]]  # w17 is id 18; 0: end of text
+    stream = stream[: len(stream) // 65 * 65]  # whole blocks of n_ctx + 1 = 65
+    tables = count_training_stream(run_dir, 2)
+    counted = dict(zip(tables.tokens[1].tolist(), tables.counts[1].tolist()))
+    assert counted == {t: float(n) for t, n in Counter(stream).items()}
+    assert tables.vocab_size == 61  # the model's logits, not the tokenizer's length
+
+
+def test_a_llama_suite_named_as_delphi_names_it_with_a_bin_revision_holding_an_earlier_ones_numbers(tmp_path, cache):
+    """delphi-suite's naming (iterN, 256 x 512 tokens an iteration) on tiny Llamas; iter4 holds
+    iter2's weights as a PyTorch .bin: other bytes, the same numbers."""
+    from conftest import probe_defaults
+
+    from observatory.hub.source import register
+    from observatory.publish import check_revisions
+    from observatory.sweep.runner import sweep
+
+    word_tokenizer(tmp_path / "tok")
+    iter2 = nudged(tiny_model("llama", 61, seed=0), 0.05, 2)
+    publish_model(cache, "delphi-suite/stories-llama2-tiny", "iter1", tiny_model("llama", 61, seed=0), tmp_path / "tok")
+    publish_model(cache, "delphi-suite/stories-llama2-tiny", "iter2", iter2, tmp_path / "tok")
+    with tempfile.TemporaryDirectory() as folder:
+        iter2.config.save_pretrained(folder)
+        torch.save(iter2.state_dict(), Path(folder) / "pytorch_model.bin")  # as older uploads hold them
+        word_tokenizer(Path(folder))
+        publish(cache, "delphi-suite/stories-llama2-tiny", "iter4", Path(folder))
+    publish_model(cache, "delphi-suite/stories-llama2-tiny", "main", iter2)  # not a step: left out
+    experiment = tmp_path / "delphi"
+    run_dir = register(experiment, "delphi-suite/stories-llama2-tiny", text=str(text_file(tmp_path / "d.jsonl")),
+                       max_tokens=1000)
+    summary = sweep(experiment, {k: v for k, v in probe_defaults().items() if k in ("attention", "loss", "weights")},
+                    progress=False)
+    assert summary.probed == 3 and not summary.problems
+    assert sorted(set(zip(summary.table["step"], summary.table["tokens"]))) == [(1, 131072), (2, 262144), (4, 524288)]
+    check_revisions(experiment)
+    checked = pd.read_csv(experiment / "observatory" / "integrity.csv", keep_default_na=False).set_index("revision")
+    assert checked.loc["iter4", "same_as"] == "iter2" and "numerically identical" in checked.loc["iter4", "warning"]
+    assert checked.loc["iter4", "sha256"] != checked.loc["iter2", "sha256"]
+    assert run_dir.name == "stories-llama2-tiny"
+
+
+def test_a_repository_without_a_tokenizer_names_the_setting_that_gives_one(tmp_path, cache):
+    """delphi-suite's models keep their tokenizer in a repository of its own."""
+    from observatory.hub.source import register
+
+    publish_model(cache, "delphi-suite/stories-llama2-tiny", "iter1", tiny_model("llama", 61, seed=0))
+    with pytest.raises(hub_repo.HubError, match="hub.tokenizer=<repo>"):
+        register(tmp_path / "exp", "delphi-suite/stories-llama2-tiny")
+    word_tokenizer(tmp_path / "tok")
+    publish(cache, "delphi-suite/stories-tokenizer", "main", tmp_path / "tok", absent=("config.json",))
+    run_dir = register(tmp_path / "exp", "delphi-suite/stories-llama2-tiny", tokenizer="delphi-suite/stories-tokenizer")
+    assert (run_dir / "tokenizer" / "tokenizer.json").exists()

@@ -21,8 +21,9 @@ from train.durable import atomic_write_bytes, write_json
 
 HUB_JSON = "hub.json"
 TOKENIZER_DIR = "tokenizer"
-APPLICABLE = ("attention", "weights", "loss", "essential_dynamics")  # the others read our tokens or training stream
-NEEDS_TEXT = ("loss", "essential_dynamics")
+NGRAM_STREAM = "ngram_stream.safetensors"  # hub.text after the held-out documents, in blocks
+APPLICABLE = ("attention", "weights", "loss", "essential_dynamics", "ngram")  # not our tasks' items, nor the LLC
+NEEDS_TEXT = ("loss", "essential_dynamics", "ngram")
 
 
 def is_hub_run(run_dir: Path) -> bool:
@@ -39,8 +40,8 @@ def applicable_probes(probe_cfgs: dict, has_text: bool) -> tuple[dict, dict[str,
     for name, cfg in probe_cfgs.items():
         if name not in APPLICABLE:
             left_out[name] = ("its items are our synthetic tasks' tokens" if name in ("capability", "linear") else
-                              "it needs the run's own training stream" if name in ("ngram", "llc") else
-                              "not made for hub checkpoints")
+                              "its sampler is calibrated per experiment and none is for a hub model (docs/suites.md)"
+                              if name == "llc" else "not made for hub checkpoints")
         elif name in NEEDS_TEXT and not has_text:
             left_out[name] = "it needs text: hub.text=<files or a hub dataset>"
         else:
@@ -54,7 +55,7 @@ def run_name(repo: str) -> str:
 
 def register(experiment_dir: Path, repo: str, revisions: list[str] | None = None, every: int | None = None,
              text: str | None = None, tokenizer: str | None = None, n_ctx: int = 512, max_tokens: int = 8192,
-             keep: bool = False) -> Path:
+             stream_tokens: int = 1_000_000, keep: bool = False) -> Path:
     """The repository's run directory under the experiment, its manifest listing the chosen
     revisions (each with the sha256 of its weight files, from the hub's metadata); written
     again on every call (new revisions on the hub join), never with other probe inputs."""
@@ -63,7 +64,7 @@ def register(experiment_dir: Path, repo: str, revisions: list[str] | None = None
     last = list(checkpoints)[-1]
     run_dir = Path(experiment_dir) / run_name(repo)
     settings = {"repo": repo, "text": text, "tokenizer": tokenizer or repo, "n_ctx": n_ctx,
-                "max_tokens": max_tokens}
+                "max_tokens": max_tokens, "stream_tokens": stream_tokens}
     _check_same_inputs(run_dir, settings)
     run_dir.mkdir(parents=True, exist_ok=True)
     hf_config, n_params, non_embedding = _shape(repo, last)
@@ -76,10 +77,7 @@ def register(experiment_dir: Path, repo: str, revisions: list[str] | None = None
                                     "vocabulary_size": len(tok), "special_ids": special,
                                     "revisions": {rev: weights[rev].files for rev in checkpoints}})
     if text:
-        from observatory.hub.text import documents  # datasets: only where there is text to read
-        from train.text import document_item
-
-        rundir.write_probe_items(run_dir, [document_item(ids) for ids in documents(text, tok, max_tokens)])
+        write_text(run_dir, text, tok, max_tokens, stream_tokens, cfg.n_ctx, _bos(tok, hf_config))
     seed = re.search(r"-seed(\d+)$", repo)
     write_json(run_dir / rundir.RUN_JSON, {
         "experiment": Path(experiment_dir).name, "run": run_dir.name, "model": run_name(repo),
@@ -90,6 +88,30 @@ def register(experiment_dir: Path, repo: str, revisions: list[str] | None = None
             for rev, step in checkpoints.items()]
     atomic_write_bytes(run_dir / rundir.MANIFEST, "".join(json.dumps(r) + "\n" for r in rows).encode())
     return run_dir
+
+
+def write_text(run_dir: Path, text, tok, max_tokens: int, stream_tokens: int, n_ctx: int, separator: int) -> None:
+    """probe_items.jsonl (the held-out documents) and the n-gram stream's blocks of n_ctx + 1
+    tokens (the model never reads across its window), cut from `hub.text`."""
+    import torch
+    from safetensors.torch import save
+
+    from observatory.hub.text import split_text  # datasets: only where there is text to read
+    from train.text import document_item
+
+    heldout, stream = split_text(text, tok, max_tokens, stream_tokens, separator)
+    rundir.write_probe_items(run_dir, [document_item(ids) for ids in heldout])
+    length = n_ctx + 1
+    blocks = torch.tensor(stream[: len(stream) // length * length], dtype=torch.int64).reshape(-1, length)
+    atomic_write_bytes(run_dir / NGRAM_STREAM, save({"blocks": blocks}))
+
+
+def stream_blocks(run_dir: Path):
+    """The n-gram stream's blocks (M, n_ctx + 1): what stands for a hub model's training stream."""
+    from safetensors.torch import load_file
+
+    path = Path(run_dir) / NGRAM_STREAM
+    return load_file(path)["blocks"] if path.exists() else None
 
 
 def choose_revisions(repo: str, revisions: list[str] | None, every: int | None) -> dict[str, int]:
@@ -144,7 +166,7 @@ def _save_tokenizer(run_dir: Path, source: str, revision: str | None):
 
     try:
         tok = AutoTokenizer.from_pretrained(source, revision=revision, cache_dir=hub.cache())
-    except OSError as e:
+    except (OSError, ValueError) as e:  # none there: transformers raises either, by what the folder lacks
         raise hub.HubError(f"no tokenizer in {source}{'@' + revision if revision else ''} ({e}); name the repository "
                            "that has it with hub.tokenizer=<repo> (delphi-suite: delphi-suite/stories-tokenizer)") from None
     folder = run_dir / TOKENIZER_DIR

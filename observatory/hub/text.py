@@ -25,15 +25,22 @@ def text_config(text: str | list[str]):
                             f"({', '.join(BUNDLED)}) or a hub dataset (org/name)")
 
 
-def documents(text: str | list[str], tokenizer, max_tokens: int) -> list[list[int]]:
-    """The first documents' token ids, `max_tokens` in all (the last one cut): a probe keeps the
+def split_text(text: str | list[str], tokenizer, max_tokens: int, stream_tokens: int,
+               separator: int) -> tuple[list[list[int]], list[int]]:
+    """(held-out documents, the stream after them): the first documents' token ids, `max_tokens`
+    in all (the last one cut), which the probes read; then the next `stream_tokens` tokens, the
+    documents joined by `separator` (end of text, as Pythia's training packs them), whose n-grams
+    the ngram probe compares the model with. Capped by tokens, not documents: a probe keeps the
     logits of every token it reads, 4 bytes per token and vocabulary entry (Pythia's 50,304:
-    200 kB a token), so the text is capped by tokens, not documents."""
-    out, total = [], 0
+    200 kB a token)."""
+    heldout, stream, total = [], [], 0
     for doc in load_documents(text_config(text)):
-        ids = tokenizer(doc["text"], add_special_tokens=False)["input_ids"][: max_tokens - total]
-        out.append(ids)
-        total += len(ids)
-        if total >= max_tokens:
+        ids = tokenizer(doc["text"], add_special_tokens=False)["input_ids"]
+        if total < max_tokens:
+            heldout.append(ids[: max_tokens - total])
+            total += len(heldout[-1])
+        elif len(stream) < stream_tokens:
+            stream += [separator, *ids][: stream_tokens - len(stream)]
+        else:
             break
-    return out
+    return heldout, stream

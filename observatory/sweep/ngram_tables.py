@@ -3,7 +3,10 @@ from run.json's data config (train/data.py: build_corpus, the same code training
 packed block counted as often as the run's step sampler reads it in max_steps steps. Built once
 per training stream, before any checkpoint is probed, and cached with the observatory's outputs
 (<experiment>/observatory/ngram/<key>.safetensors, the key a hash of what fixes the stream:
-the data config, the sampler's seed, blocks per step and steps), never in the run directory."""
+the data config, the sampler's seed, blocks per step and steps), never in the run directory. A
+hub repository ships no training stream: the text its registration cut after the held-out
+documents stands for it (hub.text: name a sample of the model's training data, e.g. TinyStories
+for delphi-suite)."""
 
 from __future__ import annotations
 
@@ -12,12 +15,14 @@ import hashlib
 import json
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from tokenizers import Tokenizer
 
 from observatory import store
+from observatory.hub import source as hub_source
 from observatory.probes.ngram import NgramTables, check_vocab
 from train import rundir
 from train.durable import atomic_write_bytes
@@ -32,10 +37,15 @@ class StreamError(ValueError):
 
 def table_path(run_dir: Path, max_order: int) -> Path:
     info = rundir.read_run_json(run_dir)
-    config = info["config"]
-    data = {k: v for k, v in config["data"].items() if k not in NOT_THE_STREAM}
-    key = {"format": FORMAT, "data": data, "seed": config["seed"], "tokens_per_step": info["tokens_per_step"],
-           "max_steps": info["max_steps"], "max_order": max_order}
+    if hub_source.is_hub_run(run_dir):  # the stream is hub.text's, cut at registration
+        hub = hub_source.read_hub_json(run_dir)
+        key = {"format": FORMAT, "hub": {k: hub[k] for k in ("repo", "text", "tokenizer", "n_ctx", "max_tokens",
+                                                             "stream_tokens")}, "max_order": max_order}
+    else:
+        config = info["config"]
+        data = {k: v for k, v in config["data"].items() if k not in NOT_THE_STREAM}
+        key = {"format": FORMAT, "data": data, "seed": config["seed"], "tokens_per_step": info["tokens_per_step"],
+               "max_steps": info["max_steps"], "max_order": max_order}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return store.output_dir(Path(run_dir).parent) / "ngram" / f"{digest}.safetensors"
 
@@ -57,6 +67,8 @@ def ensure_tables(run_dirs: list[Path], max_order: int) -> None:
 
 
 def count_training_stream(run_dir: Path, max_order: int) -> NgramTables:
+    if hub_source.is_hub_run(run_dir):
+        return count_hub_stream(run_dir, max_order)
     import datasets
 
     from train.data import StepBatchSampler, build_corpus  # training's own code: loaded only to count
@@ -87,3 +99,18 @@ def count_training_stream(run_dir: Path, max_order: int) -> NgramTables:
     per_step = info["tokens_per_step"] // config["data"]["seq_len"]
     reads = StepBatchSampler(len(blocks), per_step, config["seed"]).reads(info["max_steps"])
     return NgramTables.count(blocks, reads, len(run_vocab), max_order)
+
+
+def count_hub_stream(run_dir: Path, max_order: int) -> NgramTables:
+    """A hub model's stand-in for its training stream: hub.text after the held-out documents
+    (observatory/hub/source.py: write_text), each block counted once, in the model's vocabulary."""
+    blocks = hub_source.stream_blocks(run_dir)
+    if blocks is None or not len(blocks):
+        raise StreamError(f"{Path(run_dir).name}: hub.text has no tokens after the held-out ones to count n-grams on; "
+                          "name more text, lower hub.max_tokens, or leave the probe out with ~probes.ngram")
+    vocab_size = rundir.read_run_json(run_dir)["model_config"]["vocab_size"]
+    try:
+        check_vocab(vocab_size, max_order)
+    except ValueError as e:
+        raise StreamError(f"{Path(run_dir).name}: {e}") from None
+    return NgramTables.count(blocks, torch.ones(len(blocks), dtype=torch.long), vocab_size, max_order)

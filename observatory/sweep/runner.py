@@ -4,6 +4,7 @@ configuration is skipped, so a re-run computes only what is new."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -192,12 +193,16 @@ def register_hub_repo(cfg: DictConfig) -> None:
     hub = cfg.get("hub")
     if not hub or not hub.repo:
         return
+    missing = [m for m in ("transformers", "transformer_lens") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SweepError(f"hub.repo= reads the hub's models with {' and '.join(missing)}, not installed: "
+                         "pip install -e '.[hf]' -c constraints.txt")
     from train.packing import DataError
 
     try:
         run_dir = hub_source.register(store.experiment_dir(cfg), hub.repo, hub.revisions and list(hub.revisions),
                                       hub.every, hub.text and (hub.text if isinstance(hub.text, str) else list(hub.text)),
-                                      hub.tokenizer, hub.n_ctx, hub.max_tokens, hub.keep)
+                                      hub.tokenizer, hub.n_ctx, hub.max_tokens, hub.stream_tokens, hub.keep)
     except (ValueError, OSError, DataError) as e:
         raise SweepError(str(e)) from None
     print(f"{hub.repo}: {len(rundir.read_manifest(run_dir))} revisions registered as the run {run_dir}", flush=True)
