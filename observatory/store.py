@@ -64,6 +64,11 @@ def checkpoint_file(experiment_dir: Path, run: str, step: int, table: str = "che
     return output_dir(experiment_dir) / table / run / f"step_{step:08d}.parquet"
 
 
+def checkpoint_files(experiment_dir: Path, table: str = "checkpoints") -> list[Path]:
+    """Every stored checkpoint file of `table`, by run, then step (whichever job wrote it)."""
+    return sorted((output_dir(experiment_dir) / table).glob("*/step_*.parquet"))
+
+
 class StoreBusy(RuntimeError):
     """Another sweep is writing this experiment's store."""
 
@@ -180,7 +185,7 @@ def consolidate(experiment_dir: Path, keep: set[tuple[str, int, str]], table: st
     Streamed one file at a time, so memory stays flat in the number of checkpoints."""
     name, columns = TABLES[table]
     path = output_dir(experiment_dir) / name
-    files = sorted((output_dir(experiment_dir) / table).glob("*/step_*.parquet"))  # by run, then step
+    files = checkpoint_files(experiment_dir, table)
     with atomic_write(path) as f:
         writer = None
         for file in files:

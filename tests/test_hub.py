@@ -339,6 +339,33 @@ def test_a_llama_suite_named_as_delphi_names_it_with_a_bin_revision_holding_an_e
     assert run_dir.name == "stories-llama2-tiny"
 
 
+def test_a_sharded_revision_is_read_whole_and_its_digest_covers_every_shard(tmp_path, cache):
+    """pythia-12b's revisions come in shards (issue #206: one shard of step50000 was the final
+    model's); the loader needs their index too, which is not a weight file."""
+    from observatory.sweep.discovery import list_checkpoints, load
+
+    word_tokenizer(tmp_path / "tok")
+    model = tiny_model("gpt_neox", 61, seed=0)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder, max_shard_size="20KB")
+        word_tokenizer(Path(folder))
+        shards = sorted(p.name for p in Path(folder).glob("model-*.safetensors"))
+        assert len(shards) > 1 and (Path(folder) / "model.safetensors.index.json").exists()
+        publish(cache, "EleutherAI/pythia-sharded", "step0", Path(folder))
+    from observatory.hub.source import register
+
+    run_dir = register(tmp_path / "exp", "EleutherAI/pythia-sharded")
+    weights = hub_repo.weight_files("EleutherAI/pythia-sharded", "step0")
+    assert sorted(weights.files) == shards
+    snapshot = hub_repo.snapshot_folder("EleutherAI/pythia-sharded", "step0")
+    lines = "".join(f"{n} {hashlib.sha256((snapshot / n).read_bytes()).hexdigest()}\n" for n in shards)
+    assert weights.sha256 == hashlib.sha256(lines.encode()).hexdigest()
+    hooked = load(list_checkpoints(run_dir)[0])
+    tokens = torch.randint(61, (2, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(hooked(tokens), model.eval()(tokens).logits, atol=1e-5, rtol=0)
+
+
 def test_a_repository_without_a_tokenizer_names_the_setting_that_gives_one(tmp_path, cache):
     """delphi-suite's models keep their tokenizer in a repository of its own."""
     from observatory.hub.source import register

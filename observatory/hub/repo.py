@@ -106,9 +106,17 @@ def download(repo: str, revision: str, files: list[str]) -> tuple[Path, bool]:
     in the cache before (then they are not ours to remove)."""
     from huggingface_hub import snapshot_download, try_to_load_from_cache
 
-    wanted = [*files, CONFIG]
+    wanted = [*files, *index_of(files), CONFIG]
     cached = all(isinstance(try_to_load_from_cache(repo, f, revision=revision, cache_dir=cache()), str) for f in wanted)
     return Path(snapshot_download(repo, revision=revision, allow_patterns=wanted, cache_dir=cache())), cached
+
+
+def index_of(files: list[str]) -> list[str]:
+    """The index that a sharded checkpoint's loader reads beside its shards (model-00001-of-00003...)."""
+    shards = [f for f in files if "-of-" in f]
+    if not shards:
+        return []
+    return ["model.safetensors.index.json" if shards[0].endswith(".safetensors") else "pytorch_model.bin.index.json"]
 
 
 def remove(snapshot: Path) -> None:

@@ -13,7 +13,7 @@ from observatory.publish import publish
 def main(cfg) -> int:
     experiment = store.experiment_dir(cfg)
     results = store.output_dir(experiment) / "results.parquet"
-    if not results.exists() and not list((store.output_dir(experiment) / "checkpoints").glob("*/step_*.parquet")):
+    if not results.exists() and not store.checkpoint_files(experiment):
         print(f"error: {results} does not exist; probe the checkpoints first: python -m observatory "
               f"checkpoints_dir={cfg.checkpoints_dir} experiment_name={cfg.experiment_name}", file=sys.stderr)
         return 2

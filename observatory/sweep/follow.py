@@ -43,6 +43,7 @@ def follow(experiment_dir: Path, probe_cfgs: dict, batch_size: int = 256, device
     experiment_dir = Path(experiment_dir)
     summary = Summary(probes=list(probe_cfgs), experiment_dir=experiment_dir)
     seen: set[tuple[str, int, str]] = set()  # (run, step, sha256) handled: probed, found stored, or failed
+    counted: set[Path] = set()  # runs whose n-gram tables exist
     print(f"following {experiment_dir}: probing each checkpoint as it lands (Ctrl-C stops; the same command "
           "resumes)", flush=True)
     try:
@@ -53,7 +54,8 @@ def follow(experiment_dir: Path, probe_cfgs: dict, batch_size: int = 256, device
                 ended = training_ended(experiment_dir) or bool(trainer_exited and trainer_exited())
                 run_dirs = find_runs(experiment_dir)
                 if run_dirs:
-                    _poll(experiment_dir, run_dirs, probe_cfgs, batch_size, device, seen, summary, log_rows, share)
+                    _poll(experiment_dir, run_dirs, probe_cfgs, batch_size, device, seen, summary, log_rows, share,
+                          counted)
                 elif not waiting:
                     print(f"no run under {experiment_dir} yet: waiting for training to start one (Ctrl-C stops)",
                           flush=True)
@@ -79,9 +81,11 @@ def training_ended(experiment_dir: Path) -> bool:
 
 
 def _poll(experiment_dir: Path, run_dirs: list[Path], probe_cfgs: dict, batch_size: int, device: str,
-          seen: set, summary: Summary, log_rows, share) -> None:
-    """Probe what has landed since the last look; log it."""
-    count_ngrams(run_dirs, probe_cfgs)
+          seen: set, summary: Summary, log_rows, share, counted: set) -> None:
+    """Probe what has landed since the last look; log it. `counted`: the runs whose n-gram
+    tables are counted already (a new run's, before its first checkpoint)."""
+    count_ngrams([r for r in run_dirs if r not in counted], probe_cfgs)
+    counted.update(run_dirs)
     found = _sweep(experiment_dir, run_dirs, probe_cfgs, workers=1, batch_size=batch_size, progress=False,
                    adaptive=None, shard=0, shards=1, device=device, seen=frozenset(seen), consolidating=False,
                    share=share)
