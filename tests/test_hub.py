@@ -111,6 +111,21 @@ def test_a_probed_revision_removed_from_the_cache_leaves_the_blobs_another_share
         (hub_repo.snapshot_folder("org/tiny", "step1") / "model.safetensors").read_bytes()).hexdigest()
 
 
+def test_a_hub_that_does_not_answer_is_a_clear_error_naming_the_offline_setting(cache, monkeypatch):
+    from huggingface_hub import HfApi, constants
+
+    class ConnectError(Exception):  # httpx's: not an OSError
+        pass
+
+    def unreachable(*args, **kwargs):
+        raise ConnectError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(HfApi, "list_repo_refs", unreachable)
+    with pytest.raises(hub_repo.HubError, match="the hub did not answer .*set HF_HUB_OFFLINE=1"):
+        hub_repo.branches("EleutherAI/pythia-70m")
+
+
 def test_a_revision_whose_bytes_differ_from_the_hubs_sha256_is_refused(cache, tmp_path):
     publish_model(cache, "org/tiny", "step0", tiny_model("gpt_neox", 61, seed=0))
     weights = hub_repo.weight_files("org/tiny", "step0")

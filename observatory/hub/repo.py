@@ -17,6 +17,21 @@ class HubError(ValueError):
     """A repository or revision that cannot be read; the message names the fix."""
 
 
+def asking(what: str, call):
+    """`call()`, a request to the hub, with its failures as HubErrors that say what to do."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return call()
+    except RepositoryNotFoundError:
+        raise HubError(f"{what}: no such repository on the hub (or a private one: hf auth login)") from None
+    except RevisionNotFoundError:
+        raise HubError(f"{what}: no such revision in the repository") from None
+    except Exception as e:  # the hub unreachable (httpx's errors are not OSErrors), or refusing the request
+        raise HubError(f"{what}: the hub did not answer ({type(e).__name__}: {e}); check the network, or set "
+                       "HF_HUB_OFFLINE=1 to read the revisions already in the hub cache") from None
+
+
 def offline() -> bool:
     from huggingface_hub import constants
 
@@ -40,12 +55,8 @@ def branches(repo: str) -> list[str]:
     """The repository's branches: the hub's list, or offline the cache's refs/ (what was downloaded)."""
     if not offline():
         from huggingface_hub import HfApi
-        from huggingface_hub.errors import RepositoryNotFoundError
 
-        try:
-            return [b.name for b in HfApi().list_repo_refs(repo).branches]
-        except RepositoryNotFoundError:
-            raise HubError(f"hub.repo={repo}: no such repository on the hub (or it is private: huggingface-cli login)") from None
+        return asking(f"hub.repo={repo}", lambda: [b.name for b in HfApi().list_repo_refs(repo).branches])
     refs = repo_folder(repo) / "refs"
     if not refs.is_dir():
         raise HubError(f"hub.repo={repo}: not in the hub cache {refs.parent.parent} and HF_HUB_OFFLINE=1: download it "
@@ -86,7 +97,8 @@ def weight_files(repo: str, revision: str) -> WeightFiles:
         from huggingface_hub import HfApi
         from huggingface_hub.hf_api import RepoFile
 
-        listed = {f.path: f for f in HfApi().list_repo_tree(repo, revision=revision) if isinstance(f, RepoFile)}
+        listed = asking(f"{repo}@{revision}", lambda: {f.path: f for f in HfApi().list_repo_tree(repo, revision=revision)
+                                                        if isinstance(f, RepoFile)})
         names = choose_weights(list(listed))
         found = {n: listed[n].lfs.sha256 for n in names if listed[n].lfs}
     if not names or len(found) != len(names):
@@ -108,7 +120,9 @@ def download(repo: str, revision: str, files: list[str]) -> tuple[Path, bool]:
 
     wanted = [*files, *index_of(files), CONFIG]
     cached = all(isinstance(try_to_load_from_cache(repo, f, revision=revision, cache_dir=cache()), str) for f in wanted)
-    return Path(snapshot_download(repo, revision=revision, allow_patterns=wanted, cache_dir=cache())), cached
+    folder = asking(f"{repo}@{revision}", lambda: snapshot_download(repo, revision=revision, allow_patterns=wanted,
+                                                                   cache_dir=cache()))
+    return Path(folder), cached
 
 
 def index_of(files: list[str]) -> list[str]:
