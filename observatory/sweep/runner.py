@@ -345,7 +345,8 @@ _SAID: set[tuple[str, str]] = set()  # (run, probe) left out and said so, once p
 
 def probes_for(run_dir: Path, probe_cfgs: dict) -> dict:
     """The probes that apply to a run: all of them to ours; to a hub repository, those that do
-    not read our tasks or our training stream (the others said once)."""
+    not read our tasks' items, the text ones only with hub.text (hub/source.py: applicable_probes;
+    the others said once)."""
     if not hub_source.is_hub_run(run_dir):
         return probe_cfgs
     kept, left_out = hub_source.applicable_probes(probe_cfgs, bool(rundir.read_probe_items(run_dir)))
