@@ -114,12 +114,14 @@ def snapshot_folder(repo: str, revision: str) -> Path:
 
 
 def download(repo: str, revision: str, files: list[str]) -> tuple[Path, bool]:
-    """The revision's folder with `files` and config.json in it, and whether they were already
-    in the cache before (then they are not ours to remove)."""
-    from huggingface_hub import snapshot_download, try_to_load_from_cache
+    """The revision's folder with `files` and config.json in it, and whether any of the
+    revision was in the cache before (then none of it is ours to remove: another file of it, a
+    branch naming the same commit)."""
+    from huggingface_hub import snapshot_download
 
     wanted = [*files, *index_of(files), CONFIG]
-    cached = all(isinstance(try_to_load_from_cache(repo, f, revision=revision, cache_dir=cache()), str) for f in wanted)
+    ref = repo_folder(repo) / "refs" / revision
+    cached = ref.is_file() and (repo_folder(repo) / "snapshots" / ref.read_text()).exists()
     folder = asking(f"{repo}@{revision}", lambda: snapshot_download(repo, revision=revision, allow_patterns=wanted,
                                                                    cache_dir=cache()))
     return Path(folder), cached

@@ -58,29 +58,35 @@ def register(experiment_dir: Path, repo: str, revisions: list[str] | None = None
              stream_tokens: int = 1_000_000, keep: bool = False) -> Path:
     """The repository's run directory under the experiment, its manifest listing the chosen
     revisions (each with the sha256 of its weight files, from the hub's metadata); written
-    again on every call (new revisions on the hub join), never with other probe inputs."""
-    checkpoints = choose_revisions(repo, revisions, every)
-    weights = {rev: hub.weight_files(repo, rev) for rev in checkpoints}
-    last = list(checkpoints)[-1]
+    again on every call (new revisions on the hub join), never with other probe inputs. Offline,
+    a registered run is kept as it is: the revisions probed and removed are no longer in the
+    cache, and the manifest must not lose them."""
     run_dir = Path(experiment_dir) / run_name(repo)
     settings = {"repo": repo, "text": text, "tokenizer": tokenizer or repo, "n_ctx": n_ctx,
                 "max_tokens": max_tokens, "stream_tokens": stream_tokens}
     _check_same_inputs(run_dir, settings)
+    if hub.offline() and (run_dir / HUB_JSON).exists() and not (revisions or every):
+        return run_dir
+    checkpoints = choose_revisions(repo, revisions, every)
+    weights = {rev: hub.weight_files(repo, rev) for rev in checkpoints}
+    last = list(checkpoints)[-1]
     run_dir.mkdir(parents=True, exist_ok=True)
     hf_config, n_params, non_embedding = _shape(repo, last)
     tok = _save_tokenizer(run_dir, tokenizer or repo, None if tokenizer else last)
     cfg = model_config(hf_config, n_ctx)
     suite = suite_of(repo)
     per_step = suite.tokens_per_step or 1
-    special = sorted(set(tok.all_special_ids))
+    special = set(tok.all_special_ids)
+    ordinary = sorted(i for i in tok.get_vocab().values() if i not in special and i < cfg.vocab_size)
     write_json(run_dir / HUB_JSON, {**settings, "suite": suite.name, "keep": keep, "bos_token_id": _bos(tok, hf_config),
-                                    "vocabulary_size": len(tok), "special_ids": special,
+                                    "ordinary_ids": ordinary,
                                     "revisions": {rev: weights[rev].files for rev in checkpoints}})
     if text:
-        write_text(run_dir, text, tok, max_tokens, stream_tokens, cfg.n_ctx, _bos(tok, hf_config))
+        end_of_text = tok.eos_token_id if tok.eos_token_id is not None else _bos(tok, hf_config)
+        write_text(run_dir, text, tok, max_tokens, stream_tokens, cfg.n_ctx, end_of_text)
     seed = re.search(r"-seed(\d+)$", repo)
     write_json(run_dir / rundir.RUN_JSON, {
-        "experiment": Path(experiment_dir).name, "run": run_dir.name, "model": run_name(repo),
+        "experiment": Path(experiment_dir).name, "run": run_dir.name, "model": re.sub(r"-seed\d+$", "", run_name(repo)),
         "seed": int(seed.group(1)) if seed else 0, "n_params": n_params, "n_params_non_embedding": non_embedding,
         "model_config": asdict(cfg), "tokens_per_step": per_step, "max_steps": max(checkpoints.values()),
         "status": "completed", "source": f"hub:{repo}"})

@@ -101,11 +101,11 @@ class RunInputs:
 
 def vocabulary(run_dir: Path) -> tuple[dict[str, int], list[int], int]:
     """(the run's token ids by token, the ordinary tokens' ids, the beginning-of-sequence id): from
-    our tokenizer, or for a hub run the repository's vocabulary less its special tokens."""
+    our tokenizer, or for a hub run the tokenizer's ids less its special tokens, within the model's
+    vocabulary (hub.json)."""
     if hub_source.is_hub_run(run_dir):
         hub = hub_source.read_hub_json(run_dir)
-        special = set(hub["special_ids"])
-        return {}, [i for i in range(hub["vocabulary_size"]) if i not in special], hub["bos_token_id"]
+        return {}, hub["ordinary_ids"], hub["bos_token_id"]
     token_ids = Tokenizer.from_file(str(run_dir / rundir.TOKENIZER)).get_vocab()
     return token_ids, sorted(i for t, i in token_ids.items() if t not in SPECIAL_TOKENS), token_ids["[BOS]"]
 
