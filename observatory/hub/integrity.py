@@ -59,10 +59,13 @@ def table(run_dir: Path, manifest: list[dict]) -> pd.DataFrame:
         if values:
             by_values.setdefault(values, group[revision])
     sha = {row["file"]: row["sha256"] for row in ordered}
+    members: dict[str, list[str]] = {}  # a group's first revision -> its revisions, in step order
+    for row in ordered:
+        members.setdefault(group[row["file"]], []).append(row["file"])
     rows = []
     for row in ordered:
         revision = row["file"]
-        others = [r["file"] for r in ordered if r["file"] != revision and group[r["file"]] == group[revision]]
+        others = [r for r in members[group[revision]] if r != revision]
         warning = ""
         if others:
             how = "byte-identical to" if any(sha[o] == sha[revision] for o in others) else \

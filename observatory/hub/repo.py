@@ -106,11 +106,17 @@ def weight_files(repo: str, revision: str) -> WeightFiles:
     return WeightFiles(found)
 
 
-def snapshot_folder(repo: str, revision: str) -> Path:
+def cached_snapshot(repo: str, revision: str) -> Path | None:
+    """The revision's folder in the hub cache (refs/<revision> names its commit), or None."""
     ref = repo_folder(repo) / "refs" / revision
-    if not ref.is_file():
+    return repo_folder(repo) / "snapshots" / ref.read_text() if ref.is_file() else None
+
+
+def snapshot_folder(repo: str, revision: str) -> Path:
+    snapshot = cached_snapshot(repo, revision)
+    if snapshot is None:
         raise HubError(f"{repo}@{revision} is not in the hub cache {repo_folder(repo)} and HF_HUB_OFFLINE=1")
-    return repo_folder(repo) / "snapshots" / ref.read_text()
+    return snapshot
 
 
 def download(repo: str, revision: str, files: list[str]) -> tuple[Path, bool]:
@@ -120,8 +126,8 @@ def download(repo: str, revision: str, files: list[str]) -> tuple[Path, bool]:
     from huggingface_hub import snapshot_download
 
     wanted = [*files, *index_of(files), CONFIG]
-    ref = repo_folder(repo) / "refs" / revision
-    cached = ref.is_file() and (repo_folder(repo) / "snapshots" / ref.read_text()).exists()
+    before = cached_snapshot(repo, revision)
+    cached = before is not None and before.exists()
     folder = asking(f"{repo}@{revision}", lambda: snapshot_download(repo, revision=revision, allow_patterns=wanted,
                                                                    cache_dir=cache()))
     return Path(folder), cached

@@ -76,13 +76,13 @@ def register(experiment_dir: Path, repo: str, revisions: list[str] | None = None
     cfg = model_config(hf_config, n_ctx)
     suite = suite_of(repo)
     per_step = suite.tokens_per_step or 1
-    special = set(tok.all_special_ids)
+    special, bos = set(tok.all_special_ids), _bos(tok, hf_config)
     ordinary = sorted(i for i in tok.get_vocab().values() if i not in special and i < cfg.vocab_size)
-    write_json(run_dir / HUB_JSON, {**settings, "suite": suite.name, "keep": keep, "bos_token_id": _bos(tok, hf_config),
+    write_json(run_dir / HUB_JSON, {**settings, "suite": suite.name, "keep": keep, "bos_token_id": bos,
                                     "ordinary_ids": ordinary,
                                     "revisions": {rev: weights[rev].files for rev in checkpoints}})
     if text:
-        end_of_text = tok.eos_token_id if tok.eos_token_id is not None else _bos(tok, hf_config)
+        end_of_text = tok.eos_token_id if tok.eos_token_id is not None else bos
         write_text(run_dir, text, tok, max_tokens, stream_tokens, cfg.n_ctx, end_of_text)
     seed = re.search(r"-seed(\d+)$", repo)
     write_json(run_dir / rundir.RUN_JSON, {
@@ -142,7 +142,7 @@ def choose_revisions(repo: str, revisions: list[str] | None, every: int | None) 
 def _check_same_inputs(run_dir: Path, settings: dict) -> None:
     if not (run_dir / HUB_JSON).exists():
         return
-    before = json.loads((run_dir / HUB_JSON).read_text())
+    before = read_hub_json(run_dir)
     changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
     if changed:
         said = ", ".join(f"hub.{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
