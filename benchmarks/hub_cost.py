@@ -3,14 +3,18 @@ Pythia's shapes (no network here: the hub's weights cannot be downloaded, so the
 built locally and laid into a hub cache as the hub lays a download, tests/fake_hub.py): the
 time to load a revision (sha256 check, Hugging Face model, TransformerBridge, integrity
 fingerprint) and to probe it (the probes that apply to a hub model, hub.text=kjv, n_ctx 512).
-Download time is not measured; the weight files' sizes are printed.
+Download time is not measured; the weight files' sizes are printed. With `--llc-steps K`, also
+the LLC probe's sampler (conf/probes/llc/default.yaml, its batch of blocks of n_ctx + 1 tokens
+of hub.text) on the last revision: the seconds of K SGLD steps of all its chains, measured, and
+what the settings' burn-in + draws would take at that rate (arithmetic, not measured).
 
-    python -m benchmarks.hub_cost [--sizes 14m 70m] [--revisions 3]
+    python -m benchmarks.hub_cost [--sizes 14m 70m] [--revisions 3] [--llc-steps 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -62,6 +66,7 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=["14m", "70m"], choices=list(SHAPES))
     parser.add_argument("--revisions", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (batch_size=)")
+    parser.add_argument("--llc-steps", type=int, default=0, help="time this many SGLD steps of the LLC probe (0: none)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp())
     os.environ.update(HF_HUB_CACHE=str(root / "hub"), HF_HUB_OFFLINE="1")  # before huggingface_hub reads them
@@ -103,7 +108,42 @@ def main():
               f"load {load_s:.1f} s, probe {probe_s:.1f} s per revision "
               f"(median of {args.revisions}; batch_size={args.batch_size}; probes: {', '.join(probes)}; "
               f"{len(inputs.documents)} windows of 512 tokens)")
+        if args.llc_steps:
+            llc_cost(run_dir, model, args.llc_steps)
 
+
+def llc_cost(run_dir: Path, model, steps: int) -> None:
+    """The LLC probe's default settings on one revision: its initial-loss pass (one pass of
+    forward passes over its batches) and K SGLD steps of all its chains, timed; peak memory."""
+    import resource
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from conf import CONF_DIR
+    from observatory.probes.llc import batch_order, estimate, kept_blocks, sampled_model, settings, token_loss
+    from observatory.sweep.runner import sampling_data
+
+    default = settings(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "probes" / "llc" / "default.yaml")))
+    blocks, mask = sampling_data(run_dir)
+    keep = kept_blocks(len(blocks), default.max_blocks)  # as the estimate keeps them
+    blocks, mask = blocks[keep], mask[keep]
+    sampled = sampled_model(model)
+    order = batch_order(len(blocks), default.batch_size, default.seed)
+    started = time.perf_counter()
+    with torch.no_grad():
+        for rows in order:
+            token_loss(sampled, blocks[rows])
+    init_pass = time.perf_counter() - started
+    started = time.perf_counter()
+    estimate(sampled, blocks, mask, dataclasses.replace(default, burnin=0, draws=steps))
+    per_step = (time.perf_counter() - started - init_pass) / steps
+    planned = default.burnin + default.draws
+    print(f"  llc ({default.chains} chains, batches of {default.batch_size} x {blocks.shape[1]} tokens, "
+          f"{len(order)} batches a pass): initial-loss pass {init_pass:.0f} s, {per_step:.1f} s per SGLD step "
+          f"(measured over {steps}); at the default {planned} steps about "
+          f"{(init_pass + per_step * planned) / 60:.0f} min per revision (arithmetic); "
+          f"peak resident {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.1f} GB", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -82,7 +82,7 @@ def estimate_parts(model, run_dir: Path, cfg: dict) -> dict:
     the SGLD noise, chains × steps × weights normal draws ("floor: noise")."""
     s = llc.settings(cfg | {"components": []})
     inputs = RunInputs.load(run_dir, {"llc": cfg})
-    blocks, mask = inputs.train_blocks, inputs.loss_masks["train_blocks"]
+    blocks, mask = inputs.sampling_blocks, inputs.loss_masks["sampling_blocks"]
     weights = llc.loss_weights(mask)
     order = llc.batch_order(len(blocks), min(s.batch_size, len(blocks)), s.seed)  # as estimate picks (max_blocks aside)
     batches = [(blocks[rows], weights[rows]) for rows in order]

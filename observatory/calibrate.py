@@ -1,5 +1,6 @@
 """`python -m observatory.calibrate experiment=<name> [run=<run>] [step=<step>] [write=<file>]`:
-choose the LLC sampler's settings on one checkpoint (conf/calibrate.yaml).
+choose the LLC sampler's settings on one checkpoint (conf/calibrate.yaml); with
+`hub.repo=<org/name> hub.text=<text>` on a revision of a public suite (docs/suites.md).
 
 Every setting of a small grid (step size × nβ × localization) samples the checkpoint with
 the probe's other settings; a setting passes when none of its chains diverged or went
@@ -127,29 +128,43 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from conf import CONF_DIR
-    from observatory.probes.context import pack_with_loss_mask
-    from train import rundir
+    from observatory.hub.source import is_hub_run
+    from observatory.hub.source import run_name as hub_run_name
+    from observatory.probes.llc import sampled_model
+    from observatory.sweep import SweepError
+    from observatory.sweep.discovery import list_checkpoints, load
+    from observatory.sweep.runner import register_hub_repo, sampling_data
 
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose(config_name="calibrate", overrides=list(sys.argv[1:] if argv is None else argv))
     torch.set_num_threads(cfg.threads) if cfg.threads else None
+    try:
+        register_hub_repo(cfg)  # hub.repo=...: the repository is a run of the experiment, as for the sweep
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     experiment = experiment_dir(cfg)
     runs = sorted(p.parent.name for p in experiment.glob("*/run.json"))
     if not runs:
         print(f"error: no runs under {experiment}; train first", file=sys.stderr)
         return 2
-    run = cfg.run or runs[0]
+    run = cfg.run or (hub_run_name(cfg.hub.repo) if cfg.hub.repo else runs[0])
     run_dir = experiment / run
-    steps = [row["step"] for row in rundir.read_manifest(run_dir)]
-    step = steps[-1] if cfg.step is None else int(cfg.step)
-    info = rundir.read_run_json(run_dir)
-    answer_only = info.get("config", {}).get("data", {}).get("loss_on") == "answer"
-    blocks, _, mask = pack_with_loss_mask(rundir.read_probe_items(run_dir), rundir.block_length(info), "train",
-                                          answer_only)
-    if not len(blocks):
-        print(f"error: {run_dir} has no training-split probe items to sample on", file=sys.stderr)
+    checkpoints = {c.step: c for c in list_checkpoints(run_dir)}
+    step = max(checkpoints) if cfg.step is None else int(cfg.step)
+    if step not in checkpoints:
+        print(f"error: {run} has no checkpoint at step {step} (it has {sorted(checkpoints)})", file=sys.stderr)
         return 2
-    model = rundir.load_model(run_dir, step)
+    blocks, mask = sampling_data(run_dir)
+    if not len(blocks):
+        print(f"error: {run_dir} has no training data to sample on (our runs: training-split probe items; "
+              "a hub repository: hub.text=...)", file=sys.stderr)
+        return 2
+    if cfg.component and is_hub_run(run_dir):
+        print("error: component= names our GPT's heads and layers; a hub model takes the whole model's LLC alone",
+              file=sys.stderr)
+        return 2
+    model = sampled_model(load(checkpoints[step]))
     given = OmegaConf.to_container(cfg.probes, resolve=True).get("llc")  # the experiment's, else the probe's defaults
     probe = settings(given or OmegaConf.to_container(OmegaConf.load(CONF_DIR / "probes" / "llc" / "default.yaml")))
     overrides = {k: v for k, v in OmegaConf.to_container(cfg.sampler, resolve=True).items() if v is not None}

@@ -11,6 +11,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -221,7 +222,8 @@ def test_a_suite_in_the_hub_cache_is_probed_checked_and_reported_like_our_own_ru
     for step in [0, 1, 2, 4, 8]:  # step1: step0's bytes again (Pythia's issue #83)
         revision = model if step <= 1 else nudged(tiny_model("gpt_neox", 61, seed=0), 0.02 * step, step)
         publish_model(cache, "EleutherAI/pythia-tiny", f"step{step}", revision, tmp_path / "tok")
-    text = [f"hub.text={text_file(tmp_path / 'docs.jsonl')}", "hub.max_tokens=2000"]  # the rest: the n-gram stream
+    text = [f"hub.text={text_file(tmp_path / 'docs.jsonl')}", "hub.max_tokens=2000",  # the rest: the n-gram stream
+            "+probes/llc@probes.llc=default", "probes.llc.chains=2", "probes.llc.burnin=16", "probes.llc.draws=16"]
     run = observatory(cache, "hub.repo=EleutherAI/pythia-tiny", *text, "experiment_name=suite", checkpoints=tmp_path / "ckpt")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "capability left out: its items are our synthetic tasks' tokens" in run.stdout
@@ -229,10 +231,11 @@ def test_a_suite_in_the_hub_cache_is_probed_checked_and_reported_like_our_own_ru
     assert "pythia-tiny@step1: byte-identical to step0: which step these weights are cannot be told" in run.stdout
     out = tmp_path / "ckpt" / "suite" / "observatory"
     results = pd.read_parquet(out / "results.parquet")
-    assert set(results["probe"]) == {"attention", "weights", "loss", "essential_dynamics", "ngram"}
+    assert set(results["probe"]) == {"attention", "weights", "loss", "essential_dynamics", "ngram", "llc"}
     assert sorted(set(results["step"])) == [0, 1, 2, 4, 8]
     assert set(results.loc[results["step"] == 8, "tokens"]) == {8 * 2_097_152}  # Pythia's batch
-    assert {"induction/max", "prev_token/max", "norm/blocks.1", "norm/total", "icl_score", "kl/2"} <= set(results["metric"])
+    assert {"induction/max", "prev_token/max", "norm/blocks.1", "norm/total", "icl_score", "kl/2", "mean",
+            "healthy"} <= set(results["metric"])
     checked = pd.read_csv(out / "integrity.csv", keep_default_na=False)
     assert list(checked["warning"] != "") == [True, True, False, False, False]  # step0 and step1: which is which?
     assert "The hub revisions checked" in (out / "index.html").read_text()
@@ -395,3 +398,80 @@ def test_a_repository_without_a_tokenizer_names_the_setting_that_gives_one(tmp_p
     publish(cache, "delphi-suite/stories-tokenizer", "main", tmp_path / "tok", absent=("config.json",))
     run_dir = register(tmp_path / "exp", "delphi-suite/stories-llama2-tiny", tokenizer="delphi-suite/stories-tokenizer")
     assert (run_dir / "tokenizer" / "tokenizer.json").exists()
+
+
+# ---- the LLC on a hub model ---------------------------------------------------------------------
+def llc_settings(**changed):
+    from conftest import probe_defaults
+
+    from observatory.probes.llc import settings
+
+    return settings(probe_defaults()["llc"] | changed)
+
+
+@pytest.mark.parametrize("architecture", ["gpt_neox", "llama", "gpt2"])  # gpt2: its tied unembedding
+def test_a_hub_models_llc_is_devinterps_on_the_model_transformers_loads(tmp_path, cache, architecture):
+    """Our chains on the model the probe samples (the checkpoint's weights, not the bridge's
+    working copies), on hub.text's stream, against devinterp's own `llc` on the revision as
+    transformers loads it from the hub cache: the same chains, to float rounding."""
+    from transformers import AutoModelForCausalLM
+
+    from observatory.hub.model import Logits
+    from observatory.hub.source import register
+    from observatory.probes.llc import estimate, sampled_model
+    from observatory.sweep.discovery import list_checkpoints, load
+    from observatory.sweep.runner import sampling_data
+
+    word_tokenizer(tmp_path / "tok")
+    publish_model(cache, "org/tiny", "step0", tiny_model(architecture, 61, seed=0), tmp_path / "tok")
+    run_dir = register(tmp_path / "exp", "org/tiny", text=str(text_file(tmp_path / "docs.jsonl")), max_tokens=300,
+                       stream_tokens=5_000)
+    blocks, mask = sampling_data(run_dir)
+    assert blocks.shape[1] == 65 and len(blocks) > 32 and mask.all()  # the stream in blocks, every token in the loss
+    s = llc_settings(chains=2, burnin=8, draws=16, batch_size=4, lr=1e-4, n_beta=30.0, localization=100.0)
+    ours = estimate(sampled_model(load(list_checkpoints(run_dir)[0])), blocks, mask, s)
+    loaded = AutoModelForCausalLM.from_pretrained("org/tiny", revision="step0", dtype=torch.float32)
+    for module in loaded.modules():  # devinterp samples in train mode: GPT-2's dropout (0.1) would be on
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    reference = estimate(Logits(loaded), blocks, mask, s, sampler="devinterp")
+    assert ours.init_loss == pytest.approx(reference.init_loss, rel=1e-6)
+    assert np.allclose(ours.trace, reference.trace, rtol=1e-3)
+    assert (ours.trace[:, -1] - ours.init_loss > 0.01).all()  # chains that moved: the comparison compares something
+
+
+def test_our_run_through_the_hub_has_the_native_llc(tmp_path, cache, train_debug):
+    """Our run's last checkpoint exported with train.export (GPT-2: the same weights, transposed
+    and fused otherwise, which SGLD's isotropic noise does not see) and probed as a hub
+    revision: the LLC on the same blocks as the native model's, within 2 combined standard errors."""
+    from observatory.hub.source import register
+    from observatory.probes.llc import estimate, sampled_model
+    from observatory.sweep.discovery import list_checkpoints, load
+    from observatory.sweep.runner import sampling_data
+    from train import rundir
+    from train.export import export
+
+    run_dir = train_debug(tmp_path / "native", "model.n_layer=2", "model.name=2l")
+    step = rundir.read_manifest(run_dir)[-1]["step"]
+    publish(cache, "ours/exported", f"step{step}", export(run_dir, tmp_path / "hf", step))
+    hub_model = sampled_model(load(list_checkpoints(register(tmp_path / "hub", "ours/exported"))[0]))
+    native = rundir.load_model(run_dir, step)
+    assert sum(p.numel() for p in hub_model.parameters()) == sum(p.numel() for p in native.parameters())
+    blocks, mask = sampling_data(run_dir)  # the native run's training items, answers alone in the loss
+    s = llc_settings(chains=8, draws=64, burnin=64, lr=1e-4, n_beta=30.0, localization=100.0)
+    on_hub, at_home = estimate(hub_model, blocks, mask, s), estimate(native, blocks, mask, s)
+    assert on_hub.healthy and at_home.healthy, (on_hub.drift, at_home.drift)
+    assert abs(on_hub.mean - at_home.mean) <= 2 * np.hypot(on_hub.stderr, at_home.stderr), \
+        (on_hub.mean, on_hub.stderr, at_home.mean, at_home.stderr)
+    assert not np.allclose(on_hub.per_chain, at_home.per_chain)  # other noise draws: an independent estimate
+
+
+def test_per_component_llc_on_a_hub_model_is_an_error_before_any_work(tmp_path, cache):
+    from observatory.hub.source import register
+    from observatory.sweep.runner import SweepError, probes_for
+
+    word_tokenizer(tmp_path / "tok")
+    publish_model(cache, "org/tiny", "step0", tiny_model("gpt_neox", 61, seed=0), tmp_path / "tok")
+    run_dir = register(tmp_path / "exp", "org/tiny", text=str(text_file(tmp_path / "docs.jsonl")), max_tokens=300)
+    with pytest.raises(SweepError, match=r"probes.llc.components=\[\]"):
+        probes_for(run_dir, {"llc": {"components": ["heads"]}})

@@ -213,6 +213,27 @@ def test_fused_and_explicit_attention_agree():
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kw", [{}, {"attn_only": True}, {"positions": "qk"}, {"layer_norm": False}],
+                         ids=["default", "attn_only", "qk", "no_ln"])
+def test_logits_at_chosen_positions_are_those_of_the_whole_forward_pass(kw):
+    """model(tokens, at=...) computes the last block at those positions alone: the same logits
+    there, and the same gradients, as the whole pass (the LLC's sampler takes its loss there)."""
+    model = tiny(**kw)
+    tokens = torch.randint(0, 50, (3, 16))
+    at = torch.tensor([0, 6, 15])
+    whole = model(tokens)
+    torch.testing.assert_close(model(tokens, at=at), whole[:, at], atol=1e-6, rtol=1e-5)
+    grads = [torch.autograd.grad(out.logsumexp(-1).sum(), list(model.parameters()), allow_unused=True)
+             for out in (whole[:, at], model(tokens, at=at))]
+    for g_whole, g_at in zip(*grads):
+        torch.testing.assert_close(g_at, g_whole, atol=1e-6, rtol=1e-4)
+    patterns = []  # with the pattern hook on, the explicit attention: the pattern's rows at those positions
+    with torch.no_grad(), model.hooks([("blocks.1.attn.hook_pattern", lambda t, hook: patterns.append(t))]):
+        torch.testing.assert_close(model(tokens, at=at), whole[:, at], atol=1e-6, rtol=1e-5)
+        model(tokens)
+    torch.testing.assert_close(patterns[0], patterns[1][:, :, at])
+
+
 @pytest.mark.parametrize("attn_only,tied,ln", [(False, False, True), (True, False, True), (False, True, True),
                                                 (False, False, False), (True, False, False)])
 def test_parameter_count_variants(attn_only, tied, ln):

@@ -35,32 +35,53 @@ class Attention(nn.Module):
         self.hook_attn_scores, self.hook_pattern = HookPoint(), HookPoint()
         self.hook_z = HookPoint()
 
-    def forward(self, x: torch.Tensor, qk_input: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, qk_input: torch.Tensor | None = None,
+                at: torch.Tensor | None = None) -> torch.Tensor:
         """x: the normalized residual (B, T, C); qk_input, where given, feeds the queries and
-        keys instead of x (positions="qk": it holds the positions, the values never do)."""
+        keys instead of x (positions="qk": it holds the positions, the values never do); `at`,
+        where given, the positions (Tq,) whose output alone is wanted: queries there alone,
+        keys and values everywhere."""
         B, T, C = x.shape
-        if qk_input is None:
-            qkv = self.qkv(x)  # (B, T, 3C)
+        if at is not None:
+            q, k, v = self._qkv_at(x, x if qk_input is None else qk_input, at)
         else:
-            w, b = self.qkv.weight, self.qkv.bias
-            qkv = torch.cat([F.linear(qk_input, w[: 2 * C], b[: 2 * C]), F.linear(x, w[2 * C :], b[2 * C :])], dim=-1)
-        q, k, v = qkv.view(B, T, 3, self.n_head, self.d_head).unbind(dim=2)  # (B, T, H, D) each
+            if qk_input is None:
+                qkv = self.qkv(x)  # (B, T, 3C)
+            else:
+                w, b = self.qkv.weight, self.qkv.bias
+                qkv = torch.cat([F.linear(qk_input, w[: 2 * C], b[: 2 * C]), F.linear(x, w[2 * C :], b[2 * C :])], dim=-1)
+            q, k, v = qkv.view(B, T, 3, self.n_head, self.d_head).unbind(dim=2)  # (B, T, H, D) each
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, Tq, D), (B, H, T, D), (B, H, T, D)
         if self.hook_pattern.active or self.hook_attn_scores.active:
-            z = self._explicit_attention(q, k, v)  # someone wants the pattern: materialize it
-        else:
+            z = self._explicit_attention(q, k, v, at)  # someone wants the pattern: materialize it
+        elif at is None:
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # fused kernel
-        z = self.hook_z(z.transpose(1, 2))  # (B, T, H, D)
-        return self.out(z.reshape(B, T, C))
+        else:
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, at, q.device))
+        z = self.hook_z(z.transpose(1, 2))  # (B, Tq, H, D)
+        return self.out(z.reshape(B, z.shape[1], C))
 
-    def _explicit_attention(self, q, k, v) -> torch.Tensor:
-        T = q.shape[-2]
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)  # (B, H, T, T)
-        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    def _qkv_at(self, x, qk_input, at):
+        """Queries at the positions `at` alone, keys and values at every one: (B, Tq, H, D), (B, T, H, D) x 2."""
+        B, T, C = x.shape
+        w, b = self.qkv.weight, self.qkv.bias
+        q = F.linear(qk_input[:, at], w[:C], b[:C])
+        k, v = F.linear(qk_input, w[C : 2 * C], b[C : 2 * C]), F.linear(x, w[2 * C :], b[2 * C :])
+        return q.view(B, len(at), self.n_head, self.d_head), *(t.view(B, T, self.n_head, self.d_head) for t in (k, v))
+
+    def _explicit_attention(self, q, k, v, at=None) -> torch.Tensor:
+        T = k.shape[-2]
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)  # (B, H, Tq, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril() if at is None else causal_mask(T, at, q.device)
         scores = self.hook_attn_scores(scores.masked_fill(~causal, float("-inf")))
         pattern = self.hook_pattern(scores.softmax(dim=-1))  # (B, H, T_query, T_key)
-        return pattern @ v  # (B, H, T, D)
+        return pattern @ v  # (B, H, Tq, D)
+
+
+def causal_mask(T: int, at: torch.Tensor, device) -> torch.Tensor:
+    """(Tq, T): the query at position at[i] reads the keys at positions <= at[i]."""
+    return torch.arange(T, device=device)[None, :] <= at.to(device)[:, None]
 
 
 class MLP(nn.Module):
@@ -115,10 +136,13 @@ class Block(nn.Module):
             self.mlp = MLP(cfg)
             self.hook_resid_mid, self.hook_mlp_out = HookPoint(), HookPoint()
 
-    def forward(self, x: torch.Tensor, qk_positions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, qk_positions: torch.Tensor | None = None,
+                at: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C), or with `at` the positions at alone (B, Tq, C)."""
         x = self.hook_resid_pre(x)  # (B, T, C)
         qk_input = None if qk_positions is None else self.ln1(x + qk_positions)  # positions="qk"
-        x = x + self.hook_attn_out(self.attn(self.ln1(x), qk_input))
+        attn_out = self.hook_attn_out(self.attn(self.ln1(x), qk_input, at))
+        x = (x if at is None else x[:, at]) + attn_out
         if not self.attn_only:
             x = self.hook_resid_mid(x)
             x = x + self.hook_mlp_out(self.mlp(self.ln2(x)))
@@ -151,7 +175,11 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T) -> logits (B, T, vocab); with `at`, sorted positions (Tq,), the logits
+        there alone (B, Tq, vocab): the last block computes its queries and all after them at
+        those positions only (as nanoGPT's generation takes the last position's logits alone;
+        the LLC's sampler, for a loss on the answers alone)."""
         B, T = tokens.shape
         if T > self.cfg.n_ctx:
             raise ValueError(f"sequence length {T} exceeds the model's context n_ctx={self.cfg.n_ctx}")
@@ -160,8 +188,8 @@ class GPT(nn.Module):
         if self.cfg.positions == "residual":
             x = x + positions
         qk_positions = positions if self.cfg.positions == "qk" else None
-        for block in self.blocks:
-            x = block(x, qk_positions)
+        for i, block in enumerate(self.blocks):
+            x = block(x, qk_positions, at if i == len(self.blocks) - 1 else None)
         x = self.ln_final(x)
         return self.lm_head(x)  # (B, T, vocab)
 

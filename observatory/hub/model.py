@@ -6,6 +6,7 @@ docs/suites.md."""
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,9 @@ class HookedHubModel(torch.nn.Module):
     """Our GPT's probe interface (cfg, forward -> logits, run_with_cache, named_parameters with
     blocks.{l} names) over a TransformerBridge."""
 
-    def __init__(self, bridge, cfg: HubModelConfig, weights: dict[str, torch.Tensor]):
+    def __init__(self, bridge, cfg: HubModelConfig, weights: dict[str, torch.Tensor], hf_config):
         super().__init__()
-        self.bridge, self.cfg = bridge, cfg
+        self.bridge, self.cfg, self.hf_config = bridge, cfg, hf_config
         self.weights = weights  # the checkpoint's own parameters by their Hugging Face names
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -63,6 +64,33 @@ class HookedHubModel(torch.nn.Module):
                 yield next((name[len(p):] for p in PREFIXES if name.startswith(p)), name), param
 
 
+    def sampling_model(self) -> torch.nn.Module:
+        """The checkpoint as transformers builds it, its forward returning logits: the module
+        whose weights the LLC's sampler moves. Not the bridge: it computes GPT-NeoX's attention
+        from q, k, v copies of the fused weights, so moving the checkpoint's own weights inside
+        it would change nothing; a copy, so the bridge's weights stay the checkpoint's."""
+        from transformers import AutoModelForCausalLM
+
+        hf_model = AutoModelForCausalLM.from_config(self.hf_config, attn_implementation="eager", dtype=torch.float32)
+        hf_model.load_state_dict(self.weights, strict=False)  # a tied unembedding is not among the weights
+        names = {name for name, _ in hf_model.named_parameters()}  # tied weights once
+        if names != set(self.weights):
+            raise ValueError(f"{self.cfg.architecture}: transformers builds other parameters than the checkpoint has "
+                             f"({sorted(names ^ set(self.weights))[:4]}...)")
+        return Logits(hf_model.to(next(iter(self.weights.values())).device).eval())
+
+
+class Logits(torch.nn.Module):
+    """A Hugging Face causal LM as our GPT's forward: tokens (B, T) -> logits (B, T, V)."""
+
+    def __init__(self, hf_model):
+        super().__init__()
+        self.hf_model = hf_model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.hf_model(input_ids=tokens).logits
+
+
 class MissingHook(ValueError):
     """A probe asked for a hook point the architecture does not have."""
 
@@ -84,7 +112,8 @@ def load_hooked(snapshot: Path, tokenizer_dir: Path, n_ctx: int, device: str = "
     logging.disable_progress_bar()  # a bar per revision says nothing the sweep's own progress does not
     hf_model = AutoModelForCausalLM.from_pretrained(snapshot, attn_implementation="eager", dtype=torch.float32)
     weights = dict(hf_model.named_parameters())  # before the bridge wraps the modules (tied weights once)
+    hf_config = copy.deepcopy(hf_model.config)
     bridge = TransformerBridge.boot_transformers(str(snapshot), hf_model=hf_model.eval(), device=device,
                                                  tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir))
     bridge.eval()
-    return HookedHubModel(bridge, model_config(hf_model.config, n_ctx), weights).eval()
+    return HookedHubModel(bridge, model_config(hf_model.config, n_ctx), weights, hf_config).eval()

@@ -22,8 +22,8 @@ from train.durable import atomic_write_bytes, write_json
 HUB_JSON = "hub.json"
 TOKENIZER_DIR = "tokenizer"
 NGRAM_STREAM = "ngram_stream.safetensors"  # hub.text after the held-out documents, in blocks
-APPLICABLE = ("attention", "weights", "loss", "essential_dynamics", "ngram")  # not our tasks' items, nor the LLC
-NEEDS_TEXT = ("loss", "essential_dynamics", "ngram")
+APPLICABLE = ("attention", "weights", "loss", "essential_dynamics", "ngram", "llc")  # not our tasks' items
+NEEDS_TEXT = ("loss", "essential_dynamics", "ngram", "llc")
 
 
 def is_hub_run(run_dir: Path) -> bool:
@@ -36,12 +36,14 @@ def read_hub_json(run_dir: Path) -> dict:
 
 def applicable_probes(probe_cfgs: dict, has_text: bool) -> tuple[dict, dict[str, str]]:
     """The probes a hub run can take, and why each other one is left out (said once)."""
+    if (probe_cfgs.get("llc") or {}).get("components"):
+        raise ValueError("probes.llc.components names our GPT's heads and layers; a hub model takes the whole "
+                         "model's LLC alone: set probes.llc.components=[]")
     kept, left_out = {}, {}
     for name, cfg in probe_cfgs.items():
         if name not in APPLICABLE:
-            left_out[name] = ("its items are our synthetic tasks' tokens" if name in ("capability", "linear") else
-                              "its sampler is calibrated per experiment and none is for a hub model (docs/suites.md)"
-                              if name == "llc" else "not made for hub checkpoints")
+            left_out[name] = ("its items are our synthetic tasks' tokens" if name in ("capability", "linear")
+                              else "not made for hub checkpoints")
         elif name in NEEDS_TEXT and not has_text:
             left_out[name] = "it needs text: hub.text=<files or a hub dataset>"
         else:

@@ -217,8 +217,8 @@ class Context:
     token_ids: dict[str, int] = field(default_factory=dict)  # the run's vocabulary
     targets: dict[str, torch.Tensor] = field(default_factory=dict)  # input set -> next token of each position (N, T)
     item_scores: dict[str, ItemScores] = field(default_factory=dict)  # metric -> per-item scores
-    train_blocks: torch.Tensor | None = None  # (M, seq_len + 1): training-split items packed as training packs (llc)
-    loss_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # input set -> (N, T): in the training loss
+    sampling_blocks: torch.Tensor | None = None  # (M, block_len): what the LLC samples on (runner.sampling_data)
+    loss_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # input set, "sampling_blocks" -> (N, T): in the loss
     ngrams: object | None = None  # the run's n-gram tables (observatory/probes/ngram.py: NgramTables)
     _forwards: dict[str, Forward] = field(default_factory=dict)
 

@@ -54,6 +54,7 @@ import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,7 @@ import torch.nn.functional as F
 
 from observatory.metrics import LLC_HEALTH, SAMPLER, STAGE_SIGNAL, Metric
 from observatory.probes.registry import parse_settings, probe
+from train.model import GPT
 
 
 @dataclass(frozen=True)
@@ -89,12 +91,26 @@ def settings(cfg: dict) -> Settings:
 
 
 # ---- the sampling data and loss -----------------------------------------------------------
-def token_loss(model, input_ids: torch.Tensor) -> torch.Tensor:
+def token_loss(model, input_ids: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
     """devinterp's `loss_fn(model, input_ids) -> (B, T)` per-token loss, for this model, which
-    reads seq_len tokens, not the block's seq_len + 1."""
-    logits = model(input_ids[:, :-1])  # (B, T, V)
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), input_ids[:, 1:].flatten(), reduction="none")
-    return loss.view(input_ids.shape[0], -1)  # (B, T)
+    reads seq_len tokens, not the block's seq_len + 1. With `at` (our GPT's sorted positions)
+    the model computes those positions' logits alone, and the loss elsewhere is 0."""
+    inputs, targets = input_ids[:, :-1], input_ids[:, 1:]
+    if at is None:
+        logits = model(inputs)  # (B, T, V)
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view(targets.shape)
+    logits = model(inputs, at=at)  # (B, Tq, V)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets[:, at].flatten(), reduction="none")
+    return loss.new_zeros(targets.shape).index_copy(1, at, loss.view(len(targets), -1))  # (B, T)
+
+
+def loss_positions(model, loss_mask: torch.Tensor) -> torch.Tensor | None:
+    """The positions at which any block takes its loss, where our GPT can compute them alone
+    and they are not all (a loss on the answers alone: grokking's one token in seven); else None."""
+    at = loss_mask.any(0).nonzero().flatten()
+    if not isinstance(model, GPT) or len(at) == loss_mask.shape[1]:
+        return None
+    return at.to(next(model.parameters()).device)
 
 
 def loss_weights(loss_mask: torch.Tensor) -> torch.Tensor:
@@ -244,18 +260,21 @@ def estimate(model, blocks: torch.Tensor, loss_mask: torch.Tensor, s: Settings, 
              loss_fn=None, sampler: str | None = None) -> Estimate:
     """The LLC of `model` (or of one component's weights, the rest held fixed) on the sampling
     `blocks` (M, seq_len + 1) with the training loss's `loss_mask` (M, seq_len). `loss_fn(model,
-    blocks) -> (B, seq_len)` per-token losses replaces the cross-entropy (tests). `sampler`:
+    blocks) -> (B, seq_len)` per-token losses replaces the cross-entropy (tests); by default
+    the chains here compute logits only where a loss is taken (token_loss's `at`: the same
+    function, less arithmetic), devinterp's sampler the whole forward pass. `sampler`:
     "vmap" or "chainwise" (the chains advanced together, here), "devinterp" (its `llc`, chain
     after chain: the reference that tests hold the others to); by default "vmap" on an
     accelerator, where one call for all chains saves kernel launches, and "chainwise" on CPU,
     where the matrix products dominate and vmap's batched products are slower (docs/devinterp.md)."""
-    if len(blocks) > s.max_blocks:
-        keep = torch.linspace(0, len(blocks) - 1, s.max_blocks).round().long()
-        blocks, loss_mask = blocks[keep], loss_mask[keep]
+    keep = kept_blocks(len(blocks), s.max_blocks)
+    blocks, loss_mask = blocks[keep], loss_mask[keep]
     batch_size = min(s.batch_size, len(blocks))
     masks = param_masks(model, component) if component else dict.fromkeys(n for n, _ in model.named_parameters())
     sampler = sampler or ("chainwise" if next(model.parameters()).device.type == "cpu" else "vmap")
-    args = model, blocks, loss_weights(loss_mask), loss_fn or token_loss, s, masks, batch_size
+    if loss_fn is None:  # devinterp's own sampler on the whole forward pass: the reference as it is
+        loss_fn = token_loss if sampler == "devinterp" else partial(token_loss, at=loss_positions(model, loss_mask))
+    args = model, blocks, loss_weights(loss_mask), loss_fn, s, masks, batch_size
     if sampler == "devinterp":
         trace, init_loss, failures = sample_devinterp(*args)
     elif sampler in ("vmap", "chainwise"):
@@ -264,6 +283,13 @@ def estimate(model, blocks: torch.Tensor, loss_mask: torch.Tensor, s: Settings, 
         raise ValueError(f"unknown LLC sampler {sampler!r}: vmap, chainwise or devinterp")
     return Estimate(trace, init_loss, s.burnin, len(blocks) // batch_size, s.n_beta, s.max_drift,
                     s.max_loss_rise, failures)
+
+
+def kept_blocks(n_blocks: int, max_blocks: int) -> torch.Tensor:
+    """The blocks the sampler keeps: at most max_blocks, evenly spaced over all of them."""
+    if n_blocks <= max_blocks:
+        return torch.arange(n_blocks)
+    return torch.linspace(0, n_blocks - 1, max_blocks).round().long()
 
 
 # ---- the chains advanced together -----------------------------------------------------------
@@ -304,13 +330,12 @@ def sample_batched(model, blocks, weights, loss_fn, s: Settings, masks: dict, ba
     w = {n: c.expand(s.chains, *c.shape).clone().requires_grad_() for n, c in center.items()}  # (chains, *shape)
     keep = {n: m.to(device, torch.float32) for n, m in masks.items() if m is not None}
     noise = [torch.Generator(device).manual_seed(s.seed + c) for c in range(s.chains)]  # devinterp's seed per chain
-    chain_loss = chain_losses(model, loss_fn, {n: p.detach() for n, p in params.items() if n not in masks}, vmap)
+    step_of = losses_and_gradients(model, loss_fn, {n: p.detach() for n, p in params.items() if n not in masks}, vmap)
     trace = torch.full((s.chains, s.burnin + s.draws), math.nan, device=device)
     alive = torch.ones(s.chains, dtype=torch.bool, device=device)
     for i in range(s.burnin + s.draws):
         rows = order[i % len(order)]
-        loss = (chain_loss(w, blocks[rows]) * weights[rows]).float().mean((1, 2))  # (chains,)
-        grads = torch.autograd.grad(loss.sum(), list(w.values()), allow_unused=True)  # chain c's loss reads w[c] alone
+        loss, grads = step_of(w, blocks[rows], weights[rows])  # (chains,), per weight (chains, *shape)
         alive &= loss.isfinite()  # devinterp ends a chain at its first non-finite loss
         trace[:, i] = torch.where(alive, loss.detach(), math.nan)
         sgld_step(w, grads, center, keep, noise, s)
@@ -318,9 +343,12 @@ def sample_batched(model, blocks, weights, loss_fn, s: Settings, masks: dict, ba
     return trace.cpu().double().numpy(), float(init_loss), failures
 
 
-def chain_losses(model, loss_fn, fixed: dict, vmap: bool):
-    """(w, ids) -> (chains, B, T): every chain's per-token loss, its sampled weights taken from
-    the chain-stacked `w`, the others `fixed`."""
+def losses_and_gradients(model, loss_fn, fixed: dict, vmap: bool):
+    """(w, ids, token_weights) -> (every chain's mean loss (chains,), its gradient per sampled
+    weight (chains, *shape), None for a weight the loss does not read): each chain's weights
+    taken from the chain-stacked `w`, the others `fixed`. By vmap all chains in one evaluation;
+    else chain after chain, each chain's graph freed before the next (at a 50k vocabulary one
+    chain's logits and their log-softmax take gigabytes)."""
     module, fixed = LossOf(model, loss_fn), {"model." + n: t for n, t in fixed.items()}
 
     def one(w, ids):
@@ -329,16 +357,22 @@ def chain_losses(model, loss_fn, fixed: dict, vmap: bool):
     if vmap:
         batched = torch.func.vmap(one, in_dims=(0, None))
 
-        def together(w, ids):
+        def together(w, ids, token_weights):
             with warnings.catch_warnings():  # CPU attention has no batching rule: vmap loops over the chains there
                 warnings.filterwarnings("ignore", message="There is a performance drop")
-                return batched(w, ids)
+                loss = (batched(w, ids) * token_weights).float().mean((1, 2))
+            return loss, torch.autograd.grad(loss.sum(), list(w.values()), allow_unused=True)  # chain c's reads w[c]
         return together
 
-    def chainwise(w, ids):
-        per_chain = zip(*(t.unbind() for t in w.values()))  # one unbind per weight: its backward is one stack
-        return torch.stack([one(dict(zip(w, chain)), ids) for chain in per_chain])
-    return chainwise
+    def chain_after_chain(w, ids, token_weights):
+        losses, grads = [], []
+        for c in range(len(next(iter(w.values())))):
+            mine = {n: t[c] for n, t in w.items()}  # views of the stacked weights: their gradients are chain c's
+            loss = (one(mine, ids) * token_weights).float().mean()
+            grads.append(torch.autograd.grad(loss, list(mine.values()), allow_unused=True))
+            losses.append(loss.detach())
+        return torch.stack(losses), [None if g[0] is None else torch.stack(g) for g in zip(*grads)]
+    return chain_after_chain
 
 
 @torch.no_grad()
@@ -419,14 +453,21 @@ def sample_devinterp(model, blocks, weights, loss_fn, s: Settings, masks: dict, 
     return trace, init_loss, [str(w.message) for w in caught if "failed" in str(w.message).lower()]
 
 
+def sampled_model(model) -> torch.nn.Module:
+    """The module whose weights the sampler moves: our GPT itself; a hub checkpoint's Hugging
+    Face model as transformers builds it (observatory/hub/model.py: sampling_model)."""
+    return model.sampling_model() if hasattr(model, "sampling_model") else model
+
+
 @probe("llc", version=2, settings=Settings)  # 2: max_blocks keeps evenly spaced blocks (was the first)
 def llc(ctx, s: Settings) -> dict:
     """The whole model's LLC (`mean`, `chain/<i>`, health) and each configured component's
-    (`<component>/mean`, ...), on the run's training-data blocks."""
-    if ctx.train_blocks is None or not len(ctx.train_blocks):
-        return {}  # no training-split items (e.g. a text run): nothing to sample on
-    mask = ctx.loss_masks["train_blocks"]
-    metrics = estimate(ctx.model, ctx.train_blocks, mask, s).metrics()
+    (`<component>/mean`, ...), on the run's training data (sweep/runner.py: sampling_data)."""
+    blocks = ctx.sampling_blocks
+    if blocks is None or not len(blocks):
+        return {}  # no training-split items (e.g. our own text runs): nothing to sample on
+    mask, model = ctx.loss_masks["sampling_blocks"], sampled_model(ctx.model)
+    metrics = estimate(model, blocks, mask, s).metrics()
     for component in component_names(ctx.model.cfg, s.components):
-        metrics |= estimate(ctx.model, ctx.train_blocks, mask, s, component).metrics(component)
+        metrics |= estimate(model, blocks, mask, s, component).metrics(component)
     return metrics

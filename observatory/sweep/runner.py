@@ -52,9 +52,10 @@ class RunInputs:
     repeated: torch.Tensor
     token_ids: dict[str, int]
     train_blocks: torch.Tensor  # (M, seq_len + 1): training-split items, packed as training packs them
-    loss_masks: dict[str, torch.Tensor]  # "blocks", "train_blocks" -> (M, seq_len): the tokens training takes its loss on
+    loss_masks: dict[str, torch.Tensor]  # input set -> (M, seq_len): the tokens training takes its loss on
     ngrams: NgramTables | None = None  # the training stream's n-gram counts (the ngram probe)
     sampled: dict[str, torch.Tensor] = field(default_factory=dict)  # "sampled/<n>" -> (S, n_ctx + 1) from the n-gram model
+    sampling_blocks: torch.Tensor | None = None  # what the LLC samples on (sampling_data), when it runs
 
     @classmethod
     def load(cls, run_dir: Path, probe_cfgs: dict) -> RunInputs:
@@ -80,10 +81,14 @@ class RunInputs:
             generator = torch.Generator().manual_seed(settings.seed)
             sampled = {f"sampled/{n}": ngrams.sample(n, settings.n_sampled, n_ctx + 1, generator)
                        for n in settings.sampled_orders}
+        masks = {"blocks": blocks_mask, "train_blocks": train_mask}
+        sampling_blocks = None
+        if "llc" in probe_cfgs:
+            sampling_blocks, masks["sampling_blocks"] = sampling_data(run_dir)
         task_items = [it for it in probe_items if it["task"] is not None]  # not a text run's documents
         return cls(Items.from_probe_items(task_items), Items.from_probe_items(linear) if linear else None,
                    blocks, block_tasks, documents(probe_items, n_ctx + 1), repeated, token_ids, train_blocks,
-                   {"blocks": blocks_mask, "train_blocks": train_mask}, ngrams, sampled)
+                   masks, ngrams, sampled, sampling_blocks)
 
     def context(self, model, probe_cfgs: dict, batch_size: int) -> Context:
         inputs = {"items": self.items.tokens, "blocks": self.blocks[:, :-1], "documents": self.documents[:, :-1],
@@ -96,7 +101,24 @@ class RunInputs:
             inputs[name], targets[name] = sampled[:, :-1], sampled[:, 1:]
         return Context(model, inputs, requested_hooks(model.cfg, probe_cfgs), batch_size, self.items,
                        self.linear_items, self.block_tasks, self.token_ids, targets,
-                       train_blocks=self.train_blocks, loss_masks=self.loss_masks, ngrams=self.ngrams)
+                       sampling_blocks=self.sampling_blocks, loss_masks=self.loss_masks, ngrams=self.ngrams)
+
+
+def sampling_data(run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the LLC samples on: blocks (M, block_len) and the loss's mask (M, block_len - 1).
+    For our runs the training-split items packed as training packs them, with training's mask
+    (the answers alone under data.loss_on=answer); for a hub run, the stream cut from hub.text
+    after the held-out documents, every token in the loss (none when it has no text)."""
+    if hub_source.is_hub_run(run_dir):
+        blocks = hub_source.stream_blocks(run_dir)
+        if blocks is None:
+            return torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 1, dtype=torch.bool)
+        return blocks, torch.ones(len(blocks), blocks.shape[1] - 1, dtype=torch.bool)
+    info = rundir.read_run_json(run_dir)
+    answer_only = info.get("config", {}).get("data", {}).get("loss_on") == "answer"
+    blocks, _, mask = pack_with_loss_mask(rundir.read_probe_items(run_dir), rundir.block_length(info), "train",
+                                          answer_only)
+    return blocks, mask
 
 
 def vocabulary(run_dir: Path) -> tuple[dict[str, int], list[int], int]:
@@ -349,7 +371,10 @@ def probes_for(run_dir: Path, probe_cfgs: dict) -> dict:
     the others said once)."""
     if not hub_source.is_hub_run(run_dir):
         return probe_cfgs
-    kept, left_out = hub_source.applicable_probes(probe_cfgs, bool(rundir.read_probe_items(run_dir)))
+    try:
+        kept, left_out = hub_source.applicable_probes(probe_cfgs, bool(rundir.read_probe_items(run_dir)))
+    except ValueError as e:
+        raise SweepError(f"{run_dir.name} (a hub repository): {e}") from None
     unsaid = {name: why for name, why in left_out.items() if (run_dir.name, name) not in _SAID}
     if unsaid:
         print(f"{run_dir.name} (a hub repository): " + "; ".join(f"{name} left out: {why}" for name, why in unsaid.items()),
