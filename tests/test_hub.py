@@ -458,7 +458,7 @@ def test_our_run_through_the_hub_has_the_native_llc(tmp_path, cache, train_debug
     native = rundir.load_model(run_dir, step)
     assert sum(p.numel() for p in hub_model.parameters()) == sum(p.numel() for p in native.parameters())
     blocks, mask = sampling_data(run_dir)  # the native run's training items, answers alone in the loss
-    s = llc_settings(chains=8, draws=64, burnin=64, lr=1e-4, n_beta=30.0, localization=100.0)
+    s = llc_settings(chains=6, draws=64, burnin=32, lr=1e-4, n_beta=30.0, localization=100.0)
     on_hub, at_home = estimate(hub_model, blocks, mask, s), estimate(native, blocks, mask, s)
     assert on_hub.healthy and at_home.healthy, (on_hub.drift, at_home.drift)
     assert abs(on_hub.mean - at_home.mean) <= 2 * np.hypot(on_hub.stderr, at_home.stderr), \

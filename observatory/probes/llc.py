@@ -11,7 +11,9 @@ devinterp, the chain-stacked weights updated at once, without devinterp's per-st
 bookkeeping. On an accelerator the model is evaluated once per step on the stacked weights
 (torch.func.vmap); on CPU chain after chain, which is faster there. On the same weights and
 data the chains follow devinterp's to float rounding (tests/test_devinterp.py), and
-`estimate(..., sampler="devinterp")` runs devinterp's own `llc` instead. devinterp 2.0.1's
+`estimate(..., sampler="devinterp")` runs devinterp's own `llc` instead. Where the loss is
+taken at a few positions (grokking's answers), the chains ask our GPT for those positions'
+logits alone (`GPT.forward(tokens, at=...)`): the same loss, less arithmetic. devinterp 2.0.1's
 own `llc_mean` averages the trace over the burn-in steps too; here burn-in is excluded, as
 in Lau et al.
 
