@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from conf import CONF_DIR
-    from observatory.hub.source import is_hub_run
+    from observatory.hub.source import applicable_probes, is_hub_run
     from observatory.hub.source import run_name as hub_run_name
     from observatory.probes.llc import sampled_model
     from observatory.sweep import SweepError
@@ -150,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run = cfg.run or (hub_run_name(cfg.hub.repo) if cfg.hub.repo else runs[0])
     run_dir = experiment / run
-    checkpoints = {c.step: c for c in list_checkpoints(run_dir)}
+    checkpoints = {c.step: c for c in list_checkpoints(run_dir)} if (run_dir / "run.json").exists() else {}
+    if not checkpoints:
+        print(f"error: {run_dir} has no checkpoints (runs here: {', '.join(runs)})", file=sys.stderr)
+        return 2
     step = max(checkpoints) if cfg.step is None else int(cfg.step)
     if step not in checkpoints:
         print(f"error: {run} has no checkpoint at step {step} (it has {sorted(checkpoints)})", file=sys.stderr)
@@ -161,9 +164,11 @@ def main(argv: list[str] | None = None) -> int:
               "a hub repository: hub.text=...)", file=sys.stderr)
         return 2
     if cfg.component and is_hub_run(run_dir):
-        print("error: component= names our GPT's heads and layers; a hub model takes the whole model's LLC alone",
-              file=sys.stderr)
-        return 2
+        try:
+            applicable_probes({"llc": {"components": [cfg.component]}}, has_text=True)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     model = sampled_model(load(checkpoints[step]))
     given = OmegaConf.to_container(cfg.probes, resolve=True).get("llc")  # the experiment's, else the probe's defaults
     probe = settings(given or OmegaConf.to_container(OmegaConf.load(CONF_DIR / "probes" / "llc" / "default.yaml")))

@@ -198,6 +198,8 @@ def test_a_chain_that_blows_up_ends_where_devinterps_does(trained):
         assert np.array_equal(np.isfinite(batched.trace), np.isfinite(reference.trace))
         assert batched.failures == [m.removeprefix("Chain failed: ") for m in reference.failures]
         assert batched.diverged.all() and not batched.healthy
+    default = estimate(model, blocks, mask, s)  # the logits where the loss is taken alone: it blows up too
+    assert default.diverged.all() and not default.healthy
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

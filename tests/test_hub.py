@@ -475,3 +475,29 @@ def test_per_component_llc_on_a_hub_model_is_an_error_before_any_work(tmp_path, 
     run_dir = register(tmp_path / "exp", "org/tiny", text=str(text_file(tmp_path / "docs.jsonl")), max_tokens=300)
     with pytest.raises(SweepError, match=r"probes.llc.components=\[\]"):
         probes_for(run_dir, {"llc": {"components": ["heads"]}})
+
+
+def test_calibrate_chooses_the_llc_settings_on_a_hub_revision(tmp_path, cache):
+    """python -m observatory.calibrate hub.repo=... hub.text=...: the repository registered as a
+    run (as the sweep registers it), its last revision sampled on the text's stream."""
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from observatory.calibrate import main as calibrate_main
+    from observatory.probes.llc import settings
+
+    word_tokenizer(tmp_path / "tok")
+    for step in (0, 4):
+        publish_model(cache, "org/tiny", f"step{step}", tiny_model("gpt_neox", 61, seed=step), tmp_path / "tok")
+    hub = ["hub.repo=org/tiny", f"hub.text={text_file(tmp_path / 'docs.jsonl')}", "hub.max_tokens=300",
+           f"checkpoints_dir={tmp_path / 'ckpt'}", "experiment_name=suite"]
+    target = tmp_path / "llc.yaml"
+    GlobalHydra.instance().clear()
+    assert calibrate_main([*hub, "sampler.chains=2", "sampler.burnin=16", "sampler.draws=32", "sampler.batch_size=4",
+                           "grid.lr=[1e-3,3e-3,30.0]", "grid.n_beta=[30]", "grid.localization=[1000]", f"write={target}"]) == 0
+    table = pd.read_csv(tmp_path / "ckpt" / "suite" / "observatory" / "calibration" / "tiny-step4.csv")
+    assert list(table["passes"]) == [True, True, False]  # a step size of 30 diverges
+    chosen = table.loc[table["chosen"], "lr"].item()
+    assert settings(OmegaConf.to_container(OmegaConf.load(target))).lr == chosen
+    GlobalHydra.instance().clear()
+    assert calibrate_main([*hub, "component=L0"]) == 2  # our GPT's components: not on a hub model

@@ -234,6 +234,11 @@ def test_logits_at_chosen_positions_are_those_of_the_whole_forward_pass(kw):
     torch.testing.assert_close(patterns[0], patterns[1][:, :, at])
 
 
+def test_positions_given_as_a_mask_are_an_error_naming_at():
+    with pytest.raises(ValueError, match="at= takes positions as a 1-D integer tensor"):
+        tiny()(torch.zeros(1, 8, dtype=torch.long), at=torch.ones(8, dtype=torch.bool))
+
+
 @pytest.mark.parametrize("attn_only,tied,ln", [(False, False, True), (True, False, True), (False, True, True),
                                                 (False, False, False), (True, False, False)])
 def test_parameter_count_variants(attn_only, tied, ln):

@@ -183,6 +183,8 @@ class GPT(nn.Module):
         B, T = tokens.shape
         if T > self.cfg.n_ctx:
             raise ValueError(f"sequence length {T} exceeds the model's context n_ctx={self.cfg.n_ctx}")
+        if at is not None and (at.dim() != 1 or at.is_floating_point() or at.dtype == torch.bool):
+            raise ValueError(f"at= takes positions as a 1-D integer tensor, not {at.dtype} of shape {tuple(at.shape)}")
         positions = self.hook_pos_embed(self.wpe(torch.arange(T, device=tokens.device)))  # (T, C)
         x = self.hook_embed(self.wte(tokens))  # (B, T, C)
         if self.cfg.positions == "residual":

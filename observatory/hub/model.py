@@ -88,7 +88,7 @@ class Logits(torch.nn.Module):
         self.hf_model = hf_model
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.hf_model(input_ids=tokens).logits
+        return self.hf_model(input_ids=tokens, use_cache=False).logits
 
 
 class MissingHook(ValueError):

@@ -37,8 +37,8 @@ def read_hub_json(run_dir: Path) -> dict:
 def applicable_probes(probe_cfgs: dict, has_text: bool) -> tuple[dict, dict[str, str]]:
     """The probes a hub run can take, and why each other one is left out (said once)."""
     if (probe_cfgs.get("llc") or {}).get("components"):
-        raise ValueError("probes.llc.components names our GPT's heads and layers; a hub model takes the whole "
-                         "model's LLC alone: set probes.llc.components=[]")
+        raise ValueError("per-component LLCs name our GPT's heads and layers; a hub model takes the whole model's "
+                         "LLC alone: set probes.llc.components=[] (and calibrate without component=)")
     kept, left_out = {}, {}
     for name, cfg in probe_cfgs.items():
         if name not in APPLICABLE:

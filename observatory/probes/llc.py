@@ -96,7 +96,9 @@ def settings(cfg: dict) -> Settings:
 def token_loss(model, input_ids: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
     """devinterp's `loss_fn(model, input_ids) -> (B, T)` per-token loss, for this model, which
     reads seq_len tokens, not the block's seq_len + 1. With `at` (our GPT's sorted positions)
-    the model computes those positions' logits alone, and the loss elsewhere is 0."""
+    the model computes those positions' logits alone, and the loss elsewhere is 0 (where the
+    whole pass gives a non-finite loss outside `at`, devinterp's weighted loss is NaN there and
+    ends the chain; this one does not see it)."""
     inputs, targets = input_ids[:, :-1], input_ids[:, 1:]
     if at is None:
         logits = model(inputs)  # (B, T, V)
@@ -108,9 +110,10 @@ def token_loss(model, input_ids: torch.Tensor, at: torch.Tensor | None = None) -
 
 def loss_positions(model, loss_mask: torch.Tensor) -> torch.Tensor | None:
     """The positions at which any block takes its loss, where our GPT can compute them alone
-    and they are not all (a loss on the answers alone: grokking's one token in seven); else None."""
+    and they are at most half of all (a loss on the answers alone: grokking's one token in
+    seven); else None, the whole pass (its fused causal attention beats a masked one)."""
     at = loss_mask.any(0).nonzero().flatten()
-    if not isinstance(model, GPT) or len(at) == loss_mask.shape[1]:
+    if not isinstance(model, GPT) or len(at) > loss_mask.shape[1] // 2:
         return None
     return at.to(next(model.parameters()).device)
 
@@ -266,14 +269,17 @@ def estimate(model, blocks: torch.Tensor, loss_mask: torch.Tensor, s: Settings, 
     the chains here compute logits only where a loss is taken (token_loss's `at`: the same
     function, less arithmetic), devinterp's sampler the whole forward pass. `sampler`:
     "vmap" or "chainwise" (the chains advanced together, here), "devinterp" (its `llc`, chain
-    after chain: the reference that tests hold the others to); by default "vmap" on an
-    accelerator, where one call for all chains saves kernel launches, and "chainwise" on CPU,
-    where the matrix products dominate and vmap's batched products are slower (docs/devinterp.md)."""
+    after chain: the reference that tests hold the others to); by default "vmap" for our GPT on
+    an accelerator, where one call for all chains saves kernel launches, and "chainwise" on CPU,
+    where the matrix products dominate and vmap's batched products are slower (docs/devinterp.md),
+    and for a hub model (its logits at a 50k vocabulary, every chain's at once, and
+    transformers' code under vmap: untested)."""
     keep = kept_blocks(len(blocks), s.max_blocks)
     blocks, loss_mask = blocks[keep], loss_mask[keep]
     batch_size = min(s.batch_size, len(blocks))
     masks = param_masks(model, component) if component else dict.fromkeys(n for n, _ in model.named_parameters())
-    sampler = sampler or ("chainwise" if next(model.parameters()).device.type == "cpu" else "vmap")
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    sampler = sampler or ("chainwise" if on_cpu or not isinstance(model, GPT) else "vmap")
     if loss_fn is None:  # devinterp's own sampler on the whole forward pass: the reference as it is
         loss_fn = token_loss if sampler == "devinterp" else partial(token_loss, at=loss_positions(model, loss_mask))
     args = model, blocks, loss_weights(loss_mask), loss_fn, s, masks, batch_size
@@ -461,7 +467,7 @@ def sampled_model(model) -> torch.nn.Module:
     return model.sampling_model() if hasattr(model, "sampling_model") else model
 
 
-@probe("llc", version=2, settings=Settings)  # 2: max_blocks keeps evenly spaced blocks (was the first)
+@probe("llc", version=3, settings=Settings)  # 3: logits where the loss is taken alone; 2: evenly spaced blocks
 def llc(ctx, s: Settings) -> dict:
     """The whole model's LLC (`mean`, `chain/<i>`, health) and each configured component's
     (`<component>/mean`, ...), on the run's training data (sweep/runner.py: sampling_data)."""

@@ -65,10 +65,8 @@ class RunInputs:
         linear = [it for it in probe_items if it.get("split") == LINEAR_SPLIT]
         probe_items = [it for it in probe_items if it.get("split") != LINEAR_SPLIT]
         token_ids, ordinary, bos = vocabulary(run_dir)
-        answer_only = info.get("config", {}).get("data", {}).get("loss_on") == "answer"
-        block_len = rundir.block_length(info)  # as training cuts them: data.seq_len + 1
-        blocks, block_tasks, blocks_mask = pack_with_loss_mask(probe_items, block_len, "heldout", answer_only)
-        train_blocks, _, train_mask = pack_with_loss_mask(probe_items, block_len, "train", answer_only)
+        blocks, block_tasks, blocks_mask = packed_items(info, probe_items, "heldout")
+        train_blocks, _, train_mask = packed_items(info, probe_items, "train")
         repeated = torch.zeros(0, n_ctx, dtype=torch.long)  # only the attention probe reads them
         if "attention" in probe_cfgs:
             attention = PROBES["attention"].configure(probe_cfgs["attention"])
@@ -114,11 +112,15 @@ def sampling_data(run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
         if blocks is None:
             return torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 1, dtype=torch.bool)
         return blocks, torch.ones(len(blocks), blocks.shape[1] - 1, dtype=torch.bool)
-    info = rundir.read_run_json(run_dir)
-    answer_only = info.get("config", {}).get("data", {}).get("loss_on") == "answer"
-    blocks, _, mask = pack_with_loss_mask(rundir.read_probe_items(run_dir), rundir.block_length(info), "train",
-                                          answer_only)
+    blocks, _, mask = packed_items(rundir.read_run_json(run_dir), rundir.read_probe_items(run_dir), "train")
     return blocks, mask
+
+
+def packed_items(info: dict, items: list[dict], split: str) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """One split's items packed into blocks as training cuts them (data.seq_len + 1), with
+    training's loss mask: every token, or the answers alone under data.loss_on=answer."""
+    answer_only = info.get("config", {}).get("data", {}).get("loss_on") == "answer"
+    return pack_with_loss_mask(items, rundir.block_length(info), split, answer_only)
 
 
 def vocabulary(run_dir: Path) -> tuple[dict[str, int], list[int], int]:
