@@ -46,11 +46,11 @@ class Attention(nn.Module):
             q, k, v = self._qkv_at(x, x if qk_input is None else qk_input, at)
         else:
             if qk_input is None:
-                qkv = self.qkv(x)  # (B, T, 3C)
-            else:
+                q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.d_head).unbind(dim=2)  # (B, T, H, D) each
+            else:  # two products, not one concatenated: a copy along the last dim is slow on CPU
                 w, b = self.qkv.weight, self.qkv.bias
-                qkv = torch.cat([F.linear(qk_input, w[: 2 * C], b[: 2 * C]), F.linear(x, w[2 * C :], b[2 * C :])], dim=-1)
-            q, k, v = qkv.view(B, T, 3, self.n_head, self.d_head).unbind(dim=2)  # (B, T, H, D) each
+                q, k = F.linear(qk_input, w[: 2 * C], b[: 2 * C]).view(B, T, 2, self.n_head, self.d_head).unbind(dim=2)
+                v = F.linear(x, w[2 * C :], b[2 * C :]).view(B, T, self.n_head, self.d_head)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, Tq, D), (B, H, T, D), (B, H, T, D)
         if self.hook_pattern.active or self.hook_attn_scores.active:
