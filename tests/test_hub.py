@@ -69,12 +69,12 @@ def test_each_suite_names_its_steps_its_own_way():
 def test_offline_the_cache_lists_branches_and_each_revisions_weights_sha256(cache, tmp_path):
     word_tokenizer(tmp_path / "tok")
     model = tiny_model("gpt_neox", 61, seed=0)
-    publish_model(cache, "org/tiny", "step0", model, tmp_path / "tok")
-    publish_model(cache, "org/tiny", "step1", model, tmp_path / "tok")  # the same bytes: one blob
-    publish_model(cache, "org/tiny", "step2", nudged(model, 0.1, 1))
+    commits = [publish_model(cache, "org/tiny", "step0", model, tmp_path / "tok"),
+               publish_model(cache, "org/tiny", "step1", model, tmp_path / "tok"),  # the same bytes: one blob
+               publish_model(cache, "org/tiny", "step2", nudged(model, 0.1, 1))]
     (cache / "models--org--tiny" / "refs" / "refs" / "pr").mkdir(parents=True)
     (cache / "models--org--tiny" / "refs" / "refs" / "pr" / "1").write_text("0" * 40)  # a pull request: not a branch
-    assert hub_repo.branches("org/tiny") == ["step0", "step1", "step2"]
+    assert hub_repo.branches("org/tiny") == dict(zip(["step0", "step1", "step2"], commits))
     files = {rev: hub_repo.weight_files("org/tiny", rev) for rev in ("step0", "step1", "step2")}
     snapshot = hub_repo.snapshot_folder("org/tiny", "step2")
     on_disk = hashlib.sha256((snapshot / "model.safetensors").read_bytes()).hexdigest()
@@ -107,7 +107,7 @@ def test_a_probed_revision_removed_from_the_cache_leaves_the_blobs_another_share
     publish_model(cache, "org/tiny", "step1", model)  # the same weight bytes
     snapshot, _ = hub_repo.download("org/tiny", "step0", ["model.safetensors"])
     hub_repo.remove(snapshot)
-    assert not snapshot.exists() and hub_repo.branches("org/tiny") == ["step1"]
+    assert not snapshot.exists() and list(hub_repo.branches("org/tiny")) == ["step1"]
     assert hub_repo.weight_files("org/tiny", "step1").sha256 == hashlib.sha256(
         (hub_repo.snapshot_folder("org/tiny", "step1") / "model.safetensors").read_bytes()).hexdigest()
 
@@ -125,6 +125,33 @@ def test_a_hub_that_does_not_answer_is_a_clear_error_naming_the_offline_setting(
     monkeypatch.setattr(HfApi, "list_repo_refs", unreachable)
     with pytest.raises(hub_repo.HubError, match="the hub did not answer .*set HF_HUB_OFFLINE=1"):
         hub_repo.branches("EleutherAI/pythia-70m")
+
+
+def test_registering_again_asks_the_hub_only_for_the_revisions_whose_branch_moved(cache, tmp_path, monkeypatch):
+    """Every shard and every re-run registers the repository again: one branch list, and the
+    metadata of a revision only when its branch points at another commit than before."""
+    from observatory.hub.source import register
+
+    word_tokenizer(tmp_path / "tok")
+    for step in (0, 1, 2):
+        publish_model(cache, "org/tiny", f"step{step}", tiny_model("gpt_neox", 61, seed=step), tmp_path / "tok")
+    asked, weight_files = [], hub_repo.weight_files
+    monkeypatch.setattr(hub_repo, "weight_files", lambda repo, rev: asked.append(rev) or weight_files(repo, rev))
+    text = dict(text=str(text_file(tmp_path / "docs.jsonl")), max_tokens=300,
+                revisions=["step0", "step1", "step2"])  # named: offline, a registered run is otherwise kept as it is
+    run_dir = register(tmp_path / "exp", "org/tiny", **text)
+    assert asked == ["step0", "step1", "step2"]
+    stream = (run_dir / "ngram_stream.safetensors").stat().st_mtime_ns
+    register(tmp_path / "exp", "org/tiny", **text)
+    assert asked == ["step0", "step1", "step2"]  # nothing moved: nothing asked, the text not cut again
+    assert (run_dir / "ngram_stream.safetensors").stat().st_mtime_ns == stream
+    publish_model(cache, "org/tiny", "step1", tiny_model("gpt_neox", 61, seed=9), tmp_path / "tok")  # re-uploaded
+    register(tmp_path / "exp", "org/tiny", **text)
+    assert asked[3:] == ["step1"]
+    from train import rundir
+
+    manifest = {row["file"]: row["sha256"] for row in rundir.read_manifest(run_dir)}
+    assert manifest["step1"] == hub_repo.weight_files("org/tiny", "step1").sha256  # the new weights' digest
 
 
 def test_a_revision_whose_bytes_differ_from_the_hubs_sha256_is_refused(cache, tmp_path):

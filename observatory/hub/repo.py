@@ -51,17 +51,19 @@ def repo_folder(repo: str) -> Path:
     return cache() / ("models--" + repo.replace("/", "--"))
 
 
-def branches(repo: str) -> list[str]:
-    """The repository's branches: the hub's list, or offline the cache's refs/ (what was downloaded)."""
+def branches(repo: str) -> dict[str, str]:
+    """The repository's branches and the commit each points at: the hub's list (one request),
+    or offline the cache's refs/ (what was downloaded)."""
     if not offline():
         from huggingface_hub import HfApi
 
-        return asking(f"hub.repo={repo}", lambda: [b.name for b in HfApi().list_repo_refs(repo).branches])
+        refs = asking(f"hub.repo={repo}", lambda: HfApi().list_repo_refs(repo).branches)
+        return {b.name: b.target_commit for b in refs}
     refs = repo_folder(repo) / "refs"
     if not refs.is_dir():
         raise HubError(f"hub.repo={repo}: not in the hub cache {refs.parent.parent} and HF_HUB_OFFLINE=1: download it "
                        "with a network first, or unset HF_HUB_OFFLINE")
-    return sorted(p.name for p in refs.iterdir() if p.is_file())  # refs/refs/pr/N are pull requests, not branches
+    return {p.name: p.read_text().strip() for p in sorted(refs.iterdir()) if p.is_file()}  # refs/pr/N: not branches
 
 
 @dataclass(frozen=True)

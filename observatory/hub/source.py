@@ -69,8 +69,9 @@ def register(experiment_dir: Path, repo: str, revisions: list[str] | None = None
     _check_same_inputs(run_dir, settings)
     if hub.offline() and (run_dir / HUB_JSON).exists() and not (revisions or every):
         return run_dir
-    checkpoints = choose_revisions(repo, revisions, every)
-    weights = {rev: hub.weight_files(repo, rev) for rev in checkpoints}
+    heads = hub.branches(repo)
+    checkpoints = choose_revisions(repo, revisions, every, list(heads))
+    weights = {rev: known_weights(run_dir, rev, heads[rev]) or hub.weight_files(repo, rev) for rev in checkpoints}
     last = list(checkpoints)[-1]
     run_dir.mkdir(parents=True, exist_ok=True)
     hf_config, n_params, non_embedding = _shape(repo, last)
@@ -82,8 +83,9 @@ def register(experiment_dir: Path, repo: str, revisions: list[str] | None = None
     ordinary = sorted(i for i in tok.get_vocab().values() if i not in special and i < cfg.vocab_size)
     write_json(run_dir / HUB_JSON, {**settings, "suite": suite.name, "keep": keep, "bos_token_id": bos,
                                     "ordinary_ids": ordinary,
-                                    "revisions": {rev: weights[rev].files for rev in checkpoints}})
-    if text:
+                                    "revisions": {rev: weights[rev].files for rev in checkpoints},
+                                    "commits": {rev: heads[rev] for rev in checkpoints}})
+    if text and not (rundir.read_probe_items(run_dir) and (run_dir / NGRAM_STREAM).exists()):  # the same text: kept
         end_of_text = tok.eos_token_id if tok.eos_token_id is not None else bos
         write_text(run_dir, text, tok, max_tokens, stream_tokens, cfg.n_ctx, end_of_text)
     seed = re.search(r"-seed(\d+)$", repo)
@@ -122,10 +124,23 @@ def stream_blocks(run_dir: Path):
     return load_file(path)["blocks"] if path.exists() else None
 
 
-def choose_revisions(repo: str, revisions: list[str] | None, every: int | None) -> dict[str, int]:
+def known_weights(run_dir: Path, revision: str, commit: str) -> hub.WeightFiles | None:
+    """A revision's weight files as an earlier registration read them, if its branch still
+    points at the same commit: a re-run (each shard's, each follower poll's) then asks the hub
+    for the branch list alone, not for every revision's metadata."""
+    if not (Path(run_dir) / HUB_JSON).exists():
+        return None
+    before = read_hub_json(run_dir)
+    if before.get("commits", {}).get(revision) != commit or revision not in before["revisions"]:
+        return None
+    return hub.WeightFiles(before["revisions"][revision])
+
+
+def choose_revisions(repo: str, revisions: list[str] | None, every: int | None,
+                     branches: list[str]) -> dict[str, int]:
     """{revision: step}: the given revisions, or every branch that names a step (every K-th
     of them with `every`, the last always kept)."""
-    found = checkpoint_revisions(repo, hub.branches(repo))
+    found = checkpoint_revisions(repo, branches)
     if not found:
         raise hub.HubError(f"hub.repo={repo}: no branch names a training step ({suite_of(repo).name}'s naming: "
                            f"{suite_of(repo).revision}); name them with hub.revisions=[...]")
