@@ -71,7 +71,8 @@ def register(experiment_dir: Path, repo: str, revisions: list[str] | None = None
         return run_dir
     heads = hub.branches(repo)
     checkpoints = choose_revisions(repo, revisions, every, list(heads))
-    weights = {rev: known_weights(run_dir, rev, heads[rev]) or hub.weight_files(repo, rev) for rev in checkpoints}
+    before = read_hub_json(run_dir) if (run_dir / HUB_JSON).exists() else {}
+    weights = {rev: known_weights(before, rev, heads[rev]) or hub.weight_files(repo, rev) for rev in checkpoints}
     last = list(checkpoints)[-1]
     run_dir.mkdir(parents=True, exist_ok=True)
     hf_config, n_params, non_embedding = _shape(repo, last)
@@ -124,14 +125,11 @@ def stream_blocks(run_dir: Path):
     return load_file(path)["blocks"] if path.exists() else None
 
 
-def known_weights(run_dir: Path, revision: str, commit: str) -> hub.WeightFiles | None:
-    """A revision's weight files as an earlier registration read them, if its branch still
-    points at the same commit: a re-run (each shard's, each follower poll's) then asks the hub
-    for the branch list alone, not for every revision's metadata."""
-    if not (Path(run_dir) / HUB_JSON).exists():
-        return None
-    before = read_hub_json(run_dir)
-    if before.get("commits", {}).get(revision) != commit or revision not in before["revisions"]:
+def known_weights(before: dict, revision: str, commit: str) -> hub.WeightFiles | None:
+    """A revision's weight files as an earlier registration (its hub.json, `before`) read them,
+    if its branch still points at the same commit: a re-run (each shard's, each follower
+    poll's) then asks the hub for the branch list alone, not for every revision's metadata."""
+    if before.get("commits", {}).get(revision) != commit or revision not in before.get("revisions", {}):
         return None
     return hub.WeightFiles(before["revisions"][revision])
 
