@@ -140,6 +140,13 @@ class Training(threading.Thread):
     def __init__(self, source: Path, target: Path, last_status: str = "completed", kill: bool = True):
         super().__init__(daemon=True)
         self.source, self.target, self.last_status, self.kill = source, target, last_status, kill
+        self.released: float | None = None  # time.monotonic() when training's lock went for good
+
+    def ended_before(self, moment: float) -> bool:
+        """Training had let its lock go for good by `moment` (the thread itself may still be
+        returning: on a loaded machine is_alive() can lag the release)."""
+        self.join(timeout=30)
+        return self.released is not None and self.released <= moment
 
     def run(self) -> None:
         runs = sorted(p.parent for p in self.source.glob("*/run.json"))
@@ -163,6 +170,7 @@ class Training(threading.Thread):
             status = self.last_status if i == len(runs) - 1 else "completed"
             (out / "run.json").write_text(json.dumps(info | {"status": status}))
             time.sleep(0.3)  # the next job starting
+        self.released = time.monotonic()
         lock.close()
 
     @staticmethod
@@ -192,7 +200,7 @@ def test_the_follower_probes_each_checkpoint_once_it_is_listed_and_ends_with_tra
     training.start()
     with LiveCurves("tiny", target / "observatory", "offline") as curves:
         summary = follow(target, PROBES, poll_seconds=0.02, log_rows=curves.log)
-    assert not training.is_alive()  # it ended with training, not before (the gap, the kill)
+    assert training.ended_before(time.monotonic())  # it ended with training, not before (the gap, the kill)
     assert (summary.runs, summary.checkpoints, summary.probed, len(summary.problems)) == (2, 16, 16, 0)
     assert len(loaded) == len(set(loaded)) == 16  # each checkpoint read once, each after its row
     pd.testing.assert_frame_equal(summary.table, reference)
@@ -208,7 +216,7 @@ def test_the_follower_ends_when_a_run_fails_and_resumes_where_it_stopped(trained
     training = Training(trained, target, last_status="failed: NonFiniteLoss", kill=False)
     training.start()
     first = follow(target, PROBES, poll_seconds=0.02)
-    assert not training.is_alive() and first.probed == 16
+    assert training.ended_before(time.monotonic()) and first.probed == 16
     again = follow(target, PROBES, poll_seconds=0.02)  # the same command again: nothing new
     assert (again.probed, again.skipped) == (0, 16)
     pd.testing.assert_frame_equal(again.table, reference)
