@@ -243,6 +243,7 @@ def observatory(cache, *overrides, checkpoints):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # 30 s: three runs of the whole command in subprocesses
 def test_a_suite_in_the_hub_cache_is_probed_checked_and_reported_like_our_own_runs(tmp_path):
     cache = tmp_path / "hub"
     word_tokenizer(tmp_path / "tok")
@@ -251,7 +252,7 @@ def test_a_suite_in_the_hub_cache_is_probed_checked_and_reported_like_our_own_ru
         revision = model if step <= 1 else nudged(tiny_model("gpt_neox", 61, seed=0), 0.02 * step, step)
         publish_model(cache, "EleutherAI/pythia-tiny", f"step{step}", revision, tmp_path / "tok")
     text = [f"hub.text={text_file(tmp_path / 'docs.jsonl')}", "hub.max_tokens=2000",  # the rest: the n-gram stream
-            "+probes/llc@probes.llc=default", "probes.llc.chains=2", "probes.llc.burnin=16", "probes.llc.draws=16"]
+            "+probes/llc@probes.llc=default", "probes.llc.chains=2", "probes.llc.burnin=8", "probes.llc.draws=8"]
     run = observatory(cache, "hub.repo=EleutherAI/pythia-tiny", *text, "experiment_name=suite", checkpoints=tmp_path / "ckpt")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "capability left out: its items are our synthetic tasks' tokens" in run.stdout
@@ -468,6 +469,7 @@ def test_a_hub_models_llc_is_devinterps_on_the_model_transformers_loads(tmp_path
     assert (ours.trace[:, -1] - ours.init_loss > 0.01).all()  # chains that moved: the comparison compares something
 
 
+@pytest.mark.slow  # 15 s: two estimates of 6 chains
 def test_our_run_through_the_hub_has_the_native_llc(tmp_path, cache, train_debug):
     """Our run's last checkpoint exported with train.export (GPT-2: the same weights, transposed
     and fused otherwise, which SGLD's isotropic noise does not see) and probed as a hub
