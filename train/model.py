@@ -73,15 +73,16 @@ class Attention(nn.Module):
     def _explicit_attention(self, q, k, v, at=None) -> torch.Tensor:
         T = k.shape[-2]
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)  # (B, H, Tq, T)
-        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril() if at is None else causal_mask(T, at, q.device)
-        scores = self.hook_attn_scores(scores.masked_fill(~causal, float("-inf")))
+        scores = self.hook_attn_scores(scores.masked_fill(~causal_mask(T, at, q.device), float("-inf")))
         pattern = self.hook_pattern(scores.softmax(dim=-1))  # (B, H, T_query, T_key)
         return pattern @ v  # (B, H, Tq, D)
 
 
-def causal_mask(T: int, at: torch.Tensor, device) -> torch.Tensor:
-    """(Tq, T): the query at position at[i] reads the keys at positions <= at[i]."""
-    return torch.arange(T, device=device)[None, :] <= at.to(device)[:, None]
+def causal_mask(T: int, at: torch.Tensor | None, device) -> torch.Tensor:
+    """(Tq, T): the query at position at[i] (every position when `at` is None) reads the keys
+    at positions <= at[i]."""
+    keys = torch.arange(T, device=device)
+    return keys[None, :] <= (keys if at is None else at.to(device))[:, None]
 
 
 class MLP(nn.Module):
